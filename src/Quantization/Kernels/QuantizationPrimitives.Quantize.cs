@@ -1,0 +1,176 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace Quantization;
+
+public static partial class QuantizationPrimitives
+{
+    /// <summary>Quantizes values to int8 with one scale and zero point (ONNX QuantizeLinear, per tensor).</summary>
+    /// <param name="source">The real values.</param>
+    /// <param name="destination">Receives <c>clamp(round(x / scale) + zeroPoint, -128, 127)</c>; must have the source's length.</param>
+    /// <param name="scale">The scale: finite and positive (zero is allowed for conventions that multiply by the reciprocal, and maps everything to the zero point).</param>
+    /// <param name="zeroPoint">The zero point.</param>
+    /// <param name="convention">The numeric convention (rounding, division or reciprocal); <see cref="NumericConvention.Onnx"/> when <see langword="null"/>.</param>
+    /// <param name="tensorName">A name for the data, used in exception messages.</param>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The scale is not valid.</exception>
+    /// <exception cref="NonFiniteValueException">The source contains NaN or an infinity.</exception>
+    public static void Quantize(ReadOnlySpan<float> source, Span<sbyte> destination, float scale, sbyte zeroPoint = 0, NumericConvention? convention = null, string? tensorName = null) =>
+        QuantizeTensor(source, MemoryMarshal.AsBytes(destination), scale, zeroPoint, QuantizedType.Int8, convention, tensorName);
+
+    /// <summary>Quantizes values to uint8 with one scale and zero point (ONNX QuantizeLinear, per tensor).</summary>
+    /// <param name="source">The real values.</param>
+    /// <param name="destination">Receives <c>clamp(round(x / scale) + zeroPoint, 0, 255)</c>; must have the source's length.</param>
+    /// <param name="scale">The scale: finite and positive (zero is allowed for conventions that multiply by the reciprocal).</param>
+    /// <param name="zeroPoint">The zero point.</param>
+    /// <param name="convention">The numeric convention; <see cref="NumericConvention.Onnx"/> when <see langword="null"/>.</param>
+    /// <param name="tensorName">A name for the data, used in exception messages.</param>
+    /// <exception cref="ArgumentException">The lengths differ.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The scale is not valid.</exception>
+    /// <exception cref="NonFiniteValueException">The source contains NaN or an infinity.</exception>
+    public static void Quantize(ReadOnlySpan<float> source, Span<byte> destination, float scale, byte zeroPoint, NumericConvention? convention = null, string? tensorName = null) =>
+        QuantizeTensor(source, destination, scale, zeroPoint, QuantizedType.UInt8, convention, tensorName);
+
+    private static void QuantizeTensor(ReadOnlySpan<float> source, Span<byte> destination, float scale, int zeroPoint, QuantizedType type, NumericConvention? convention, string? tensorName)
+    {
+        convention ??= NumericConvention.Onnx;
+        ValidateLengths(source.Length, destination.Length, nameof(destination));
+        ValidateScale(scale, convention.MultipliesByReciprocal, nameof(scale));
+        if (QuantizeLanes(convention, source, destination, new UniformParameters(convention.GetQuantizeFactor(scale), zeroPoint), type))
+        {
+            throw NonFinite(source, tensorName, nameof(source));
+        }
+    }
+
+    /// <summary>
+    /// Quantizes a run with the convention's arithmetic; <paramref name="parameters"/> hold quantize factors (see
+    /// <see cref="NumericConvention.GetQuantizeFactor"/>), not scales. Returns whether the run held NaN or an infinity.
+    /// </summary>
+    internal static bool QuantizeLanes<TParameters>(NumericConvention convention, ReadOnlySpan<float> source, Span<byte> destination, in TParameters parameters, QuantizedType type)
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        float lo = type.GetMinValue();
+        float hi = type.GetMaxValue();
+        if (!convention.MultipliesByReciprocal)
+        {
+            return QuantizeLanes<DivideScaling, RoundToEven, TParameters>(source, destination, parameters, lo, hi);
+        }
+
+        return convention.Rounding == MidpointRounding.AwayFromZero
+            ? QuantizeLanes<MultiplyScaling, RoundAwayFromZero, TParameters>(source, destination, parameters, lo, hi)
+            : QuantizeLanes<MultiplyScaling, RoundToEven, TParameters>(source, destination, parameters, lo, hi);
+    }
+
+    private static bool QuantizeLanes<TScaling, TRounding, TParameters>(ReadOnlySpan<float> source, Span<byte> destination, in TParameters p, float lo, float hi)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        ref float src = ref MemoryMarshal.GetReference(source);
+        ref byte dst = ref MemoryMarshal.GetReference(destination);
+        nuint length = (nuint)source.Length;
+
+        // Each block turns four float vectors into one byte vector; the last block overlaps the one before it
+        // (quantization is element-wise, so the overlap is written twice with the same bytes).
+        if (Vector512.IsHardwareAccelerated && length >= (nuint)Vector512<byte>.Count)
+        {
+            Vector512<float> lo512 = Vector512.Create(lo), hi512 = Vector512.Create(hi);
+            Vector512<uint> bad = Vector512<uint>.Zero;
+            nuint last = length - (nuint)Vector512<byte>.Count;
+            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector512<byte>.Count, last))
+            {
+                QuantizeOperator.Narrow(
+                    Lane512<TScaling, TRounding, TParameters>(ref src, i, p, lo512, hi512, ref bad),
+                    Lane512<TScaling, TRounding, TParameters>(ref src, i + 16, p, lo512, hi512, ref bad),
+                    Lane512<TScaling, TRounding, TParameters>(ref src, i + 32, p, lo512, hi512, ref bad),
+                    Lane512<TScaling, TRounding, TParameters>(ref src, i + 48, p, lo512, hi512, ref bad)).StoreUnsafe(ref dst, i);
+                if (i == last)
+                {
+                    return bad != Vector512<uint>.Zero;
+                }
+            }
+        }
+
+        if (Vector256.IsHardwareAccelerated && length >= (nuint)Vector256<byte>.Count)
+        {
+            Vector256<float> lo256 = Vector256.Create(lo), hi256 = Vector256.Create(hi);
+            Vector256<uint> bad = Vector256<uint>.Zero;
+            nuint last = length - (nuint)Vector256<byte>.Count;
+            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector256<byte>.Count, last))
+            {
+                QuantizeOperator.Narrow(
+                    Lane256<TScaling, TRounding, TParameters>(ref src, i, p, lo256, hi256, ref bad),
+                    Lane256<TScaling, TRounding, TParameters>(ref src, i + 8, p, lo256, hi256, ref bad),
+                    Lane256<TScaling, TRounding, TParameters>(ref src, i + 16, p, lo256, hi256, ref bad),
+                    Lane256<TScaling, TRounding, TParameters>(ref src, i + 24, p, lo256, hi256, ref bad)).StoreUnsafe(ref dst, i);
+                if (i == last)
+                {
+                    return bad != Vector256<uint>.Zero;
+                }
+            }
+        }
+
+        if (Vector128.IsHardwareAccelerated && length >= (nuint)Vector128<byte>.Count)
+        {
+            Vector128<float> lo128 = Vector128.Create(lo), hi128 = Vector128.Create(hi);
+            Vector128<uint> bad = Vector128<uint>.Zero;
+            nuint last = length - (nuint)Vector128<byte>.Count;
+            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector128<byte>.Count, last))
+            {
+                QuantizeOperator.Narrow(
+                    Lane128<TScaling, TRounding, TParameters>(ref src, i, p, lo128, hi128, ref bad),
+                    Lane128<TScaling, TRounding, TParameters>(ref src, i + 4, p, lo128, hi128, ref bad),
+                    Lane128<TScaling, TRounding, TParameters>(ref src, i + 8, p, lo128, hi128, ref bad),
+                    Lane128<TScaling, TRounding, TParameters>(ref src, i + 12, p, lo128, hi128, ref bad)).StoreUnsafe(ref dst, i);
+                if (i == last)
+                {
+                    return bad != Vector128<uint>.Zero;
+                }
+            }
+        }
+
+        bool nonFinite = false;
+        for (nuint i = 0; i < length; i++)
+        {
+            float x = Unsafe.Add(ref src, i);
+            nonFinite |= !float.IsFinite(x);
+            Unsafe.Add(ref dst, i) = QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale(i), p.ZeroPoint(i), lo, hi);
+        }
+
+        return nonFinite;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Lane512<TScaling, TRounding, TParameters>(ref float src, nuint i, in TParameters p, Vector512<float> lo, Vector512<float> hi, ref Vector512<uint> bad)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        Vector512<float> x = Vector512.LoadUnsafe(ref src, i);
+        bad |= QuantizeOperator.NonFinite(x);
+        return QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale512(i), Vector512.ConvertToSingle(p.ZeroPoint512(i)), lo, hi);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Lane256<TScaling, TRounding, TParameters>(ref float src, nuint i, in TParameters p, Vector256<float> lo, Vector256<float> hi, ref Vector256<uint> bad)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        Vector256<float> x = Vector256.LoadUnsafe(ref src, i);
+        bad |= QuantizeOperator.NonFinite(x);
+        return QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale256(i), Vector256.ConvertToSingle(p.ZeroPoint256(i)), lo, hi);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<int> Lane128<TScaling, TRounding, TParameters>(ref float src, nuint i, in TParameters p, Vector128<float> lo, Vector128<float> hi, ref Vector128<uint> bad)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        Vector128<float> x = Vector128.LoadUnsafe(ref src, i);
+        bad |= QuantizeOperator.NonFinite(x);
+        return QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale128(i), Vector128.ConvertToSingle(p.ZeroPoint128(i)), lo, hi);
+    }
+}

@@ -1,0 +1,183 @@
+using System.Buffers;
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
+
+namespace Quantization;
+
+public static partial class QuantizationPrimitives
+{
+    /// <summary>
+    /// Observes and quantizes an N-D tensor to int8 in one call (dynamic quantization): computes each parameter pair
+    /// from the min and max of the elements it covers, with the scheme's convention, then quantizes them.
+    /// </summary>
+    /// <param name="source">The real values, row-major.</param>
+    /// <param name="shape">The tensor's shape.</param>
+    /// <param name="scheme">The scheme; its type must be <see cref="QuantizedType.Int8"/>.</param>
+    /// <param name="destination">Receives the quantized values; the source's length.</param>
+    /// <param name="scales">Receives the scales, in the layout of <see cref="QuantizationGranularity.GetParameterShape"/>.</param>
+    /// <param name="zeroPoints">Receives the zero points, one per scale.</param>
+    /// <param name="tensorName">A name for the data, used in exception messages.</param>
+    /// <remarks>
+    /// Where each parameter covers one contiguous run (per token, per group along the last axis, per channel of the
+    /// first axis: row-wise quantization), each run is observed and quantized while it is still in cache. Other
+    /// layouts take two passes.
+    /// </remarks>
+    /// <exception cref="ArgumentException">The scheme's type is not int8, the shape does not fit the granularity or the data, or a span has the wrong length.</exception>
+    /// <exception cref="NonFiniteValueException">The source contains NaN or an infinity.</exception>
+    public static void QuantizeDynamic(ReadOnlySpan<float> source, ReadOnlySpan<int> shape, QuantizationScheme scheme, Span<sbyte> destination, Span<float> scales, Span<sbyte> zeroPoints, string? tensorName = null) =>
+        QuantizeDynamic(source, shape, scheme, MemoryMarshal.AsBytes(destination), scales, zeroPoints, QuantizedType.Int8, tensorName);
+
+    /// <summary>Observes and quantizes an N-D tensor to uint8 in one call (dynamic quantization).</summary>
+    /// <param name="source">The real values, row-major.</param>
+    /// <param name="shape">The tensor's shape.</param>
+    /// <param name="scheme">The scheme; its type must be <see cref="QuantizedType.UInt8"/>.</param>
+    /// <param name="destination">Receives the quantized values; the source's length.</param>
+    /// <param name="scales">Receives the scales, in the layout of <see cref="QuantizationGranularity.GetParameterShape"/>.</param>
+    /// <param name="zeroPoints">Receives the zero points, one per scale.</param>
+    /// <param name="tensorName">A name for the data, used in exception messages.</param>
+    /// <exception cref="ArgumentException">The scheme's type is not uint8, the shape does not fit the granularity or the data, or a span has the wrong length.</exception>
+    /// <exception cref="NonFiniteValueException">The source contains NaN or an infinity.</exception>
+    public static void QuantizeDynamic(ReadOnlySpan<float> source, ReadOnlySpan<int> shape, QuantizationScheme scheme, Span<byte> destination, Span<float> scales, Span<byte> zeroPoints, string? tensorName = null) =>
+        QuantizeDynamic(source, shape, scheme, destination, scales, zeroPoints, QuantizedType.UInt8, tensorName);
+
+    private static void QuantizeDynamic<T>(ReadOnlySpan<float> source, ReadOnlySpan<int> shape, QuantizationScheme scheme, Span<byte> destination, Span<float> scales, Span<T> zeroPoints, QuantizedType type, string? tensorName)
+        where T : struct, IBinaryInteger<T>
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        if (scheme.Type != type)
+        {
+            throw new ArgumentException($"The scheme quantizes to {scheme.Type} but the destination holds {type}.", nameof(scheme));
+        }
+
+        TensorLayout layout = ValidateAxisArguments(source.Length, destination.Length, shape, scheme.Granularity, scales, (ReadOnlySpan<T>)zeroPoints);
+        if (zeroPoints.Length != scales.Length)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"There are {scales.Length} scales but {zeroPoints.Length} zero points."), nameof(zeroPoints));
+        }
+
+        int[] pooled = ArrayPool<int>.Shared.Rent(scales.Length);
+        try
+        {
+            Span<int> wide = pooled.AsSpan(0, scales.Length);
+            QuantizeDynamicCore(source, layout, scheme, destination, scales, wide, tensorName);
+            for (int i = 0; i < wide.Length; i++)
+            {
+                zeroPoints[i] = T.CreateTruncating(wide[i]);
+            }
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(pooled);
+        }
+    }
+
+    /// <summary>Dynamic quantization on a validated layout; fills one scale and zero point per parameter.</summary>
+    internal static void QuantizeDynamicCore(ReadOnlySpan<float> source, in TensorLayout layout, QuantizationScheme scheme, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, string? tensorName)
+    {
+        if (layout.EachParameterIsOneRun)
+        {
+            FusedVisitor fused = new(source, destination, scales, zeroPoints, scheme, tensorName);
+            layout.Visit(ref fused);
+            if (layout.ElementCount == 0)
+            {
+                FillFromRanges(scheme, [], [], scales, zeroPoints, []);
+            }
+
+            return;
+        }
+
+        // Zero is always inside the range every convention maps (ggml's uses |x| only), so zero-initialised
+        // accumulators give the same parameters as +/-infinity ones, and an empty tensor gets the (0, 0) range.
+        float[] pooled = ArrayPool<float>.Shared.Rent(3 * scales.Length);
+        try
+        {
+            Span<float> mins = pooled.AsSpan(0, scales.Length);
+            Span<float> maxs = pooled.AsSpan(scales.Length, scales.Length);
+            Span<float> factors = pooled.AsSpan(2 * scales.Length, scales.Length);
+            mins.Clear();
+            maxs.Clear();
+            ObserveVisitor observe = new(source, mins, maxs);
+            layout.Visit(ref observe);
+            if (observe.NonFinite || !TensorPrimitives.IsFiniteAll<float>(mins) || !TensorPrimitives.IsFiniteAll<float>(maxs))
+            {
+                throw NonFinite(source, tensorName, nameof(source));
+            }
+
+            FillFromRanges(scheme, mins, maxs, scales, zeroPoints, factors);
+            QuantizeWithFactors(source, layout, factors, zeroPoints, destination, scheme.Convention, scheme.Type, tensorName);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(pooled);
+        }
+    }
+
+    /// <summary>Computes parameters and quantize factors from ranges; empty ranges stand for (0, 0).</summary>
+    private static void FillFromRanges(QuantizationScheme scheme, ReadOnlySpan<float> mins, ReadOnlySpan<float> maxs, Span<float> scales, Span<int> zeroPoints, Span<float> factors)
+    {
+        for (int p = 0; p < scales.Length; p++)
+        {
+            float min = mins.IsEmpty ? 0f : mins[p];
+            float max = maxs.IsEmpty ? 0f : maxs[p];
+            (scales[p], zeroPoints[p]) = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor);
+            if (!factors.IsEmpty)
+            {
+                factors[p] = factor;
+            }
+        }
+    }
+
+    /// <summary>Observes one run, computes its parameters and quantizes it while it is in cache.</summary>
+    private ref struct FusedVisitor(ReadOnlySpan<float> source, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, QuantizationScheme scheme, string? tensorName) : IRunVisitor
+    {
+        private readonly ReadOnlySpan<float> _source = source;
+        private readonly Span<byte> _destination = destination;
+        private readonly Span<float> _scales = scales;
+        private readonly Span<int> _zeroPoints = zeroPoints;
+
+        public readonly void Uniform(int start, int length, int parameter)
+        {
+            ReadOnlySpan<float> run = _source.Slice(start, length);
+            if (MinMaxCore(run, out float min, out float max))
+            {
+                throw NonFinite(run, tensorName, "source", start);
+            }
+
+            ScaleAndZeroPoint pair = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor);
+            _scales[parameter] = pair.Scale;
+            _zeroPoints[parameter] = pair.ZeroPoint;
+            QuantizeLanes(scheme.Convention, run, _destination.Slice(start, length), new UniformParameters(factor, pair.ZeroPoint), scheme.Type);
+        }
+
+        public readonly void PerLane(int start, int length, int firstParameter) =>
+            throw new InvalidOperationException("A layout whose parameters each cover one run has no per-lane runs.");
+    }
+
+    /// <summary>Accumulates the min and max of every parameter's elements.</summary>
+    private ref struct ObserveVisitor(ReadOnlySpan<float> source, Span<float> mins, Span<float> maxs) : IRunVisitor
+    {
+        private readonly ReadOnlySpan<float> _source = source;
+        private readonly Span<float> _mins = mins;
+        private readonly Span<float> _maxs = maxs;
+
+        public bool NonFinite { get; private set; }
+
+        public void Uniform(int start, int length, int parameter)
+        {
+            NonFinite |= MinMaxCore(_source.Slice(start, length), out float min, out float max);
+            _mins[parameter] = MathF.Min(_mins[parameter], min);
+            _maxs[parameter] = MathF.Max(_maxs[parameter], max);
+        }
+
+        // TensorPrimitives.Min and Max propagate NaN, which the caller's finiteness check then sees.
+        public readonly void PerLane(int start, int length, int firstParameter)
+        {
+            ReadOnlySpan<float> run = _source.Slice(start, length);
+            Span<float> mins = _mins.Slice(firstParameter, length);
+            Span<float> maxs = _maxs.Slice(firstParameter, length);
+            TensorPrimitives.Min(mins, run, mins);
+            TensorPrimitives.Max(maxs, run, maxs);
+        }
+    }
+}

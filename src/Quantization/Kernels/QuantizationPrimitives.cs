@@ -1,0 +1,79 @@
+using System.Runtime.Intrinsics;
+
+namespace Quantization;
+
+/// <summary>The widest SIMD vectors the kernels use on this machine.</summary>
+public enum SimdTier
+{
+    /// <summary>No hardware vectors: every kernel runs its scalar path.</summary>
+    Scalar,
+
+    /// <summary>128-bit vectors (SSE / AdvSimd).</summary>
+    Vector128,
+
+    /// <summary>256-bit vectors (AVX2).</summary>
+    Vector256,
+
+    /// <summary>512-bit vectors (AVX-512).</summary>
+    Vector512,
+}
+
+/// <summary>
+/// SIMD kernels for quantization: reductions (<see cref="MinMax"/>, <see cref="MaxMagnitude"/>), quantize and dequantize
+/// per tensor, per channel, per group and per token, and fused dynamic quantization. Every vector path
+/// (Vector512, Vector256, Vector128) gives exactly the bits of the scalar path.
+/// </summary>
+/// <remarks>
+/// Arguments are validated here, at the public boundary. Data containing NaN or an infinity is rejected with a
+/// <see cref="NonFiniteValueException"/> naming the tensor (pass <c>tensorName</c>) and the first bad index; when it is
+/// thrown by a quantize method the destination may have been partly written. Sources and destinations must not overlap.
+/// </remarks>
+public static partial class QuantizationPrimitives
+{
+    /// <summary>Gets the widest vector path the kernels take on this machine and with this process's settings.</summary>
+    /// <remarks>
+    /// Set <c>DOTNET_EnableAVX512=0</c>, <c>DOTNET_EnableAVX2=0</c> or <c>DOTNET_EnableHWIntrinsic=0</c> before the
+    /// process starts to select a narrower tier; the results are the same bits on every tier.
+    /// </remarks>
+    public static SimdTier ActiveSimdTier =>
+        Vector512.IsHardwareAccelerated ? SimdTier.Vector512
+        : Vector256.IsHardwareAccelerated ? SimdTier.Vector256
+        : Vector128.IsHardwareAccelerated ? SimdTier.Vector128
+        : SimdTier.Scalar;
+
+    /// <summary>Throws for the first NaN or infinity in <paramref name="values"/>, called once a kernel has seen one.</summary>
+    internal static NonFiniteValueException NonFinite(ReadOnlySpan<float> values, string? tensorName, string paramName, long offset = 0)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+            {
+                return new NonFiniteValueException(tensorName, offset + i, values[i], paramName);
+            }
+        }
+
+        throw new InvalidOperationException("A kernel reported a non-finite value that a scalar scan cannot find.");
+    }
+
+    /// <summary>Checks that a destination has exactly the source's length.</summary>
+    internal static void ValidateLengths(int sourceLength, int destinationLength, string destinationName)
+    {
+        if (sourceLength != destinationLength)
+        {
+            throw new ArgumentException($"The destination has {destinationLength} elements but the source has {sourceLength}.", destinationName);
+        }
+    }
+
+    /// <summary>
+    /// Checks a scale: finite and positive, or zero where <paramref name="allowZero"/> (dequantization, and quantization by
+    /// conventions that multiply by the reciprocal, where a zero scale maps everything to the zero point).
+    /// </summary>
+    internal static void ValidateScale(float scale, bool allowZero, string paramName, int index = -1)
+    {
+        if (!float.IsFinite(scale) || scale < 0f || (scale == 0f && !allowZero))
+        {
+            string where = index < 0 ? string.Empty : FormattableString.Invariant($" at index {index}");
+            throw new ArgumentOutOfRangeException(paramName, scale, $"The scale{where} must be finite and {(allowZero ? "not negative" : "positive")}.");
+        }
+    }
+}
