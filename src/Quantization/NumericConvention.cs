@@ -195,8 +195,10 @@ public sealed class NumericConvention
         switch (_kind)
         {
             case ConventionKind.GgmlQ8_0:
+                // ggml: id = d ? 1/d : 0. Where 1/d overflows (d subnormal) ggml's cast is undefined; 0 maps the
+                // block to zeros, which is what its fp16 scale (0 there) dequantizes to anyway.
                 float d = MathF.Max(MathF.Abs(min), MathF.Abs(max)) / quantMax;
-                factor = d != 0f ? 1f / d : 0f;
+                factor = d != 0f && float.IsFinite(1f / d) ? 1f / d : 0f;
                 float stored = (float)(Half)d;
                 if (float.IsInfinity(stored))
                 {

@@ -68,7 +68,7 @@ internal static class ScalarReference
                 return (s, qmin < 0 ? 0 : 128 * (qmax + 1) / 256, 1f / s);
             }
 
-            float asymmetric = Math.Max((rmax - rmin) / (qmax - qmin), eps);
+            float asymmetric = Math.Max(float.IsFinite(rmax - rmin) ? (rmax - rmin) / (qmax - qmin) : (float)(((double)rmax - rmin) / (qmax - qmin)), eps);
             int zp = Math.Clamp(qmin - (int)MathF.Round(rmin / asymmetric), qmin, qmax);
             return (asymmetric, zp, 1f / asymmetric);
         }
@@ -81,7 +81,8 @@ internal static class ScalarReference
             rmax = absmax;
         }
 
-        double dr = rmax - rmin;
+        // The library's one extension: where rmax - rmin overflows float, the width is taken in double.
+        double dr = float.IsFinite(rmax - rmin) ? rmax - rmin : (double)rmax - rmin;
         double scale = dr / ((double)qmax - qmin);
         if (scale < 1.1754943508222875e-38)
         {

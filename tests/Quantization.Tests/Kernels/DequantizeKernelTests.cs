@@ -1,0 +1,61 @@
+using System.Runtime.InteropServices;
+
+namespace Quantization.Tests.Kernels;
+
+public class DequantizeKernelTests
+{
+    [Theory]
+    [InlineData(true, 0.0123f, -7)]
+    [InlineData(false, 0.5f, 131)]
+    [InlineData(true, 1e-39f, 0)]
+    [InlineData(false, 3.4e36f, 255)]
+    public void Dequantize_EveryLengthAndOffset_MatchesScalarReference(bool signed, float scale, int zeroPoint)
+    {
+        Random random = new(11);
+        for (int length = 0; length <= 260; length++)
+        {
+            for (int offset = 0; offset < 4; offset++)
+            {
+                byte[] data = new byte[length + offset];
+                random.NextBytes(data);
+                if (length > 1)
+                {
+                    data[offset] = signed ? (byte)0x80 : (byte)0;
+                    data[^1] = signed ? (byte)0x7F : (byte)0xFF;
+                }
+
+                ReadOnlySpan<byte> source = data.AsSpan(offset);
+                float[] actual = new float[length + 1];
+                Span<float> destination = actual.AsSpan(1, length);
+                if (signed)
+                {
+                    QuantizationPrimitives.Dequantize(MemoryMarshal.Cast<byte, sbyte>(source), destination, scale, (sbyte)zeroPoint);
+                }
+                else
+                {
+                    QuantizationPrimitives.Dequantize(source, destination, scale, (byte)zeroPoint);
+                }
+
+                for (int i = 0; i < length; i++)
+                {
+                    int q = signed ? (sbyte)source[i] : source[i];
+                    float expected = TestUtilities.ScalarReference.Dequantize(q, scale, zeroPoint);
+                    Assert.True(
+                        BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(destination[i]),
+                        $"length {length}, offset {offset}, index {i}: q = {q} gave {destination[i]:R}, expected {expected:R}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Dequantize_AllByteValues_InverseOfQuantizeOnTheGrid()
+    {
+        sbyte[] all = Enumerable.Range(-128, 256).Select(v => (sbyte)v).ToArray();
+        float[] real = new float[256];
+        QuantizationPrimitives.Dequantize(all, real, 0.25f, 3);
+        sbyte[] back = new sbyte[256];
+        QuantizationPrimitives.Quantize(real, back, 0.25f, 3);
+        Assert.Equal(all, back);
+    }
+}
