@@ -147,13 +147,12 @@ public sealed class NumericConvention
     public int Quantize(float value, float scale, int zeroPoint, int quantMin, int quantMax)
     {
         float factor = GetQuantizeFactor(scale);
-        float rounded = _kind switch
+        return _kind switch
         {
-            ConventionKind.Torch => RoundToEven.Round(MultiplyScaling.Apply(value, factor)),
-            ConventionKind.GgmlQ8_0 => RoundAwayFromZero.Round(MultiplyScaling.Apply(value, factor)),
-            _ => RoundToEven.Round(DivideScaling.Apply(value, factor)),
+            ConventionKind.Torch => QuantizeOperator.Quantize<MultiplyScaling, RoundToEven>(value, factor, zeroPoint, quantMin, quantMax),
+            ConventionKind.GgmlQ8_0 => QuantizeOperator.Quantize<MultiplyScaling, RoundAwayFromZero>(value, factor, zeroPoint, quantMin, quantMax),
+            _ => QuantizeOperator.Quantize<DivideScaling, RoundToEven>(value, factor, zeroPoint, quantMin, quantMax),
         };
-        return QuantizeOperator.ClampToInt(rounded + zeroPoint, quantMin, quantMax);
     }
 
     /// <summary>Dequantizes one value: <c>(value - zeroPoint) * scale</c> in float.</summary>

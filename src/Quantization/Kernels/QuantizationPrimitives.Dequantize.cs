@@ -38,7 +38,7 @@ public static partial class QuantizationPrimitives
     /// Signed bytes are flipped to unsigned (q + 128, by xor 0x80) and the zero point is biased by 128, so one
     /// zero-extending widen serves both types; (q + 128) - (zeroPoint + 128) is exactly q - zeroPoint.
     /// </remarks>
-    internal static void DequantizeLanes<TParameters>(ReadOnlySpan<byte> source, Span<float> destination, in TParameters p, bool signed)
+    internal static void DequantizeLanes<TParameters>(ReadOnlySpan<byte> source, Span<float> destination, TParameters p, bool signed)
         where TParameters : ILaneParameters, allows ref struct
     {
         ref byte src = ref MemoryMarshal.GetReference(source);
@@ -51,7 +51,7 @@ public static partial class QuantizationPrimitives
         {
             Vector512<int> bias512 = Vector512.Create(bias);
             nuint last = length - (nuint)Vector512<byte>.Count;
-            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector512<byte>.Count, last))
+            for (nuint i = 0, step = FirstStep(ref dst, Vector512<byte>.Count, Vector512<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector512<byte>.Count)
             {
                 (Vector512<ushort> low, Vector512<ushort> high) = Vector512.Widen(Vector512.LoadUnsafe(ref src, i) ^ Vector512.Create(flip));
                 (Vector512<uint> q0, Vector512<uint> q1) = Vector512.Widen(low);
@@ -71,7 +71,7 @@ public static partial class QuantizationPrimitives
         {
             Vector256<int> bias256 = Vector256.Create(bias);
             nuint last = length - (nuint)Vector256<byte>.Count;
-            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector256<byte>.Count, last))
+            for (nuint i = 0, step = FirstStep(ref dst, Vector256<byte>.Count, Vector256<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector256<byte>.Count)
             {
                 (Vector256<ushort> low, Vector256<ushort> high) = Vector256.Widen(Vector256.LoadUnsafe(ref src, i) ^ Vector256.Create(flip));
                 (Vector256<uint> q0, Vector256<uint> q1) = Vector256.Widen(low);
@@ -91,7 +91,7 @@ public static partial class QuantizationPrimitives
         {
             Vector128<int> bias128 = Vector128.Create(bias);
             nuint last = length - (nuint)Vector128<byte>.Count;
-            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector128<byte>.Count, last))
+            for (nuint i = 0, step = FirstStep(ref dst, Vector128<byte>.Count, Vector128<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector128<byte>.Count)
             {
                 (Vector128<ushort> low, Vector128<ushort> high) = Vector128.Widen(Vector128.LoadUnsafe(ref src, i) ^ Vector128.Create(flip));
                 (Vector128<uint> q0, Vector128<uint> q1) = Vector128.Widen(low);
@@ -116,17 +116,17 @@ public static partial class QuantizationPrimitives
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Lane512<TParameters>(Vector512<uint> biased, ref float dst, nuint i, in TParameters p, Vector512<int> bias)
+    private static void Lane512<TParameters>(Vector512<uint> biased, ref float dst, nuint i, TParameters p, Vector512<int> bias)
         where TParameters : ILaneParameters, allows ref struct =>
         (Vector512.ConvertToSingle(biased.AsInt32() - (p.ZeroPoint512(i) + bias)) * p.Scale512(i)).StoreUnsafe(ref dst, i);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Lane256<TParameters>(Vector256<uint> biased, ref float dst, nuint i, in TParameters p, Vector256<int> bias)
+    private static void Lane256<TParameters>(Vector256<uint> biased, ref float dst, nuint i, TParameters p, Vector256<int> bias)
         where TParameters : ILaneParameters, allows ref struct =>
         (Vector256.ConvertToSingle(biased.AsInt32() - (p.ZeroPoint256(i) + bias)) * p.Scale256(i)).StoreUnsafe(ref dst, i);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Lane128<TParameters>(Vector128<uint> biased, ref float dst, nuint i, in TParameters p, Vector128<int> bias)
+    private static void Lane128<TParameters>(Vector128<uint> biased, ref float dst, nuint i, TParameters p, Vector128<int> bias)
         where TParameters : ILaneParameters, allows ref struct =>
         (Vector128.ConvertToSingle(biased.AsInt32() - (p.ZeroPoint128(i) + bias)) * p.Scale128(i)).StoreUnsafe(ref dst, i);
 }

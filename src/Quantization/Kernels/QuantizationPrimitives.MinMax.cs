@@ -22,7 +22,7 @@ public static partial class QuantizationPrimitives
 
         if (MinMaxCore(x, out float min, out float max))
         {
-            throw NonFinite(x, tensorName, nameof(x));
+            ThrowIfNonFinite(x, tensorName, nameof(x));
         }
 
         return (min, max);
@@ -30,7 +30,7 @@ public static partial class QuantizationPrimitives
 
     /// <summary>
     /// Computes min and max of a non-empty run with the min/max instructions (NaN in the data gives an unspecified
-    /// result); returns whether the run held NaN or an infinity. Zero results are normalised to +0, so every tier
+    /// result); returns whether the run may hold NaN or an infinity. Zero results are normalised to +0, so every tier
     /// gives the same bits whatever order it met -0 and +0 in.
     /// </summary>
     internal static bool MinMaxCore(ReadOnlySpan<float> x, out float min, out float max)
@@ -47,7 +47,7 @@ public static partial class QuantizationPrimitives
             Vector512<float> mn = Vector512.LoadUnsafe(ref src), mx = mn;
             Vector512<uint> bad = Vector512<uint>.Zero;
             nuint last = length - ((nuint)Vector512<float>.Count * 4);
-            for (nuint i = 0; ; i = Math.Min(i + ((nuint)Vector512<float>.Count * 4), last))
+            for (nuint i = 0, step = FirstStep(ref src, Vector512<byte>.Count, Vector512<float>.Count * 4); ; i = Math.Min(i + step, last), step = ((nuint)Vector512<float>.Count * 4))
             {
                 Vector512<float> x0 = Vector512.LoadUnsafe(ref src, i);
                 Vector512<float> x1 = Vector512.LoadUnsafe(ref src, i + 16);
@@ -55,7 +55,7 @@ public static partial class QuantizationPrimitives
                 Vector512<float> x3 = Vector512.LoadUnsafe(ref src, i + 48);
                 mn = Vector512.MinNative(mn, Vector512.MinNative(Vector512.MinNative(x0, x1), Vector512.MinNative(x2, x3)));
                 mx = Vector512.MaxNative(mx, Vector512.MaxNative(Vector512.MaxNative(x0, x1), Vector512.MaxNative(x2, x3)));
-                bad |= QuantizeOperator.NonFinite(x0) | QuantizeOperator.NonFinite(x1) | QuantizeOperator.NonFinite(x2) | QuantizeOperator.NonFinite(x3);
+                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
                 if (i == last)
                 {
                     break;
@@ -70,7 +70,7 @@ public static partial class QuantizationPrimitives
             Vector256<float> mn = Vector256.LoadUnsafe(ref src), mx = mn;
             Vector256<uint> bad = Vector256<uint>.Zero;
             nuint last = length - ((nuint)Vector256<float>.Count * 4);
-            for (nuint i = 0; ; i = Math.Min(i + ((nuint)Vector256<float>.Count * 4), last))
+            for (nuint i = 0, step = FirstStep(ref src, Vector256<byte>.Count, Vector256<float>.Count * 4); ; i = Math.Min(i + step, last), step = ((nuint)Vector256<float>.Count * 4))
             {
                 Vector256<float> x0 = Vector256.LoadUnsafe(ref src, i);
                 Vector256<float> x1 = Vector256.LoadUnsafe(ref src, i + 8);
@@ -78,7 +78,7 @@ public static partial class QuantizationPrimitives
                 Vector256<float> x3 = Vector256.LoadUnsafe(ref src, i + 24);
                 mn = Vector256.MinNative(mn, Vector256.MinNative(Vector256.MinNative(x0, x1), Vector256.MinNative(x2, x3)));
                 mx = Vector256.MaxNative(mx, Vector256.MaxNative(Vector256.MaxNative(x0, x1), Vector256.MaxNative(x2, x3)));
-                bad |= QuantizeOperator.NonFinite(x0) | QuantizeOperator.NonFinite(x1) | QuantizeOperator.NonFinite(x2) | QuantizeOperator.NonFinite(x3);
+                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
                 if (i == last)
                 {
                     break;
@@ -93,7 +93,7 @@ public static partial class QuantizationPrimitives
             Vector128<float> mn = Vector128.LoadUnsafe(ref src), mx = mn;
             Vector128<uint> bad = Vector128<uint>.Zero;
             nuint last = length - ((nuint)Vector128<float>.Count * 4);
-            for (nuint i = 0; ; i = Math.Min(i + ((nuint)Vector128<float>.Count * 4), last))
+            for (nuint i = 0, step = FirstStep(ref src, Vector128<byte>.Count, Vector128<float>.Count * 4); ; i = Math.Min(i + step, last), step = ((nuint)Vector128<float>.Count * 4))
             {
                 Vector128<float> x0 = Vector128.LoadUnsafe(ref src, i);
                 Vector128<float> x1 = Vector128.LoadUnsafe(ref src, i + 4);
@@ -101,7 +101,7 @@ public static partial class QuantizationPrimitives
                 Vector128<float> x3 = Vector128.LoadUnsafe(ref src, i + 12);
                 mn = Vector128.MinNative(mn, Vector128.MinNative(Vector128.MinNative(x0, x1), Vector128.MinNative(x2, x3)));
                 mx = Vector128.MaxNative(mx, Vector128.MaxNative(Vector128.MaxNative(x0, x1), Vector128.MaxNative(x2, x3)));
-                bad |= QuantizeOperator.NonFinite(x0) | QuantizeOperator.NonFinite(x1) | QuantizeOperator.NonFinite(x2) | QuantizeOperator.NonFinite(x3);
+                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
                 if (i == last)
                 {
                     break;

@@ -16,16 +16,23 @@ internal interface IScaling
     static abstract Vector512<float> Apply(Vector512<float> x, Vector512<float> factor);
 }
 
-/// <summary>How a quantize kernel rounds a scaled value to an integer-valued float.</summary>
+/// <summary>
+/// How a quantize kernel rounds a scaled value that is already clamped to [lo - zeroPoint, hi - zeroPoint] (so
+/// |y| &lt;= 2^9), and adds the zero point: <c>round(y) + zeroPoint</c> as an int32.
+/// </summary>
+/// <remarks>
+/// Clamping before rounding gives the same integers as rounding before clamping, because rounding is monotonic and
+/// the bounds are integers; it lets rounding assume a small magnitude.
+/// </remarks>
 internal interface IRounding
 {
-    static abstract float Round(float x);
+    static abstract int RoundToInt(float y, int zeroPoint);
 
-    static abstract Vector128<float> Round(Vector128<float> x);
+    static abstract Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> zeroPoint);
 
-    static abstract Vector256<float> Round(Vector256<float> x);
+    static abstract Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> zeroPoint);
 
-    static abstract Vector512<float> Round(Vector512<float> x);
+    static abstract Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> zeroPoint);
 }
 
 /// <summary><c>x / scale</c>: ONNX Runtime's QuantizeLinear (MLAS divides, it does not multiply by a reciprocal).</summary>
@@ -53,80 +60,97 @@ internal readonly struct MultiplyScaling : IScaling
 }
 
 /// <summary>Round half to even (<c>nearbyint</c> in the default rounding mode).</summary>
+/// <remarks>
+/// The vector paths add 1.5 * 2^23: for |y| &lt; 2^22 the sum lies in [2^23, 2^24), where floats are the integers, so the
+/// addition itself rounds y half to even (1.5 * 2^23 is even), and the integer sits in the low mantissa bits. One
+/// integer subtraction then removes the constant's bits and adds the zero point.
+/// </remarks>
 internal readonly struct RoundToEven : IRounding
 {
-    public static float Round(float x) => MathF.Round(x);
+    private const float Magic = 12_582_912f; // 1.5 * 2^23
+    private const int MagicBits = 0x4B40_0000; // BitConverter.SingleToInt32Bits(Magic)
 
-    public static Vector128<float> Round(Vector128<float> x) => Vector128.Round(x);
+    public static int RoundToInt(float y, int zeroPoint) => (int)MathF.Round(y) + zeroPoint;
 
-    public static Vector256<float> Round(Vector256<float> x) => Vector256.Round(x);
+    public static Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> zeroPoint) =>
+        (y + Vector128.Create(Magic)).AsInt32() - (Vector128.Create(MagicBits) - zeroPoint);
 
-    public static Vector512<float> Round(Vector512<float> x) => Vector512.Round(x);
+    public static Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> zeroPoint) =>
+        (y + Vector256.Create(Magic)).AsInt32() - (Vector256.Create(MagicBits) - zeroPoint);
+
+    public static Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> zeroPoint) =>
+        (y + Vector512.Create(Magic)).AsInt32() - (Vector512.Create(MagicBits) - zeroPoint);
 }
 
 /// <summary>Round half away from zero (C's <c>roundf</c>).</summary>
 /// <remarks>
-/// The vector paths compute <c>trunc(x + copysign(0.49999997, x))</c>: 0.49999997 is the float just below 0.5, so the
-/// sum reaches the next integer exactly when |frac(x)| &gt;= 0.5, and values of 2^23 and above (already integers) are
-/// unchanged. Infinities stay infinite and NaN stays NaN, as with <see cref="MathF.Round(float, MidpointRounding)"/>.
+/// The vector paths truncate <c>y + copysign(0.49999997, y)</c>: 0.49999997 is the float just below 0.5, so the sum
+/// reaches the next integer exactly when |frac(y)| &gt;= 0.5 (the sum is exact or rounds the right way for |y| &lt; 2^22).
 /// </remarks>
 internal readonly struct RoundAwayFromZero : IRounding
 {
     private const float JustBelowHalf = 0.49999997f;
 
-    public static float Round(float x) => MathF.Round(x, MidpointRounding.AwayFromZero);
+    public static int RoundToInt(float y, int zeroPoint) => (int)MathF.Round(y, MidpointRounding.AwayFromZero) + zeroPoint;
 
-    public static Vector128<float> Round(Vector128<float> x) =>
-        Vector128.Truncate(x + Vector128.CopySign(Vector128.Create(JustBelowHalf), x));
+    public static Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> zeroPoint) =>
+        Vector128.ConvertToInt32Native(y + Vector128.CopySign(Vector128.Create(JustBelowHalf), y)) + zeroPoint;
 
-    public static Vector256<float> Round(Vector256<float> x) =>
-        Vector256.Truncate(x + Vector256.CopySign(Vector256.Create(JustBelowHalf), x));
+    public static Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> zeroPoint) =>
+        Vector256.ConvertToInt32Native(y + Vector256.CopySign(Vector256.Create(JustBelowHalf), y)) + zeroPoint;
 
-    public static Vector512<float> Round(Vector512<float> x) =>
-        Vector512.Truncate(x + Vector512.CopySign(Vector512.Create(JustBelowHalf), x));
+    public static Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> zeroPoint) =>
+        Vector512.ConvertToInt32Native(y + Vector512.CopySign(Vector512.Create(JustBelowHalf), y)) + zeroPoint;
 }
 
-/// <summary>The shared steps of quantization: clamp an integer-valued float and narrow it.</summary>
+/// <summary>The shared steps of quantization: scale, clamp, round, add the zero point, narrow.</summary>
 internal static class QuantizeOperator
 {
     /// <summary>
-    /// Clamps to [lo, hi] the way the vector paths do (<c>maxps</c> then <c>minps</c>: NaN becomes <paramref name="lo"/>)
-    /// and converts; the result is always in range, never an undefined cast.
+    /// The scalar quantize step that every vector path reproduces: <c>clamp(round(x op factor) + zeroPoint, lo, hi)</c>,
+    /// clamping first (as <c>maxps</c> then <c>minps</c> do: NaN becomes <paramref name="lo"/>), so the result is always in
+    /// range and never an undefined cast.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int ClampToInt(float value, float lo, float hi)
+    public static int Quantize<TScaling, TRounding>(float x, float factor, int zeroPoint, float lo, float hi)
+        where TScaling : IScaling
+        where TRounding : IRounding
     {
-        value = value > lo ? value : lo;
-        value = value < hi ? value : hi;
-        return (int)value;
+        float y = TScaling.Apply(x, factor);
+        float low = lo - zeroPoint, high = hi - zeroPoint;
+        y = y > low ? y : low;
+        y = y < high ? y : high;
+        return TRounding.RoundToInt(y, zeroPoint);
     }
 
-    /// <summary>The scalar quantize step that every vector path reproduces.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static byte Quantize<TScaling, TRounding>(float x, float factor, float zeroPoint, float lo, float hi)
+    public static Vector128<int> Quantize<TScaling, TRounding>(Vector128<float> x, Vector128<float> factor, Vector128<int> zeroPoint, Vector128<float> lo, Vector128<float> hi)
         where TScaling : IScaling
-        where TRounding : IRounding =>
-        (byte)ClampToInt(TRounding.Round(TScaling.Apply(x, factor)) + zeroPoint, lo, hi);
+        where TRounding : IRounding
+    {
+        Vector128<float> shift = Vector128.ConvertToSingle(zeroPoint);
+        return TRounding.RoundToInt(Vector128.MinNative(Vector128.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> Quantize<TScaling, TRounding>(Vector128<float> x, Vector128<float> factor, Vector128<float> zeroPoint, Vector128<float> lo, Vector128<float> hi)
+    public static Vector256<int> Quantize<TScaling, TRounding>(Vector256<float> x, Vector256<float> factor, Vector256<int> zeroPoint, Vector256<float> lo, Vector256<float> hi)
         where TScaling : IScaling
-        where TRounding : IRounding =>
-        Vector128.ConvertToInt32Native(Vector128.MinNative(Vector128.MaxNative(TRounding.Round(TScaling.Apply(x, factor)) + zeroPoint, lo), hi));
+        where TRounding : IRounding
+    {
+        Vector256<float> shift = Vector256.ConvertToSingle(zeroPoint);
+        return TRounding.RoundToInt(Vector256.MinNative(Vector256.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> Quantize<TScaling, TRounding>(Vector256<float> x, Vector256<float> factor, Vector256<float> zeroPoint, Vector256<float> lo, Vector256<float> hi)
+    public static Vector512<int> Quantize<TScaling, TRounding>(Vector512<float> x, Vector512<float> factor, Vector512<int> zeroPoint, Vector512<float> lo, Vector512<float> hi)
         where TScaling : IScaling
-        where TRounding : IRounding =>
-        Vector256.ConvertToInt32Native(Vector256.MinNative(Vector256.MaxNative(TRounding.Round(TScaling.Apply(x, factor)) + zeroPoint, lo), hi));
+        where TRounding : IRounding
+    {
+        Vector512<float> shift = Vector512.ConvertToSingle(zeroPoint);
+        return TRounding.RoundToInt(Vector512.MinNative(Vector512.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
+    }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<int> Quantize<TScaling, TRounding>(Vector512<float> x, Vector512<float> factor, Vector512<float> zeroPoint, Vector512<float> lo, Vector512<float> hi)
-        where TScaling : IScaling
-        where TRounding : IRounding =>
-        Vector512.ConvertToInt32Native(Vector512.MinNative(Vector512.MaxNative(TRounding.Round(TScaling.Apply(x, factor)) + zeroPoint, lo), hi));
-
-    /// <summary>Narrows four vectors of in-range int32 values to one vector of bytes (truncation keeps the low byte).</summary>
+/// <summary>Narrows four vectors of in-range int32 values to one vector of bytes (truncation keeps the low byte).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<byte> Narrow(Vector128<int> a, Vector128<int> b, Vector128<int> c, Vector128<int> d) =>
         Vector128.Narrow(Vector128.Narrow(a, b), Vector128.Narrow(c, d)).AsByte();
@@ -139,15 +163,31 @@ internal static class QuantizeOperator
     public static Vector512<byte> Narrow(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d) =>
         Vector512.Narrow(Vector512.Narrow(a, b), Vector512.Narrow(c, d)).AsByte();
 
-    /// <summary>Accumulates a non-zero pattern when <paramref name="x"/> holds NaN or an infinity (x - x is +0 only for finite x).</summary>
+    /// <summary>
+    /// Returns a non-zero pattern when any of four vectors may hold NaN or an infinity: s - s is +0 only for finite s,
+    /// and the sum of the four is non-finite whenever one of them is. A sum that overflows gives a false alarm, which
+    /// the caller's exact scalar scan dismisses.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<uint> NonFinite(Vector512<float> x) => (x - x).AsUInt32();
+    public static Vector512<uint> MaybeNonFinite(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        Vector512<float> sum = (a + b) + (c + d);
+        return (sum - sum).AsUInt32();
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<uint> NonFinite(Vector256<float> x) => (x - x).AsUInt32();
+    public static Vector256<uint> MaybeNonFinite(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        Vector256<float> sum = (a + b) + (c + d);
+        return (sum - sum).AsUInt32();
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<uint> NonFinite(Vector128<float> x) => (x - x).AsUInt32();
+    public static Vector128<uint> MaybeNonFinite(Vector128<float> a, Vector128<float> b, Vector128<float> c, Vector128<float> d)
+    {
+        Vector128<float> sum = (a + b) + (c + d);
+        return (sum - sum).AsUInt32();
+    }
 }
 
 /// <summary>

@@ -39,15 +39,16 @@ public static partial class QuantizationPrimitives
         ValidateScale(scale, convention.MultipliesByReciprocal, nameof(scale));
         if (QuantizeLanes(convention, source, destination, new UniformParameters(convention.GetQuantizeFactor(scale), zeroPoint), type))
         {
-            throw NonFinite(source, tensorName, nameof(source));
+            ThrowIfNonFinite(source, tensorName, nameof(source));
         }
     }
 
     /// <summary>
     /// Quantizes a run with the convention's arithmetic; <paramref name="parameters"/> hold quantize factors (see
-    /// <see cref="NumericConvention.GetQuantizeFactor"/>), not scales. Returns whether the run held NaN or an infinity.
+    /// <see cref="NumericConvention.GetQuantizeFactor"/>), not scales. Returns whether the run may hold NaN or an infinity (a
+    /// caller confirms with <see cref="ThrowIfNonFinite"/>).
     /// </summary>
-    internal static bool QuantizeLanes<TParameters>(NumericConvention convention, ReadOnlySpan<float> source, Span<byte> destination, in TParameters parameters, QuantizedType type)
+    internal static bool QuantizeLanes<TParameters>(NumericConvention convention, ReadOnlySpan<float> source, Span<byte> destination, TParameters parameters, QuantizedType type)
         where TParameters : ILaneParameters, allows ref struct
     {
         float lo = type.GetMinValue();
@@ -62,7 +63,7 @@ public static partial class QuantizationPrimitives
             : QuantizeLanes<MultiplyScaling, RoundToEven, TParameters>(source, destination, parameters, lo, hi);
     }
 
-    private static bool QuantizeLanes<TScaling, TRounding, TParameters>(ReadOnlySpan<float> source, Span<byte> destination, in TParameters p, float lo, float hi)
+    private static bool QuantizeLanes<TScaling, TRounding, TParameters>(ReadOnlySpan<float> source, Span<byte> destination, TParameters p, float lo, float hi)
         where TScaling : IScaling
         where TRounding : IRounding
         where TParameters : ILaneParameters, allows ref struct
@@ -78,13 +79,18 @@ public static partial class QuantizationPrimitives
             Vector512<float> lo512 = Vector512.Create(lo), hi512 = Vector512.Create(hi);
             Vector512<uint> bad = Vector512<uint>.Zero;
             nuint last = length - (nuint)Vector512<byte>.Count;
-            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector512<byte>.Count, last))
+            for (nuint i = 0, step = FirstStep(ref src, Vector512<byte>.Count, Vector512<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector512<byte>.Count)
             {
+                Vector512<float> x0 = Vector512.LoadUnsafe(ref src, i);
+                Vector512<float> x1 = Vector512.LoadUnsafe(ref src, i + 16);
+                Vector512<float> x2 = Vector512.LoadUnsafe(ref src, i + 32);
+                Vector512<float> x3 = Vector512.LoadUnsafe(ref src, i + 48);
+                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
                 QuantizeOperator.Narrow(
-                    Lane512<TScaling, TRounding, TParameters>(ref src, i, p, lo512, hi512, ref bad),
-                    Lane512<TScaling, TRounding, TParameters>(ref src, i + 16, p, lo512, hi512, ref bad),
-                    Lane512<TScaling, TRounding, TParameters>(ref src, i + 32, p, lo512, hi512, ref bad),
-                    Lane512<TScaling, TRounding, TParameters>(ref src, i + 48, p, lo512, hi512, ref bad)).StoreUnsafe(ref dst, i);
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x0, p.Scale512(i), p.ZeroPoint512(i), lo512, hi512),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x1, p.Scale512(i + 16), p.ZeroPoint512(i + 16), lo512, hi512),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x2, p.Scale512(i + 32), p.ZeroPoint512(i + 32), lo512, hi512),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x3, p.Scale512(i + 48), p.ZeroPoint512(i + 48), lo512, hi512)).StoreUnsafe(ref dst, i);
                 if (i == last)
                 {
                     return bad != Vector512<uint>.Zero;
@@ -97,13 +103,18 @@ public static partial class QuantizationPrimitives
             Vector256<float> lo256 = Vector256.Create(lo), hi256 = Vector256.Create(hi);
             Vector256<uint> bad = Vector256<uint>.Zero;
             nuint last = length - (nuint)Vector256<byte>.Count;
-            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector256<byte>.Count, last))
+            for (nuint i = 0, step = FirstStep(ref src, Vector256<byte>.Count, Vector256<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector256<byte>.Count)
             {
+                Vector256<float> x0 = Vector256.LoadUnsafe(ref src, i);
+                Vector256<float> x1 = Vector256.LoadUnsafe(ref src, i + 8);
+                Vector256<float> x2 = Vector256.LoadUnsafe(ref src, i + 16);
+                Vector256<float> x3 = Vector256.LoadUnsafe(ref src, i + 24);
+                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
                 QuantizeOperator.Narrow(
-                    Lane256<TScaling, TRounding, TParameters>(ref src, i, p, lo256, hi256, ref bad),
-                    Lane256<TScaling, TRounding, TParameters>(ref src, i + 8, p, lo256, hi256, ref bad),
-                    Lane256<TScaling, TRounding, TParameters>(ref src, i + 16, p, lo256, hi256, ref bad),
-                    Lane256<TScaling, TRounding, TParameters>(ref src, i + 24, p, lo256, hi256, ref bad)).StoreUnsafe(ref dst, i);
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x0, p.Scale256(i), p.ZeroPoint256(i), lo256, hi256),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x1, p.Scale256(i + 8), p.ZeroPoint256(i + 8), lo256, hi256),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x2, p.Scale256(i + 16), p.ZeroPoint256(i + 16), lo256, hi256),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x3, p.Scale256(i + 24), p.ZeroPoint256(i + 24), lo256, hi256)).StoreUnsafe(ref dst, i);
                 if (i == last)
                 {
                     return bad != Vector256<uint>.Zero;
@@ -116,13 +127,18 @@ public static partial class QuantizationPrimitives
             Vector128<float> lo128 = Vector128.Create(lo), hi128 = Vector128.Create(hi);
             Vector128<uint> bad = Vector128<uint>.Zero;
             nuint last = length - (nuint)Vector128<byte>.Count;
-            for (nuint i = 0; ; i = Math.Min(i + (nuint)Vector128<byte>.Count, last))
+            for (nuint i = 0, step = FirstStep(ref src, Vector128<byte>.Count, Vector128<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector128<byte>.Count)
             {
+                Vector128<float> x0 = Vector128.LoadUnsafe(ref src, i);
+                Vector128<float> x1 = Vector128.LoadUnsafe(ref src, i + 4);
+                Vector128<float> x2 = Vector128.LoadUnsafe(ref src, i + 8);
+                Vector128<float> x3 = Vector128.LoadUnsafe(ref src, i + 12);
+                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
                 QuantizeOperator.Narrow(
-                    Lane128<TScaling, TRounding, TParameters>(ref src, i, p, lo128, hi128, ref bad),
-                    Lane128<TScaling, TRounding, TParameters>(ref src, i + 4, p, lo128, hi128, ref bad),
-                    Lane128<TScaling, TRounding, TParameters>(ref src, i + 8, p, lo128, hi128, ref bad),
-                    Lane128<TScaling, TRounding, TParameters>(ref src, i + 12, p, lo128, hi128, ref bad)).StoreUnsafe(ref dst, i);
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x0, p.Scale128(i), p.ZeroPoint128(i), lo128, hi128),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x1, p.Scale128(i + 4), p.ZeroPoint128(i + 4), lo128, hi128),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x2, p.Scale128(i + 8), p.ZeroPoint128(i + 8), lo128, hi128),
+                    QuantizeOperator.Quantize<TScaling, TRounding>(x3, p.Scale128(i + 12), p.ZeroPoint128(i + 12), lo128, hi128)).StoreUnsafe(ref dst, i);
                 if (i == last)
                 {
                     return bad != Vector128<uint>.Zero;
@@ -135,42 +151,9 @@ public static partial class QuantizationPrimitives
         {
             float x = Unsafe.Add(ref src, i);
             nonFinite |= !float.IsFinite(x);
-            Unsafe.Add(ref dst, i) = QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale(i), p.ZeroPoint(i), lo, hi);
+            Unsafe.Add(ref dst, i) = (byte)QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale(i), p.ZeroPoint(i), lo, hi);
         }
 
         return nonFinite;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Lane512<TScaling, TRounding, TParameters>(ref float src, nuint i, in TParameters p, Vector512<float> lo, Vector512<float> hi, ref Vector512<uint> bad)
-        where TScaling : IScaling
-        where TRounding : IRounding
-        where TParameters : ILaneParameters, allows ref struct
-    {
-        Vector512<float> x = Vector512.LoadUnsafe(ref src, i);
-        bad |= QuantizeOperator.NonFinite(x);
-        return QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale512(i), Vector512.ConvertToSingle(p.ZeroPoint512(i)), lo, hi);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Lane256<TScaling, TRounding, TParameters>(ref float src, nuint i, in TParameters p, Vector256<float> lo, Vector256<float> hi, ref Vector256<uint> bad)
-        where TScaling : IScaling
-        where TRounding : IRounding
-        where TParameters : ILaneParameters, allows ref struct
-    {
-        Vector256<float> x = Vector256.LoadUnsafe(ref src, i);
-        bad |= QuantizeOperator.NonFinite(x);
-        return QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale256(i), Vector256.ConvertToSingle(p.ZeroPoint256(i)), lo, hi);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<int> Lane128<TScaling, TRounding, TParameters>(ref float src, nuint i, in TParameters p, Vector128<float> lo, Vector128<float> hi, ref Vector128<uint> bad)
-        where TScaling : IScaling
-        where TRounding : IRounding
-        where TParameters : ILaneParameters, allows ref struct
-    {
-        Vector128<float> x = Vector128.LoadUnsafe(ref src, i);
-        bad |= QuantizeOperator.NonFinite(x);
-        return QuantizeOperator.Quantize<TScaling, TRounding>(x, p.Scale128(i), Vector128.ConvertToSingle(p.ZeroPoint128(i)), lo, hi);
     }
 }

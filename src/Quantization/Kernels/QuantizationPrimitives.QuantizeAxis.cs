@@ -91,9 +91,9 @@ public static partial class QuantizationPrimitives
     {
         QuantizeVisitor visitor = new(source, destination, factors, zeroPoints, convention, type);
         layout.Visit(ref visitor);
-        if (visitor.NonFinite)
+        if (visitor.MaybeNonFinite)
         {
-            throw NonFinite(source, tensorName, nameof(source));
+            ThrowIfNonFinite(source, tensorName, nameof(source));
         }
     }
 
@@ -142,12 +142,12 @@ public static partial class QuantizationPrimitives
         private readonly ReadOnlySpan<float> _factors = factors;
         private readonly ReadOnlySpan<int> _zeroPoints = zeroPoints;
 
-        public bool NonFinite { get; private set; }
+        public bool MaybeNonFinite { get; private set; }
 
         public void Uniform(int start, int length, int parameter) =>
-            NonFinite |= QuantizeLanes(convention, _source.Slice(start, length), _destination.Slice(start, length), new UniformParameters(_factors[parameter], _zeroPoints[parameter]), type);
+            MaybeNonFinite |= QuantizeLanes(convention, _source.Slice(start, length), _destination.Slice(start, length), new UniformParameters(_factors[parameter], _zeroPoints[parameter]), type);
 
         public void PerLane(int start, int length, int firstParameter) =>
-            NonFinite |= QuantizeLanes(convention, _source.Slice(start, length), _destination.Slice(start, length), new PerLaneParameters(_factors.Slice(firstParameter, length), _zeroPoints.Slice(firstParameter, length)), type);
+            MaybeNonFinite |= QuantizeLanes(convention, _source.Slice(start, length), _destination.Slice(start, length), new PerLaneParameters(_factors.Slice(firstParameter, length), _zeroPoints.Slice(firstParameter, length)), type);
     }
 }

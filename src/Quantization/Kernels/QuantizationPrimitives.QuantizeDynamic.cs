@@ -99,9 +99,9 @@ public static partial class QuantizationPrimitives
             maxs.Clear();
             ObserveVisitor observe = new(source, mins, maxs);
             layout.Visit(ref observe);
-            if (observe.NonFinite || !TensorPrimitives.IsFiniteAll<float>(mins) || !TensorPrimitives.IsFiniteAll<float>(maxs))
+            if (observe.MaybeNonFinite || !TensorPrimitives.IsFiniteAll<float>(mins) || !TensorPrimitives.IsFiniteAll<float>(maxs))
             {
-                throw NonFinite(source, tensorName, nameof(source));
+                ThrowIfNonFinite(source, tensorName, nameof(source));
             }
 
             FillFromRanges(scheme, mins, maxs, scales, zeroPoints, factors);
@@ -141,7 +141,7 @@ public static partial class QuantizationPrimitives
             ReadOnlySpan<float> run = _source.Slice(start, length);
             if (MinMaxCore(run, out float min, out float max))
             {
-                throw NonFinite(run, tensorName, "source", start);
+                ThrowIfNonFinite(run, tensorName, "source", start);
             }
 
             ScaleAndZeroPoint pair = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor);
@@ -161,11 +161,11 @@ public static partial class QuantizationPrimitives
         private readonly Span<float> _mins = mins;
         private readonly Span<float> _maxs = maxs;
 
-        public bool NonFinite { get; private set; }
+        public bool MaybeNonFinite { get; private set; }
 
         public void Uniform(int start, int length, int parameter)
         {
-            NonFinite |= MinMaxCore(_source.Slice(start, length), out float min, out float max);
+            MaybeNonFinite |= MinMaxCore(_source.Slice(start, length), out float min, out float max);
             _mins[parameter] = MathF.Min(_mins[parameter], min);
             _maxs[parameter] = MathF.Max(_maxs[parameter], max);
         }

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace Quantization;
@@ -41,18 +42,30 @@ public static partial class QuantizationPrimitives
         : Vector128.IsHardwareAccelerated ? SimdTier.Vector128
         : SimdTier.Scalar;
 
-    /// <summary>Throws for the first NaN or infinity in <paramref name="values"/>, called once a kernel has seen one.</summary>
-    internal static NonFiniteValueException NonFinite(ReadOnlySpan<float> values, string? tensorName, string paramName, long offset = 0)
+    /// <summary>
+    /// Throws for the first NaN or infinity in <paramref name="values"/>; called when a kernel has flagged a run, which
+    /// may be a false alarm (see <see cref="QuantizeOperator.MaybeNonFinite(Vector512{float}, Vector512{float}, Vector512{float}, Vector512{float})"/>).
+    /// </summary>
+    internal static void ThrowIfNonFinite(ReadOnlySpan<float> values, string? tensorName, string paramName, long offset = 0)
+    {
+        int index = IndexOfNonFinite(values);
+        if (index >= 0)
+        {
+            throw new NonFiniteValueException(tensorName, offset + index, values[index], paramName);
+        }
+    }
+
+    private static int IndexOfNonFinite(ReadOnlySpan<float> values)
     {
         for (int i = 0; i < values.Length; i++)
         {
             if (!float.IsFinite(values[i]))
             {
-                return new NonFiniteValueException(tensorName, offset + i, values[i], paramName);
+                return i;
             }
         }
 
-        throw new InvalidOperationException("A kernel reported a non-finite value that a scalar scan cannot find.");
+        return -1;
     }
 
     /// <summary>Checks that a destination has exactly the source's length.</summary>
@@ -75,5 +88,18 @@ public static partial class QuantizationPrimitives
             string where = index < 0 ? string.Empty : FormattableString.Invariant($" at index {index}");
             throw new ArgumentOutOfRangeException(paramName, scale, $"The scale{where} must be finite and {(allowZero ? "not negative" : "positive")}.");
         }
+    }
+
+    /// <summary>
+    /// Gets how far a block loop advances after its first block: to the first element of <paramref name="stream"/> that
+    /// is aligned to <paramref name="vectorBytes"/>, so every later block's loads (or stores) of that stream stay inside
+    /// cache lines; a full block when the stream is already aligned. Kernels align the stream that moves the most bytes.
+    /// </summary>
+    /// <remarks>The address is read unpinned: if the GC moves the data, only the speed changes, never the result.</remarks>
+    internal static unsafe nuint FirstStep<T>(ref T stream, int vectorBytes, int blockElements)
+    {
+        nuint misaligned = (nuint)Unsafe.AsPointer(ref stream) % (nuint)vectorBytes;
+        nuint toAlignment = misaligned == 0 ? 0 : ((nuint)vectorBytes - misaligned) / (nuint)Unsafe.SizeOf<T>();
+        return toAlignment == 0 ? (nuint)blockElements : toAlignment;
     }
 }
