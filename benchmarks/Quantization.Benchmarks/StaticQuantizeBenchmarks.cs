@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+
 using BenchmarkDotNet.Attributes;
 
 namespace Quantization.Benchmarks;

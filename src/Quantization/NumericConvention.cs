@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+
 using static System.FormattableString;
 
 namespace Quantization;

@@ -150,7 +150,7 @@ internal static class QuantizeOperator
         return TRounding.RoundToInt(Vector512.MinNative(Vector512.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
     }
 
-/// <summary>Narrows four vectors of in-range int32 values to one vector of bytes (truncation keeps the low byte).</summary>
+    /// <summary>Narrows four vectors of in-range int32 values to one vector of bytes (truncation keeps the low byte).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<byte> Narrow(Vector128<int> a, Vector128<int> b, Vector128<int> c, Vector128<int> d) =>
         Vector128.Narrow(Vector128.Narrow(a, b), Vector128.Narrow(c, d)).AsByte();

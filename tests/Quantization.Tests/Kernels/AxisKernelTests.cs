@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
+
 using CsCheck;
+
 using Quantization.Tests.TestUtilities;
 
 namespace Quantization.Tests.Kernels;
