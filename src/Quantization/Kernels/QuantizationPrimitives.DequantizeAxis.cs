@@ -58,11 +58,13 @@ public static partial class QuantizationPrimitives
             ValidateScale(scales[i], allowZero: true, nameof(scales), i);
         }
 
-        DequantizeVisitor visitor = new(source, destination, scales, zeroPoints, signed);
+        bool nonTemporal = UseNonTemporalStores((long)destination.Length * sizeof(float));
+        DequantizeVisitor visitor = new(source, destination, scales, zeroPoints, signed, nonTemporal);
         layout.Visit(ref visitor);
+        FenceNonTemporalStores(nonTemporal);
     }
 
-    private readonly ref struct DequantizeVisitor(ReadOnlySpan<byte> source, Span<float> destination, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, bool signed) : IRunVisitor
+    private readonly ref struct DequantizeVisitor(ReadOnlySpan<byte> source, Span<float> destination, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, bool signed, bool nonTemporal) : IRunVisitor
     {
         private readonly ReadOnlySpan<byte> _source = source;
         private readonly Span<float> _destination = destination;
@@ -70,9 +72,9 @@ public static partial class QuantizationPrimitives
         private readonly ReadOnlySpan<int> _zeroPoints = zeroPoints;
 
         public void Uniform(int start, int length, int parameter) =>
-            DequantizeLanes(_source.Slice(start, length), _destination.Slice(start, length), new UniformParameters(_scales[parameter], _zeroPoints[parameter]), signed);
+            DequantizeLanes(_source.Slice(start, length), _destination.Slice(start, length), new UniformParameters(_scales[parameter], _zeroPoints[parameter]), signed, nonTemporal);
 
         public void PerLane(int start, int length, int firstParameter) =>
-            DequantizeLanes(_source.Slice(start, length), _destination.Slice(start, length), new PerLaneParameters(_scales.Slice(firstParameter, length), _zeroPoints.Slice(firstParameter, length)), signed);
+            DequantizeLanes(_source.Slice(start, length), _destination.Slice(start, length), new PerLaneParameters(_scales.Slice(firstParameter, length), _zeroPoints.Slice(firstParameter, length)), signed, nonTemporal);
     }
 }

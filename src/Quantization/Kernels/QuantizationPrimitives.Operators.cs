@@ -1,6 +1,7 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
@@ -18,7 +19,8 @@ internal interface IScaling
 
 /// <summary>
 /// How a quantize kernel rounds a scaled value that is already clamped to [lo - zeroPoint, hi - zeroPoint] (so
-/// |y| &lt;= 2^9), and adds the zero point: <c>round(y) + zeroPoint</c> as an int32.
+/// |y| &lt;= 2^9), and adds the zero point: <c>round(y) + zeroPoint</c> as an int32. The vector paths take the zero point
+/// as a precomputed <c>Bias</c>, so that a uniform run computes it once.
 /// </summary>
 /// <remarks>
 /// Clamping before rounding gives the same integers as rounding before clamping, because rounding is monotonic and
@@ -28,11 +30,17 @@ internal interface IRounding
 {
     static abstract int RoundToInt(float y, int zeroPoint);
 
-    static abstract Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> zeroPoint);
+    static abstract Vector128<int> Bias(Vector128<int> zeroPoint);
 
-    static abstract Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> zeroPoint);
+    static abstract Vector256<int> Bias(Vector256<int> zeroPoint);
 
-    static abstract Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> zeroPoint);
+    static abstract Vector512<int> Bias(Vector512<int> zeroPoint);
+
+    static abstract Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> bias);
+
+    static abstract Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> bias);
+
+    static abstract Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> bias);
 }
 
 /// <summary><c>x / scale</c>: ONNX Runtime's QuantizeLinear (MLAS divides, it does not multiply by a reciprocal).</summary>
@@ -72,14 +80,17 @@ internal readonly struct RoundToEven : IRounding
 
     public static int RoundToInt(float y, int zeroPoint) => (int)MathF.Round(y) + zeroPoint;
 
-    public static Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> zeroPoint) =>
-        (y + Vector128.Create(Magic)).AsInt32() - (Vector128.Create(MagicBits) - zeroPoint);
+    public static Vector128<int> Bias(Vector128<int> zeroPoint) => Vector128.Create(MagicBits) - zeroPoint;
 
-    public static Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> zeroPoint) =>
-        (y + Vector256.Create(Magic)).AsInt32() - (Vector256.Create(MagicBits) - zeroPoint);
+    public static Vector256<int> Bias(Vector256<int> zeroPoint) => Vector256.Create(MagicBits) - zeroPoint;
 
-    public static Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> zeroPoint) =>
-        (y + Vector512.Create(Magic)).AsInt32() - (Vector512.Create(MagicBits) - zeroPoint);
+    public static Vector512<int> Bias(Vector512<int> zeroPoint) => Vector512.Create(MagicBits) - zeroPoint;
+
+    public static Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> bias) => (y + Vector128.Create(Magic)).AsInt32() - bias;
+
+    public static Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> bias) => (y + Vector256.Create(Magic)).AsInt32() - bias;
+
+    public static Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> bias) => (y + Vector512.Create(Magic)).AsInt32() - bias;
 }
 
 /// <summary>Round half away from zero (C's <c>roundf</c>).</summary>
@@ -93,14 +104,20 @@ internal readonly struct RoundAwayFromZero : IRounding
 
     public static int RoundToInt(float y, int zeroPoint) => (int)MathF.Round(y, MidpointRounding.AwayFromZero) + zeroPoint;
 
-    public static Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> zeroPoint) =>
-        Vector128.ConvertToInt32Native(y + Vector128.CopySign(Vector128.Create(JustBelowHalf), y)) + zeroPoint;
+    public static Vector128<int> Bias(Vector128<int> zeroPoint) => zeroPoint;
 
-    public static Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> zeroPoint) =>
-        Vector256.ConvertToInt32Native(y + Vector256.CopySign(Vector256.Create(JustBelowHalf), y)) + zeroPoint;
+    public static Vector256<int> Bias(Vector256<int> zeroPoint) => zeroPoint;
 
-    public static Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> zeroPoint) =>
-        Vector512.ConvertToInt32Native(y + Vector512.CopySign(Vector512.Create(JustBelowHalf), y)) + zeroPoint;
+    public static Vector512<int> Bias(Vector512<int> zeroPoint) => zeroPoint;
+
+    public static Vector128<int> RoundToInt(Vector128<float> y, Vector128<int> bias) =>
+        Vector128.ConvertToInt32Native(y + Vector128.CopySign(Vector128.Create(JustBelowHalf), y)) + bias;
+
+    public static Vector256<int> RoundToInt(Vector256<float> y, Vector256<int> bias) =>
+        Vector256.ConvertToInt32Native(y + Vector256.CopySign(Vector256.Create(JustBelowHalf), y)) + bias;
+
+    public static Vector512<int> RoundToInt(Vector512<float> y, Vector512<int> bias) =>
+        Vector512.ConvertToInt32Native(y + Vector512.CopySign(Vector512.Create(JustBelowHalf), y)) + bias;
 }
 
 /// <summary>The shared steps of quantization: scale, clamp, round, add the zero point, narrow.</summary>
@@ -123,32 +140,51 @@ internal static class QuantizeOperator
         return TRounding.RoundToInt(y, zeroPoint);
     }
 
+    /// <summary>
+    /// Prepares the per-lane constants of a vector of elements: the factor, the clamp bounds shifted by the zero point,
+    /// and the rounding's bias. A uniform run prepares them once, outside its loop.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> Quantize<TScaling, TRounding>(Vector128<float> x, Vector128<float> factor, Vector128<int> zeroPoint, Vector128<float> lo, Vector128<float> hi)
-        where TScaling : IScaling
+    public static Lanes128 Prepare<TRounding>(Vector128<float> factor, Vector128<int> zeroPoint, Vector128<float> lo, Vector128<float> hi)
         where TRounding : IRounding
     {
         Vector128<float> shift = Vector128.ConvertToSingle(zeroPoint);
-        return TRounding.RoundToInt(Vector128.MinNative(Vector128.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
+        return new(factor, lo - shift, hi - shift, TRounding.Bias(zeroPoint));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> Quantize<TScaling, TRounding>(Vector256<float> x, Vector256<float> factor, Vector256<int> zeroPoint, Vector256<float> lo, Vector256<float> hi)
-        where TScaling : IScaling
+    public static Lanes256 Prepare<TRounding>(Vector256<float> factor, Vector256<int> zeroPoint, Vector256<float> lo, Vector256<float> hi)
         where TRounding : IRounding
     {
         Vector256<float> shift = Vector256.ConvertToSingle(zeroPoint);
-        return TRounding.RoundToInt(Vector256.MinNative(Vector256.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
+        return new(factor, lo - shift, hi - shift, TRounding.Bias(zeroPoint));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<int> Quantize<TScaling, TRounding>(Vector512<float> x, Vector512<float> factor, Vector512<int> zeroPoint, Vector512<float> lo, Vector512<float> hi)
-        where TScaling : IScaling
+    public static Lanes512 Prepare<TRounding>(Vector512<float> factor, Vector512<int> zeroPoint, Vector512<float> lo, Vector512<float> hi)
         where TRounding : IRounding
     {
         Vector512<float> shift = Vector512.ConvertToSingle(zeroPoint);
-        return TRounding.RoundToInt(Vector512.MinNative(Vector512.MaxNative(TScaling.Apply(x, factor), lo - shift), hi - shift), zeroPoint);
+        return new(factor, lo - shift, hi - shift, TRounding.Bias(zeroPoint));
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<int> Quantize<TScaling, TRounding>(Vector128<float> x, in Lanes128 lanes)
+        where TScaling : IScaling
+        where TRounding : IRounding =>
+        TRounding.RoundToInt(Vector128.MinNative(Vector128.MaxNative(TScaling.Apply(x, lanes.Factor), lanes.Low), lanes.High), lanes.Bias);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<int> Quantize<TScaling, TRounding>(Vector256<float> x, in Lanes256 lanes)
+        where TScaling : IScaling
+        where TRounding : IRounding =>
+        TRounding.RoundToInt(Vector256.MinNative(Vector256.MaxNative(TScaling.Apply(x, lanes.Factor), lanes.Low), lanes.High), lanes.Bias);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<int> Quantize<TScaling, TRounding>(Vector512<float> x, in Lanes512 lanes)
+        where TScaling : IScaling
+        where TRounding : IRounding =>
+        TRounding.RoundToInt(Vector512.MinNative(Vector512.MaxNative(TScaling.Apply(x, lanes.Factor), lanes.Low), lanes.High), lanes.Bias);
 
     /// <summary>Narrows four vectors of in-range int32 values to one vector of bytes (truncation keeps the low byte).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -160,8 +196,23 @@ internal static class QuantizeOperator
         Vector256.Narrow(Vector256.Narrow(a, b), Vector256.Narrow(c, d)).AsByte();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<byte> Narrow(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d) =>
-        Vector512.Narrow(Vector512.Narrow(a, b), Vector512.Narrow(c, d)).AsByte();
+    public static Vector512<byte> Narrow(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d)
+    {
+        if (Avx512Vbmi.IsSupported)
+        {
+            // Two two-source byte permutes (vpermt2b) pick the low byte of every int32 and one insert joins the
+            // halves: 3 instructions where the portable two-level Narrow takes 9 (4 vpmovdw, 2 vpmovwb, 3 inserts).
+            // The quantize benchmarks run measurably faster with it on Zen 4; the bytes are the same.
+            Vector512<byte> ab = Avx512Vbmi.PermuteVar64x8x2(a.AsByte(), LowBytesOfPair, b.AsByte());
+            Vector512<byte> cd = Avx512Vbmi.PermuteVar64x8x2(c.AsByte(), LowBytesOfPair, d.AsByte());
+            return Vector512.Create(ab.GetLower(), cd.GetLower());
+        }
+
+        return Vector512.Narrow(Vector512.Narrow(a, b), Vector512.Narrow(c, d)).AsByte();
+    }
+
+    /// <summary>Byte indices 0, 4, ..., 124 in the lower half: the low byte of each of the 32 int32 lanes of two vectors, in order (the upper half is not used).</summary>
+    private static Vector512<byte> LowBytesOfPair => Vector512.CreateSequence((byte)0, (byte)4);
 
     /// <summary>
     /// Returns a non-zero pattern when any of four vectors may hold NaN or an infinity: s - s is +0 only for finite s,
@@ -190,12 +241,24 @@ internal static class QuantizeOperator
     }
 }
 
+/// <summary>The constants of one vector of quantize lanes (see <see cref="QuantizeOperator.Prepare{TRounding}(Vector128{float}, Vector128{int}, Vector128{float}, Vector128{float})"/>).</summary>
+internal readonly record struct Lanes128(Vector128<float> Factor, Vector128<float> Low, Vector128<float> High, Vector128<int> Bias);
+
+/// <summary>The constants of one vector of quantize lanes.</summary>
+internal readonly record struct Lanes256(Vector256<float> Factor, Vector256<float> Low, Vector256<float> High, Vector256<int> Bias);
+
+/// <summary>The constants of one vector of quantize lanes.</summary>
+internal readonly record struct Lanes512(Vector512<float> Factor, Vector512<float> Low, Vector512<float> High, Vector512<int> Bias);
+
 /// <summary>
 /// The scale (or quantize factor) and zero point of each element of a run, at every vector width; a run either shares
 /// one pair (<see cref="UniformParameters"/>) or has one pair per element (<see cref="PerLaneParameters"/>).
 /// </summary>
 internal interface ILaneParameters
 {
+    /// <summary>Gets whether every element shares one pair, so that kernels can prepare their constants once.</summary>
+    static abstract bool IsUniform { get; }
+
     float Scale(nuint i);
 
     int ZeroPoint(nuint i);
@@ -216,6 +279,8 @@ internal interface ILaneParameters
 /// <summary>One scale and zero point for every element.</summary>
 internal readonly struct UniformParameters(float scale, int zeroPoint) : ILaneParameters
 {
+    public static bool IsUniform => true;
+
     public float Scale(nuint i) => scale;
 
     public int ZeroPoint(nuint i) => zeroPoint;
@@ -238,6 +303,8 @@ internal readonly ref struct PerLaneParameters(ReadOnlySpan<float> scales, ReadO
 {
     private readonly ref float _scales = ref MemoryMarshal.GetReference(scales);
     private readonly ref int _zeroPoints = ref MemoryMarshal.GetReference(zeroPoints);
+
+    public static bool IsUniform => false;
 
     public float Scale(nuint i) => Unsafe.Add(ref _scales, i);
 

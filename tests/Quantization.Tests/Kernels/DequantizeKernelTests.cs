@@ -58,4 +58,34 @@ public class DequantizeKernelTests
         QuantizationPrimitives.Quantize(real, back, 0.25f, 3);
         Assert.Equal(all, back);
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(3)]
+    public void Dequantize_OutputsLargeEnoughToStream_MatchScalarReference(int offset)
+    {
+        // 4.2 M floats (over 16 MiB) take the streaming-store path; the offset makes its unaligned head and tail work.
+        const int Rows = 26_215, Columns = 160;
+        Random random = new(offset);
+        byte[] data = new byte[(Rows * Columns) + offset];
+        random.NextBytes(data);
+        ReadOnlySpan<sbyte> source = MemoryMarshal.Cast<byte, sbyte>(data.AsSpan(offset));
+        float[] actual = new float[source.Length + offset];
+        Span<float> destination = actual.AsSpan(offset);
+
+        QuantizationPrimitives.Dequantize(source, destination, 0.37f, -5);
+        for (int i = 0; i < source.Length; i++)
+        {
+            Assert.Equal(TestUtilities.ScalarReference.Dequantize(source[i], 0.37f, -5), destination[i]);
+        }
+
+        float[] scales = Enumerable.Range(0, Columns).Select(c => 0.01f * (c + 1)).ToArray();
+        sbyte[] zeroPoints = Enumerable.Range(0, Columns).Select(c => (sbyte)((c % 9) - 4)).ToArray();
+        QuantizationPrimitives.Dequantize(source, [Rows, Columns], QuantizationGranularity.PerChannel(1), scales, zeroPoints, destination);
+        for (int i = 0; i < source.Length; i++)
+        {
+            int c = i % Columns;
+            Assert.Equal(TestUtilities.ScalarReference.Dequantize(source[i], scales[c], zeroPoints[c]), destination[i]);
+        }
+    }
 }
