@@ -87,16 +87,7 @@ public static partial class QuantizationPrimitives
             for (nuint i = 0, step = FirstStep(ref src, Vector512<byte>.Count, Vector512<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector512<byte>.Count)
             {
                 PrefetchAhead(ref src, i);
-                Vector512<float> x0 = Vector512.LoadUnsafe(ref src, i);
-                Vector512<float> x1 = Vector512.LoadUnsafe(ref src, i + 16);
-                Vector512<float> x2 = Vector512.LoadUnsafe(ref src, i + 32);
-                Vector512<float> x3 = Vector512.LoadUnsafe(ref src, i + 48);
-                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
-                QuantizeOperator.Narrow(
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x0, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i), p.ZeroPoint512(i), lo512, hi512)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x1, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i + 16), p.ZeroPoint512(i + 16), lo512, hi512)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x2, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i + 32), p.ZeroPoint512(i + 32), lo512, hi512)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x3, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i + 48), p.ZeroPoint512(i + 48), lo512, hi512))).StoreUnsafe(ref dst, i);
+                Block512<TScaling, TRounding, TParameters>(ref src, ref dst, i, p, shared, lo512, hi512, ref bad);
                 if (i == last)
                 {
                     return bad != Vector512<uint>.Zero;
@@ -112,16 +103,7 @@ public static partial class QuantizationPrimitives
             nuint last = length - (nuint)Vector256<byte>.Count;
             for (nuint i = 0, step = FirstStep(ref src, Vector256<byte>.Count, Vector256<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector256<byte>.Count)
             {
-                Vector256<float> x0 = Vector256.LoadUnsafe(ref src, i);
-                Vector256<float> x1 = Vector256.LoadUnsafe(ref src, i + 8);
-                Vector256<float> x2 = Vector256.LoadUnsafe(ref src, i + 16);
-                Vector256<float> x3 = Vector256.LoadUnsafe(ref src, i + 24);
-                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
-                QuantizeOperator.Narrow(
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x0, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i), p.ZeroPoint256(i), lo256, hi256)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x1, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i + 8), p.ZeroPoint256(i + 8), lo256, hi256)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x2, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i + 16), p.ZeroPoint256(i + 16), lo256, hi256)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x3, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i + 24), p.ZeroPoint256(i + 24), lo256, hi256))).StoreUnsafe(ref dst, i);
+                Block256<TScaling, TRounding, TParameters>(ref src, ref dst, i, p, shared, lo256, hi256, ref bad);
                 if (i == last)
                 {
                     return bad != Vector256<uint>.Zero;
@@ -137,16 +119,7 @@ public static partial class QuantizationPrimitives
             nuint last = length - (nuint)Vector128<byte>.Count;
             for (nuint i = 0, step = FirstStep(ref src, Vector128<byte>.Count, Vector128<byte>.Count); ; i = Math.Min(i + step, last), step = (nuint)Vector128<byte>.Count)
             {
-                Vector128<float> x0 = Vector128.LoadUnsafe(ref src, i);
-                Vector128<float> x1 = Vector128.LoadUnsafe(ref src, i + 4);
-                Vector128<float> x2 = Vector128.LoadUnsafe(ref src, i + 8);
-                Vector128<float> x3 = Vector128.LoadUnsafe(ref src, i + 12);
-                bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
-                QuantizeOperator.Narrow(
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x0, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i), p.ZeroPoint128(i), lo128, hi128)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x1, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i + 4), p.ZeroPoint128(i + 4), lo128, hi128)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x2, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i + 8), p.ZeroPoint128(i + 8), lo128, hi128)),
-                    QuantizeOperator.Quantize<TScaling, TRounding>(x3, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i + 12), p.ZeroPoint128(i + 12), lo128, hi128))).StoreUnsafe(ref dst, i);
+                Block128<TScaling, TRounding, TParameters>(ref src, ref dst, i, p, shared, lo128, hi128, ref bad);
                 if (i == last)
                 {
                     return bad != Vector128<uint>.Zero;
@@ -163,6 +136,63 @@ public static partial class QuantizationPrimitives
         }
 
         return nonFinite;
+    }
+
+    /// <summary>Quantizes the four vectors of one block; <paramref name="shared"/> serves uniform parameters.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Block512<TScaling, TRounding, TParameters>(ref float src, ref byte dst, nuint i, TParameters p, in Lanes512 shared, Vector512<float> lo, Vector512<float> hi, ref Vector512<uint> bad)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        Vector512<float> x0 = Vector512.LoadUnsafe(ref src, i);
+        Vector512<float> x1 = Vector512.LoadUnsafe(ref src, i + 16);
+        Vector512<float> x2 = Vector512.LoadUnsafe(ref src, i + 32);
+        Vector512<float> x3 = Vector512.LoadUnsafe(ref src, i + 48);
+        bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
+        QuantizeOperator.Narrow(
+            QuantizeOperator.Quantize<TScaling, TRounding>(x0, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i), p.ZeroPoint512(i), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x1, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i + 16), p.ZeroPoint512(i + 16), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x2, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i + 32), p.ZeroPoint512(i + 32), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x3, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale512(i + 48), p.ZeroPoint512(i + 48), lo, hi))).StoreUnsafe(ref dst, i);
+    }
+
+    /// <summary>Quantizes the four vectors of one block; <paramref name="shared"/> serves uniform parameters.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Block256<TScaling, TRounding, TParameters>(ref float src, ref byte dst, nuint i, TParameters p, in Lanes256 shared, Vector256<float> lo, Vector256<float> hi, ref Vector256<uint> bad)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        Vector256<float> x0 = Vector256.LoadUnsafe(ref src, i);
+        Vector256<float> x1 = Vector256.LoadUnsafe(ref src, i + 8);
+        Vector256<float> x2 = Vector256.LoadUnsafe(ref src, i + 16);
+        Vector256<float> x3 = Vector256.LoadUnsafe(ref src, i + 24);
+        bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
+        QuantizeOperator.Narrow(
+            QuantizeOperator.Quantize<TScaling, TRounding>(x0, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i), p.ZeroPoint256(i), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x1, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i + 8), p.ZeroPoint256(i + 8), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x2, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i + 16), p.ZeroPoint256(i + 16), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x3, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale256(i + 24), p.ZeroPoint256(i + 24), lo, hi))).StoreUnsafe(ref dst, i);
+    }
+
+    /// <summary>Quantizes the four vectors of one block; <paramref name="shared"/> serves uniform parameters.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Block128<TScaling, TRounding, TParameters>(ref float src, ref byte dst, nuint i, TParameters p, in Lanes128 shared, Vector128<float> lo, Vector128<float> hi, ref Vector128<uint> bad)
+        where TScaling : IScaling
+        where TRounding : IRounding
+        where TParameters : ILaneParameters, allows ref struct
+    {
+        Vector128<float> x0 = Vector128.LoadUnsafe(ref src, i);
+        Vector128<float> x1 = Vector128.LoadUnsafe(ref src, i + 4);
+        Vector128<float> x2 = Vector128.LoadUnsafe(ref src, i + 8);
+        Vector128<float> x3 = Vector128.LoadUnsafe(ref src, i + 12);
+        bad |= QuantizeOperator.MaybeNonFinite(x0, x1, x2, x3);
+        QuantizeOperator.Narrow(
+            QuantizeOperator.Quantize<TScaling, TRounding>(x0, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i), p.ZeroPoint128(i), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x1, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i + 4), p.ZeroPoint128(i + 4), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x2, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i + 8), p.ZeroPoint128(i + 8), lo, hi)),
+            QuantizeOperator.Quantize<TScaling, TRounding>(x3, TParameters.IsUniform ? shared : QuantizeOperator.Prepare<TRounding>(p.Scale128(i + 12), p.ZeroPoint128(i + 12), lo, hi))).StoreUnsafe(ref dst, i);
     }
 
     /// <summary>
