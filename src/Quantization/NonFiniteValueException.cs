@@ -51,5 +51,5 @@ public sealed class NonFiniteValueException : ArgumentException
     private static string FormatMessage(string? tensorName, long index, float value) =>
         string.Create(
             CultureInfo.InvariantCulture,
-            $"{(tensorName is null ? "The tensor" : $"Tensor '{tensorName}'")} contains {value} at index {index}; quantization needs finite values.");
+            $"{TensorNames.Describe(tensorName)} contains {value} at index {index}; quantization needs finite values.");
 }

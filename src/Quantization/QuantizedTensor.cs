@@ -35,12 +35,12 @@ public sealed class QuantizedTensor
         _layout = CreateLayout(shape, scheme, name);
         if (data.Length != _layout.ElementCount)
         {
-            throw new ArgumentException(FormattableString.Invariant($"{Describe(name)} has shape [{string.Join(", ", shape)}] ({_layout.ElementCount} elements) but {data.Length} bytes of data."), nameof(data));
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape)}] ({_layout.ElementCount} elements) but {data.Length} bytes of data."), nameof(data));
         }
 
         if (parameters.Count != _layout.ParameterCount)
         {
-            throw new ArgumentException(FormattableString.Invariant($"{Describe(name)} needs {_layout.ParameterCount} parameter pairs for {scheme.Granularity}, not {parameters.Count}."), nameof(parameters));
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} needs {_layout.ParameterCount} parameter pairs for {scheme.Granularity}, not {parameters.Count}."), nameof(parameters));
         }
 
         ReadOnlySpan<int> zeroPoints = parameters.ZeroPoints;
@@ -48,7 +48,7 @@ public sealed class QuantizedTensor
         {
             if (zeroPoints[i] < scheme.QuantMin || zeroPoints[i] > scheme.QuantMax)
             {
-                throw new ArgumentException(FormattableString.Invariant($"{Describe(name)}: zero point {zeroPoints[i]} at index {i} is outside [{scheme.QuantMin}, {scheme.QuantMax}]."), nameof(parameters));
+                throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)}: zero point {zeroPoints[i]} at index {i} is outside [{scheme.QuantMin}, {scheme.QuantMax}]."), nameof(parameters));
             }
         }
 
@@ -129,7 +129,7 @@ public sealed class QuantizedTensor
     /// <exception cref="InvalidOperationException">The scheme's type is not <see cref="QuantizedType.Int8"/>.</exception>
     public ReadOnlySpan<sbyte> GetInt8Data() => Scheme.Type == QuantizedType.Int8
         ? MemoryMarshal.Cast<byte, sbyte>(_data)
-        : throw new InvalidOperationException($"{Describe(Name)} holds {Scheme.Type}, not Int8.");
+        : throw new InvalidOperationException($"{TensorNames.Describe(Name)} holds {Scheme.Type}, not Int8.");
 
     /// <summary>Dequantizes into a new array.</summary>
     /// <returns>The real values, row-major.</returns>
@@ -151,13 +151,13 @@ public sealed class QuantizedTensor
 
     /// <inheritdoc/>
     public override string ToString() =>
-        FormattableString.Invariant($"{Describe(Name)} [{string.Join(", ", _shape)}] {Scheme.Type} {Scheme.Granularity} ({Scheme.Convention}, {Parameters})");
+        FormattableString.Invariant($"{TensorNames.Describe(Name)} [{string.Join(", ", _shape)}] {Scheme.Type} {Scheme.Granularity} ({Scheme.Convention}, {Parameters})");
 
     private static TensorLayout CreateLayout(ReadOnlySpan<int> shape, QuantizationScheme scheme, string? name)
     {
         if (scheme.Type.GetBitWidth() != 8)
         {
-            throw new NotSupportedException($"{Describe(name)}: {scheme.Type} storage (packed 4-bit) is not supported yet; parameters for it can be computed with NumericConvention.");
+            throw new NotSupportedException($"{TensorNames.Describe(name)}: {scheme.Type} storage (packed 4-bit) is not supported yet; parameters for it can be computed with NumericConvention.");
         }
 
         return TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
@@ -167,9 +167,7 @@ public sealed class QuantizedTensor
     {
         if (values.Length != layout.ElementCount)
         {
-            throw new ArgumentException(FormattableString.Invariant($"{Describe(name)} has shape [{string.Join(", ", shape.ToArray())}] ({layout.ElementCount} elements) but {values.Length} values."), nameof(values));
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape.ToArray())}] ({layout.ElementCount} elements) but {values.Length} values."), nameof(values));
         }
     }
-
-    private static string Describe(string? name) => name is null ? "The tensor" : $"Tensor '{name}'";
 }

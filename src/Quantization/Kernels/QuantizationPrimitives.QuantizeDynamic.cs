@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Numerics;
-using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
 namespace Quantization;
@@ -97,12 +96,7 @@ public static partial class QuantizationPrimitives
             Span<float> factors = pooled.AsSpan(2 * scales.Length, scales.Length);
             mins.Clear();
             maxs.Clear();
-            ObserveVisitor observe = new(source, mins, maxs);
-            layout.Visit(ref observe);
-            if (observe.MaybeNonFinite || !TensorPrimitives.IsFiniteAll<float>(mins) || !TensorPrimitives.IsFiniteAll<float>(maxs))
-            {
-                ThrowIfNonFinite(source, tensorName, nameof(source));
-            }
+            ObserveRanges(source, layout, mins, maxs, NonFinitePolicy.Throw, tensorName);
 
             FillFromRanges(scheme, mins, maxs, scales, zeroPoints, factors);
             QuantizeWithFactors(source, layout, factors, zeroPoints, destination, scheme.Convention, scheme.Type, tensorName);
@@ -152,32 +146,5 @@ public static partial class QuantizationPrimitives
 
         public readonly void PerLane(int start, int length, int firstParameter) =>
             throw new InvalidOperationException("A layout whose parameters each cover one run has no per-lane runs.");
-    }
-
-    /// <summary>Accumulates the min and max of every parameter's elements.</summary>
-    private ref struct ObserveVisitor(ReadOnlySpan<float> source, Span<float> mins, Span<float> maxs) : IRunVisitor
-    {
-        private readonly ReadOnlySpan<float> _source = source;
-        private readonly Span<float> _mins = mins;
-        private readonly Span<float> _maxs = maxs;
-
-        public bool MaybeNonFinite { get; private set; }
-
-        public void Uniform(int start, int length, int parameter)
-        {
-            MaybeNonFinite |= MinMaxCore(_source.Slice(start, length), out float min, out float max);
-            _mins[parameter] = MathF.Min(_mins[parameter], min);
-            _maxs[parameter] = MathF.Max(_maxs[parameter], max);
-        }
-
-        // TensorPrimitives.Min and Max propagate NaN, which the caller's finiteness check then sees.
-        public readonly void PerLane(int start, int length, int firstParameter)
-        {
-            ReadOnlySpan<float> run = _source.Slice(start, length);
-            Span<float> mins = _mins.Slice(firstParameter, length);
-            Span<float> maxs = _maxs.Slice(firstParameter, length);
-            TensorPrimitives.Min(mins, run, mins);
-            TensorPrimitives.Max(maxs, run, maxs);
-        }
     }
 }
