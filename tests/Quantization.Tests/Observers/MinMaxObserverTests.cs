@@ -1,4 +1,5 @@
 using CsCheck;
+
 using Quantization.Tests.TestUtilities;
 
 namespace Quantization.Tests.Observers;
