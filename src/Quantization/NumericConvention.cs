@@ -17,8 +17,10 @@ namespace Quantization;
 /// computed in float (a / 127.5 for symmetric int8) and floored at float epsilon; quantize multiplies by the reciprocal of
 /// the scale and rounds half to even.</description></item>
 /// <item><term><see cref="GgmlQ8_0"/></term><description>ggml's Q8_0 reference: symmetric int8 only, d = amax / 127, scale stored
-/// as fp16; quantize multiplies by 1/d (d before fp16 rounding) and rounds half away from zero; an all-zero block has scale 0.
-/// Use it with <c>QuantizationGranularity.PerGroup(32)</c> for the Q8_0 block layout.</description></item>
+/// as fp16; quantize multiplies by the reciprocal and rounds half away from zero; an all-zero block has scale 0. Use it with
+/// <c>QuantizationGranularity.PerGroup(32)</c> for the Q8_0 block layout. Dynamic quantization (which computes d) multiplies
+/// by 1/d with d before fp16 rounding, as ggml does, and is bit-exact with it; quantizing with given parameters only has
+/// the stored fp16 scale and multiplies by its reciprocal, which differs from ggml on about 1% of values.</description></item>
 /// <item><term><see cref="GoldenStick"/></term><description>MindSpore Golden Stick: (max - min) / (qmax - qmin) over the full range,
 /// so 2a / 255 for symmetric int8; otherwise ONNX Runtime's arithmetic.</description></item>
 /// </list>
@@ -101,7 +103,7 @@ public sealed class NumericConvention
     public QuantizationRange GetDefaultRange(QuantizedType type, bool symmetric) => _kind switch
     {
         ConventionKind.Onnx when symmetric && type.IsSigned() => QuantizationRange.Restricted,
-        ConventionKind.GgmlQ8_0 => QuantizationRange.Restricted,
+        ConventionKind.GgmlQ8_0 when type.IsSigned() => QuantizationRange.Restricted,
         _ => QuantizationRange.Full,
     };
 
@@ -121,8 +123,8 @@ public sealed class NumericConvention
             throw new ArgumentException(Invariant($"The range [{min}, {max}] must be finite with min <= max."), nameof(min));
         }
 
-        ValidateQuantRange(quantMin, quantMax, symmetric);
-        return Compute(min, max, quantMin, quantMax, symmetric, out _);
+        ValidateQuantRange(quantMin, quantMax, symmetric, nameof(quantMin));
+        return Compute(min, max, quantMin, quantMax, symmetric, out _, nameof(max));
     }
 
     /// <summary>Computes the scale and zero point for a type, using this convention's default range.</summary>
@@ -134,6 +136,16 @@ public sealed class NumericConvention
     /// <exception cref="ArgumentException">See <see cref="ComputeParameters(float, float, int, int, bool)"/>.</exception>
     public ScaleAndZeroPoint ComputeParameters(float min, float max, QuantizedType type, bool symmetric)
     {
+        if (!Enum.IsDefined(type))
+        {
+            throw new ArgumentOutOfRangeException(nameof(type), type, "Unknown quantized type.");
+        }
+
+        if (_kind == ConventionKind.GgmlQ8_0 && type != QuantizedType.Int8)
+        {
+            throw new ArgumentException($"{Name} quantizes to Int8 only, not {type}.", nameof(type));
+        }
+
         (int quantMin, int quantMax) = GetQuantRange(type, GetDefaultRange(type, symmetric));
         return ComputeParameters(min, max, quantMin, quantMax, symmetric);
     }
@@ -145,8 +157,11 @@ public sealed class NumericConvention
     /// <param name="quantMin">The smallest result (the type's minimum for ONNX Runtime's QuantizeLinear).</param>
     /// <param name="quantMax">The largest result.</param>
     /// <returns><c>clamp(round(value / scale) + zeroPoint, quantMin, quantMax)</c>, with this convention's division or reciprocal and rounding. NaN gives <paramref name="quantMin"/>.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The scale is not valid for the convention (see <see cref="QuantizationPrimitives"/>), or <paramref name="quantMin"/> &gt; <paramref name="quantMax"/>.</exception>
     public int Quantize(float value, float scale, int zeroPoint, int quantMin, int quantMax)
     {
+        QuantizationPrimitives.ValidateScale(scale, MultipliesByReciprocal, nameof(scale));
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(quantMin, quantMax);
         float factor = GetQuantizeFactor(scale);
         return _kind switch
         {
@@ -171,25 +186,32 @@ public sealed class NumericConvention
         range == QuantizationRange.Restricted ? (type.GetMinValue() + 1, type.GetMaxValue()) : (type.GetMinValue(), type.GetMaxValue());
 
     /// <summary>Checks that this convention can produce parameters for the quantized range and symmetry.</summary>
-    internal void ValidateQuantRange(int quantMin, int quantMax, bool symmetric)
+    internal void ValidateQuantRange(int quantMin, int quantMax, bool symmetric, string paramName)
     {
         if (quantMin > 0 || quantMax < 0 || quantMin >= quantMax)
         {
-            throw new ArgumentException(Invariant($"The quantized range [{quantMin}, {quantMax}] must contain zero and more than one value."), nameof(quantMin));
+            throw new ArgumentException(Invariant($"The quantized range [{quantMin}, {quantMax}] must contain zero and more than one value."), paramName);
         }
 
         if (_kind == ConventionKind.GgmlQ8_0 && (!symmetric || quantMin != -quantMax))
         {
-            throw new ArgumentException($"{Name} is symmetric over a range symmetric around zero ([-127, 127] for Q8_0); asymmetric or full-range quantization is not part of it.", nameof(symmetric));
+            throw new ArgumentException($"{Name} is symmetric over a range symmetric around zero ([-127, 127] for Q8_0); asymmetric or full-range quantization is not part of it.", paramName);
         }
     }
 
-    /// <summary>Gets the number the kernels apply to a value: the scale itself (divide) or its reciprocal (multiply; 0 for a zero scale, as ggml does).</summary>
+    /// <summary>
+    /// Gets the number the kernels apply to a value: the scale itself (divide) or its reciprocal (multiply; 0 for a zero
+    /// scale, as ggml does, and float.MaxValue where a subnormal scale's reciprocal overflows, so that zero still maps to
+    /// the zero point and everything else saturates).
+    /// </summary>
     internal float GetQuantizeFactor(float scale) =>
-        MultipliesByReciprocal ? (scale == 0f ? 0f : 1f / scale) : scale;
+        !MultipliesByReciprocal ? scale : scale == 0f ? 0f : MathF.Min(1f / scale, float.MaxValue);
 
-    /// <summary>Computes parameters without validation; <paramref name="factor"/> is what the quantize kernel applies.</summary>
-    internal ScaleAndZeroPoint Compute(float min, float max, int quantMin, int quantMax, bool symmetric, out float factor)
+    /// <summary>
+    /// Computes parameters without validating the range; <paramref name="factor"/> is what the quantize kernel applies.
+    /// A range whose GgmlQ8_0 scale overflows fp16 throws an <see cref="ArgumentException"/> for <paramref name="paramName"/>.
+    /// </summary>
+    internal ScaleAndZeroPoint Compute(float min, float max, int quantMin, int quantMax, bool symmetric, out float factor, string? paramName)
     {
         ScaleAndZeroPoint parameters;
         switch (_kind)
@@ -202,7 +224,7 @@ public sealed class NumericConvention
                 float stored = (float)(Half)d;
                 if (float.IsInfinity(stored))
                 {
-                    throw new ArgumentException(Invariant($"The range [{min}, {max}] gives a scale {d} beyond the fp16 range of {Name}."), nameof(max));
+                    throw new ArgumentException(Invariant($"The range [{min}, {max}] gives a scale {d} beyond the fp16 range of {Name} (|x| must stay below about 8.3e6)."), paramName);
                 }
 
                 return new ScaleAndZeroPoint(stored, 0);
@@ -248,7 +270,8 @@ public sealed class NumericConvention
         {
             float amax = MathF.Max(-rmin, rmax);
             float symmetricScale = MathF.Max(amax / ((float)(quantMax - quantMin) / 2f), TorchEpsilon);
-            int zero = quantMin < 0 ? 0 : (quantMin + quantMax + 1) / 2;
+            // torch: 0 for signed types; 128 for the default uint8 range, (qmin + qmax) // 2 for a custom one.
+            int zero = quantMin < 0 ? 0 : quantMin == 0 && quantMax == 255 ? 128 : (quantMin + quantMax) / 2;
             return new ScaleAndZeroPoint(symmetricScale, zero);
         }
 

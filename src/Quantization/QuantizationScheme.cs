@@ -44,7 +44,7 @@ public sealed record QuantizationScheme
         Symmetric = symmetric;
         Granularity = granularity;
         (QuantMin, QuantMax) = NumericConvention.GetQuantRange(type, Range);
-        Convention.ValidateQuantRange(QuantMin, QuantMax, symmetric);
+        Convention.ValidateQuantRange(QuantMin, QuantMax, symmetric, nameof(convention));
     }
 
     /// <summary>Gets the integer type.</summary>

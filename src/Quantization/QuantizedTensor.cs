@@ -86,7 +86,7 @@ public sealed class QuantizedTensor
     /// <param name="scheme">The scheme.</param>
     /// <param name="name">An optional name, used in messages and reports.</param>
     /// <returns>The quantized tensor.</returns>
-    /// <exception cref="ArgumentException">The shape does not fit the data or the granularity.</exception>
+    /// <exception cref="ArgumentException">The shape does not fit the data or the granularity, or (GgmlQ8_0) a block's range overflows the fp16 scale.</exception>
     /// <exception cref="NonFiniteValueException">The values contain NaN or an infinity.</exception>
     /// <exception cref="NotSupportedException">The scheme's type is 4-bit.</exception>
     public static QuantizedTensor Quantize(ReadOnlySpan<float> values, ReadOnlySpan<int> shape, QuantizationScheme scheme, string? name = null)
@@ -97,7 +97,7 @@ public sealed class QuantizedTensor
         byte[] data = new byte[values.Length];
         float[] scales = new float[layout.ParameterCount];
         int[] zeroPoints = new int[layout.ParameterCount];
-        QuantizationPrimitives.QuantizeDynamicCore(values, layout, scheme, data, scales, zeroPoints, name);
+        QuantizationPrimitives.QuantizeDynamicCore(values, layout, scheme, data, scales, zeroPoints, name, nameof(values));
         return new QuantizedTensor(data, shape.ToArray(), scheme, QuantizationParameters.Own(scales, zeroPoints), name);
     }
 
@@ -120,7 +120,7 @@ public sealed class QuantizedTensor
         ValidateValueCount(values, layout, shape, name);
         byte[] data = new byte[values.Length];
         QuantizedTensor tensor = new(data, shape.ToArray(), scheme, parameters, name);
-        QuantizationPrimitives.QuantizeWithScales(values, layout, parameters.Scales, parameters.ZeroPoints, data, scheme.Convention, scheme.Type, name);
+        QuantizationPrimitives.QuantizeWithScales(values, layout, parameters.Scales, parameters.ZeroPoints, data, scheme.Convention, scheme.Type, name, nameof(values), nameof(parameters));
         return tensor;
     }
 

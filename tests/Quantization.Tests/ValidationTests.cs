@@ -115,4 +115,34 @@ public class ValidationTests
         Assert.Throws<ArgumentException>(() => QuantizedTensor.Quantize(Twelve, [3, 4], scheme).Dequantize(new float[11]));
         Assert.Throws<InvalidOperationException>(() => QuantizedTensor.Quantize(Twelve, [12], QuantizationScheme.UInt8PerTensorAsymmetric()).GetInt8Data().ToArray());
     }
+
+    [Fact]
+    public void Exceptions_NameTheCallersArgument()
+    {
+        float[] values = [1f, float.NaN, 2f, 3f];
+        Assert.Equal("values", Assert.Throws<NonFiniteValueException>(() => QuantizedTensor.Quantize(values, [4], QuantizationScheme.Int8PerTensor())).ParamName);
+        Assert.Equal("values", Assert.Throws<NonFiniteValueException>(() => QuantizedTensor.Quantize(values, [4], QuantizationScheme.Int8PerTensor(), new QuantizationParameters(1f))).ParamName);
+        Assert.Equal("values", Assert.Throws<NonFiniteValueException>(() => new MinMaxObserver(QuantizationScheme.Int8PerTensor()).Observe(values, [4])).ParamName);
+        Assert.Equal("parameters", Assert.Throws<ArgumentOutOfRangeException>(() => QuantizedTensor.Quantize([1f], [1], QuantizationScheme.Int8PerTensor(), new QuantizationParameters(0f))).ParamName);
+        Assert.Equal("values", Assert.Throws<ArgumentException>(() => QuantizedTensor.Quantize(Enumerable.Repeat(1e7f, 32).ToArray(), [32], QuantizationScheme.GgmlQ8_0())).ParamName);
+        Assert.Equal("type", Assert.Throws<ArgumentException>(() => NumericConvention.GgmlQ8_0.ComputeParameters(-1f, 1f, QuantizedType.UInt8, true)).ParamName);
+    }
+
+    [Fact]
+    public void ScalarQuantize_ValidatesLikeTheKernels()
+    {
+        Assert.Throws<ArgumentOutOfRangeException>(() => NumericConvention.Onnx.Quantize(1f, 0f, 0, -128, 127));
+        Assert.Throws<ArgumentOutOfRangeException>(() => NumericConvention.Torch.Quantize(1f, float.NaN, 0, -128, 127));
+        Assert.Throws<ArgumentOutOfRangeException>(() => NumericConvention.Onnx.Quantize(1f, 1f, 0, 127, -128));
+        Assert.Equal(0, NumericConvention.GgmlQ8_0.Quantize(5f, 0f, 0, -127, 127));
+    }
+
+    [Fact]
+    public void SubnormalScale_ForReciprocalConventions_KeepsZeroAtTheZeroPoint()
+    {
+        sbyte[] destination = new sbyte[4];
+        QuantizationPrimitives.Quantize([0f, 1f, -1f, 0f], destination, 1e-40f, 3, NumericConvention.Torch);
+        Assert.Equal([3, 127, -128, 3], destination);
+        Assert.Equal(7, new QuantizationScheme(QuantizedType.UInt4, true, QuantizationGranularity.PerTensor, NumericConvention.Torch).Convention.ComputeParameters(-1f, 1f, QuantizedType.UInt4, true).ZeroPoint);
+    }
 }

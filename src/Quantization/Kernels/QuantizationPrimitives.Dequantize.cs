@@ -31,7 +31,7 @@ public static partial class QuantizationPrimitives
     {
         ValidateLengths(source.Length, destination.Length, nameof(destination));
         ValidateScale(scale, allowZero: true, nameof(scale));
-        bool nonTemporal = UseNonTemporalStores(destination.Length * sizeof(float));
+        bool nonTemporal = UseNonTemporalStores((long)destination.Length * sizeof(float));
         DequantizeLanes(source, destination, new UniformParameters(scale, zeroPoint), signed, nonTemporal);
         FenceNonTemporalStores(nonTemporal);
     }
@@ -52,7 +52,7 @@ public static partial class QuantizationPrimitives
         int bias = signed ? 128 : 0;
         fixed (float* dst = destination)
         {
-            if (nonTemporal && Vector512.IsHardwareAccelerated && length >= (nuint)Vector512<byte>.Count * 2)
+            if (nonTemporal && Vector512.IsHardwareAccelerated && length >= (nuint)Vector512<byte>.Count * 2 && ((nuint)dst % sizeof(float)) == 0)
             {
                 DequantizeStreaming(ref src, dst, length, p, flip, bias);
             }

@@ -9,14 +9,14 @@ public static partial class QuantizationPrimitives
     /// (one per parameter of the layout). Non-finite values throw, or with <see cref="NonFinitePolicy.Skip"/> are left
     /// out and counted. Returns the number left out.
     /// </summary>
-    internal static long ObserveRanges(ReadOnlySpan<float> source, in TensorLayout layout, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName)
+    internal static long ObserveRanges(ReadOnlySpan<float> source, in TensorLayout layout, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName, string sourceName)
     {
-        RangeVisitor visitor = new(source, mins, maxs, policy, tensorName);
+        RangeVisitor visitor = new(source, mins, maxs, policy, tensorName, sourceName);
         layout.Visit(ref visitor);
         return visitor.Skipped;
     }
 
-    private ref struct RangeVisitor(ReadOnlySpan<float> source, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName) : IRunVisitor
+    private ref struct RangeVisitor(ReadOnlySpan<float> source, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName, string sourceName) : IRunVisitor
     {
         private readonly ReadOnlySpan<float> _source = source;
         private readonly Span<float> _mins = mins;
@@ -80,7 +80,7 @@ public static partial class QuantizationPrimitives
         {
             if (policy == NonFinitePolicy.Throw)
             {
-                ThrowIfNonFinite(run, tensorName, "source", start);
+                ThrowIfNonFinite(run, tensorName, sourceName, start);
                 return false;
             }
 

@@ -57,16 +57,16 @@ public static partial class QuantizationPrimitives
     }
 
     /// <summary>Validates scales, turns them into the convention's quantize factors and quantizes.</summary>
-    internal static void QuantizeWithScales(ReadOnlySpan<float> source, in TensorLayout layout, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, Span<byte> destination, NumericConvention convention, QuantizedType type, string? tensorName)
+    internal static void QuantizeWithScales(ReadOnlySpan<float> source, in TensorLayout layout, ReadOnlySpan<float> scales, ReadOnlySpan<int> zeroPoints, Span<byte> destination, NumericConvention convention, QuantizedType type, string? tensorName, string sourceName = "source", string scalesName = "scales")
     {
         for (int i = 0; i < scales.Length; i++)
         {
-            ValidateScale(scales[i], convention.MultipliesByReciprocal, nameof(scales), i);
+            ValidateScale(scales[i], convention.MultipliesByReciprocal, scalesName, i);
         }
 
         if (!convention.MultipliesByReciprocal)
         {
-            QuantizeWithFactors(source, layout, scales, zeroPoints, destination, convention, type, tensorName);
+            QuantizeWithFactors(source, layout, scales, zeroPoints, destination, convention, type, tensorName, sourceName);
             return;
         }
 
@@ -78,7 +78,7 @@ public static partial class QuantizationPrimitives
                 factors[i] = convention.GetQuantizeFactor(scales[i]);
             }
 
-            QuantizeWithFactors(source, layout, factors.AsSpan(0, scales.Length), zeroPoints, destination, convention, type, tensorName);
+            QuantizeWithFactors(source, layout, factors.AsSpan(0, scales.Length), zeroPoints, destination, convention, type, tensorName, sourceName);
         }
         finally
         {
@@ -87,13 +87,13 @@ public static partial class QuantizationPrimitives
     }
 
     /// <summary>Quantizes every run of the layout; <paramref name="factors"/> are what the convention applies (scale or reciprocal).</summary>
-    internal static void QuantizeWithFactors(ReadOnlySpan<float> source, in TensorLayout layout, ReadOnlySpan<float> factors, ReadOnlySpan<int> zeroPoints, Span<byte> destination, NumericConvention convention, QuantizedType type, string? tensorName)
+    internal static void QuantizeWithFactors(ReadOnlySpan<float> source, in TensorLayout layout, ReadOnlySpan<float> factors, ReadOnlySpan<int> zeroPoints, Span<byte> destination, NumericConvention convention, QuantizedType type, string? tensorName, string sourceName = "source")
     {
         QuantizeVisitor visitor = new(source, destination, factors, zeroPoints, convention, type);
         layout.Visit(ref visitor);
         if (visitor.MaybeNonFinite)
         {
-            ThrowIfNonFinite(source, tensorName, nameof(source));
+            ThrowIfNonFinite(source, tensorName, sourceName);
         }
     }
 

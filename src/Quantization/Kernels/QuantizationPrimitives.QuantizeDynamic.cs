@@ -22,7 +22,7 @@ public static partial class QuantizationPrimitives
     /// first axis: row-wise quantization), each run is observed and quantized while it is still in cache. Other
     /// layouts take two passes.
     /// </remarks>
-    /// <exception cref="ArgumentException">The scheme's type is not int8, the shape does not fit the granularity or the data, or a span has the wrong length.</exception>
+    /// <exception cref="ArgumentException">The scheme's type is not int8, the shape does not fit the granularity or the data, a span has the wrong length, or (GgmlQ8_0) a block's range overflows the fp16 scale.</exception>
     /// <exception cref="NonFiniteValueException">The source contains NaN or an infinity.</exception>
     public static void QuantizeDynamic(ReadOnlySpan<float> source, ReadOnlySpan<int> shape, QuantizationScheme scheme, Span<sbyte> destination, Span<float> scales, Span<sbyte> zeroPoints, string? tensorName = null) =>
         QuantizeDynamic(source, shape, scheme, MemoryMarshal.AsBytes(destination), scales, zeroPoints, QuantizedType.Int8, tensorName);
@@ -72,15 +72,15 @@ public static partial class QuantizationPrimitives
     }
 
     /// <summary>Dynamic quantization on a validated layout; fills one scale and zero point per parameter.</summary>
-    internal static void QuantizeDynamicCore(ReadOnlySpan<float> source, in TensorLayout layout, QuantizationScheme scheme, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, string? tensorName)
+    internal static void QuantizeDynamicCore(ReadOnlySpan<float> source, in TensorLayout layout, QuantizationScheme scheme, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, string? tensorName, string sourceName = "source")
     {
         if (layout.EachParameterIsOneRun)
         {
-            FusedVisitor fused = new(source, destination, scales, zeroPoints, scheme, tensorName);
+            FusedVisitor fused = new(source, destination, scales, zeroPoints, scheme, tensorName, sourceName);
             layout.Visit(ref fused);
             if (layout.ElementCount == 0)
             {
-                FillFromRanges(scheme, [], [], scales, zeroPoints, []);
+                FillFromRanges(scheme, [], [], scales, zeroPoints, [], sourceName);
             }
 
             return;
@@ -96,10 +96,10 @@ public static partial class QuantizationPrimitives
             Span<float> factors = pooled.AsSpan(2 * scales.Length, scales.Length);
             mins.Clear();
             maxs.Clear();
-            ObserveRanges(source, layout, mins, maxs, NonFinitePolicy.Throw, tensorName);
+            ObserveRanges(source, layout, mins, maxs, NonFinitePolicy.Throw, tensorName, sourceName);
 
-            FillFromRanges(scheme, mins, maxs, scales, zeroPoints, factors);
-            QuantizeWithFactors(source, layout, factors, zeroPoints, destination, scheme.Convention, scheme.Type, tensorName);
+            FillFromRanges(scheme, mins, maxs, scales, zeroPoints, factors, sourceName);
+            QuantizeWithFactors(source, layout, factors, zeroPoints, destination, scheme.Convention, scheme.Type, tensorName, sourceName);
         }
         finally
         {
@@ -108,13 +108,13 @@ public static partial class QuantizationPrimitives
     }
 
     /// <summary>Computes parameters and quantize factors from ranges; empty ranges stand for (0, 0).</summary>
-    private static void FillFromRanges(QuantizationScheme scheme, ReadOnlySpan<float> mins, ReadOnlySpan<float> maxs, Span<float> scales, Span<int> zeroPoints, Span<float> factors)
+    private static void FillFromRanges(QuantizationScheme scheme, ReadOnlySpan<float> mins, ReadOnlySpan<float> maxs, Span<float> scales, Span<int> zeroPoints, Span<float> factors, string sourceName)
     {
         for (int p = 0; p < scales.Length; p++)
         {
             float min = mins.IsEmpty ? 0f : mins[p];
             float max = maxs.IsEmpty ? 0f : maxs[p];
-            (scales[p], zeroPoints[p]) = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor);
+            (scales[p], zeroPoints[p]) = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor, sourceName);
             if (!factors.IsEmpty)
             {
                 factors[p] = factor;
@@ -123,7 +123,7 @@ public static partial class QuantizationPrimitives
     }
 
     /// <summary>Observes one run, computes its parameters and quantizes it while it is in cache.</summary>
-    private ref struct FusedVisitor(ReadOnlySpan<float> source, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, QuantizationScheme scheme, string? tensorName) : IRunVisitor
+    private ref struct FusedVisitor(ReadOnlySpan<float> source, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, QuantizationScheme scheme, string? tensorName, string sourceName) : IRunVisitor
     {
         private readonly ReadOnlySpan<float> _source = source;
         private readonly Span<byte> _destination = destination;
@@ -135,10 +135,10 @@ public static partial class QuantizationPrimitives
             ReadOnlySpan<float> run = _source.Slice(start, length);
             if (MinMaxCore(run, out float min, out float max))
             {
-                ThrowIfNonFinite(run, tensorName, "source", start);
+                ThrowIfNonFinite(run, tensorName, sourceName, start);
             }
 
-            ScaleAndZeroPoint pair = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor);
+            ScaleAndZeroPoint pair = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor, sourceName);
             _scales[parameter] = pair.Scale;
             _zeroPoints[parameter] = pair.ZeroPoint;
             QuantizeLanes(scheme.Convention, run, _destination.Slice(start, length), new UniformParameters(factor, pair.ZeroPoint), scheme.Type);

@@ -74,7 +74,7 @@ public sealed class MinMaxObserver : IQuantizationObserver
         // Work on copies and commit at the end, so that a call that throws changes nothing.
         float[] mins = _parameterShape is null ? Filled(layout.ParameterCount, float.PositiveInfinity) : (float[])_mins.Clone();
         float[] maxs = _parameterShape is null ? Filled(layout.ParameterCount, float.NegativeInfinity) : (float[])_maxs.Clone();
-        long skipped = QuantizationPrimitives.ObserveRanges(values, layout, mins, maxs, NonFinitePolicy, tensorName);
+        long skipped = QuantizationPrimitives.ObserveRanges(values, layout, mins, maxs, NonFinitePolicy, tensorName, nameof(values));
         (_mins, _maxs, _parameterShape) = (mins, maxs, parameterShape);
         ObservedCount += values.Length - skipped;
         SkippedCount += skipped;
@@ -130,7 +130,7 @@ public sealed class MinMaxObserver : IQuantizationObserver
         for (int p = 0; p < scales.Length; p++)
         {
             bool seen = _mins[p] <= _maxs[p];
-            (scales[p], zeroPoints[p]) = Scheme.Convention.Compute(seen ? _mins[p] : 0f, seen ? _maxs[p] : 0f, Scheme.QuantMin, Scheme.QuantMax, Scheme.Symmetric, out _);
+            (scales[p], zeroPoints[p]) = Scheme.Convention.Compute(seen ? _mins[p] : 0f, seen ? _maxs[p] : 0f, Scheme.QuantMin, Scheme.QuantMax, Scheme.Symmetric, out _, paramName: null);
         }
 
         return QuantizationParameters.Own(scales, zeroPoints);

@@ -88,4 +88,19 @@ public class DequantizeKernelTests
             Assert.Equal(TestUtilities.ScalarReference.Dequantize(source[i], scales[c], zeroPoints[c]), destination[i]);
         }
     }
+
+    [Fact]
+    public void Dequantize_LargeOutputNotAlignedToFloats_DoesNotStream()
+    {
+        // A float span one byte off its natural alignment (a memory-mapped file, say) cannot take aligned streaming stores.
+        const int Count = 4_400_000;
+        sbyte[] source = Enumerable.Range(0, Count).Select(i => (sbyte)(i * 7)).ToArray();
+        byte[] buffer = new byte[(Count * sizeof(float)) + 1];
+        Span<float> destination = MemoryMarshal.Cast<byte, float>(buffer.AsSpan(1));
+        QuantizationPrimitives.Dequantize(source, destination, 0.5f, 1);
+        for (int i = 0; i < Count; i += 997)
+        {
+            Assert.Equal((source[i] - 1) * 0.5f, destination[i]);
+        }
+    }
 }

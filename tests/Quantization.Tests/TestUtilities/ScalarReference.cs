@@ -65,7 +65,7 @@ internal static class ScalarReference
             {
                 float maxValPos = Math.Max(-rmin, rmax);
                 float s = Math.Max(maxValPos / ((qmax - qmin) / 2f), eps);
-                return (s, qmin < 0 ? 0 : 128 * (qmax + 1) / 256, 1f / s);
+                return (s, qmin < 0 ? 0 : qmin == 0 && qmax == 255 ? 128 : (qmin + qmax) / 2, 1f / s);
             }
 
             float asymmetric = Math.Max(float.IsFinite(rmax - rmin) ? (rmax - rmin) / (qmax - qmin) : (float)(((double)rmax - rmin) / (qmax - qmin)), eps);
