@@ -1,0 +1,78 @@
+using System.Runtime.CompilerServices;
+
+namespace Quantization;
+
+/// <summary>A source of calibration batches, streamed: nothing forces a whole data set into memory.</summary>
+/// <typeparam name="TBatch">What one batch is: an array, a tensor, a dictionary of model inputs.</typeparam>
+public interface ICalibrationDataSource<out TBatch>
+{
+    /// <summary>Gets the number of batches when it is known in advance (for progress), or <see langword="null"/>.</summary>
+    int? Count { get; }
+
+    /// <summary>Streams the batches.</summary>
+    /// <param name="cancellationToken">Stops the stream.</param>
+    /// <returns>The batches, in order.</returns>
+    IAsyncEnumerable<TBatch> ReadBatchesAsync(CancellationToken cancellationToken = default);
+}
+
+/// <summary>Built-in calibration data sources.</summary>
+public static class CalibrationDataSource
+{
+    /// <summary>Serves batches held in memory.</summary>
+    /// <typeparam name="TBatch">The batch type.</typeparam>
+    /// <param name="batches">The batches; a collection's count is used for progress.</param>
+    /// <returns>The source.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="batches"/> is <see langword="null"/>.</exception>
+    public static ICalibrationDataSource<TBatch> FromBatches<TBatch>(IEnumerable<TBatch> batches)
+    {
+        ArgumentNullException.ThrowIfNull(batches);
+        return new EnumerableSource<TBatch>(batches, batches.TryGetNonEnumeratedCount(out int count) ? count : null);
+    }
+
+    /// <summary>Serves batches made on demand by a function, so that none is kept after it is used.</summary>
+    /// <typeparam name="TBatch">The batch type.</typeparam>
+    /// <param name="count">The number of batches.</param>
+    /// <param name="generate">Makes batch i, for i from 0 to <paramref name="count"/> - 1.</param>
+    /// <returns>The source.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="generate"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="count"/> is negative.</exception>
+    public static ICalibrationDataSource<TBatch> FromGenerator<TBatch>(int count, Func<int, TBatch> generate)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(count);
+        ArgumentNullException.ThrowIfNull(generate);
+        return new EnumerableSource<TBatch>(Enumerable.Range(0, count).Select(generate), count);
+    }
+
+    /// <summary>Serves the <c>.npy</c> files of a directory, one file a batch, in ordinal order of their names.</summary>
+    /// <param name="directory">The directory.</param>
+    /// <returns>The source; each file is read when its batch is requested.</returns>
+    /// <exception cref="ArgumentException"><paramref name="directory"/> is empty.</exception>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    public static ICalibrationDataSource<NpyArray> FromNpyDirectory(string directory)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(directory);
+        if (!Directory.Exists(directory))
+        {
+            throw new DirectoryNotFoundException($"The calibration directory '{directory}' does not exist.");
+        }
+
+        string[] files = Directory.GetFiles(directory, "*.npy");
+        Array.Sort(files, StringComparer.Ordinal);
+        return new EnumerableSource<NpyArray>(files.Select(NpyReader.Read), files.Length);
+    }
+
+    private sealed class EnumerableSource<TBatch>(IEnumerable<TBatch> batches, int? count) : ICalibrationDataSource<TBatch>
+    {
+        public int? Count => count;
+
+        public async IAsyncEnumerable<TBatch> ReadBatchesAsync([EnumeratorCancellation] CancellationToken cancellationToken = default)
+        {
+            foreach (TBatch batch in batches)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                yield return batch;
+                await Task.Yield();
+            }
+        }
+    }
+}
