@@ -1,7 +1,9 @@
 using Microsoft.Extensions.Logging;
+using Quantization.Tests.TestUtilities;
 
 namespace Quantization.Tests.Calibration;
 
+[Collection(MemoryMeasurements.Name)]
 public class CalibratorTests
 {
     private static readonly QuantizationScheme Activations = QuantizationScheme.UInt8PerTensorAsymmetric();
