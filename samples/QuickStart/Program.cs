@@ -1,6 +1,5 @@
 // Quantizes a transformer-sized weight matrix to int8 per tensor, per output channel and in ggml's Q8_0 blocks,
 // and prints how much each loses: the choice every quantizer makes first.
-using System.Globalization;
 
 using Quantization;
 
@@ -10,7 +9,7 @@ float[] weight = GaussianWeightWithOutliers(OutFeatures, InFeatures, seed: 7);
 
 Console.WriteLine(FormattableString.Invariant($"Weight [{OutFeatures}, {InFeatures}] fp32, {weight.Length * 4 / 1024} KiB; SIMD tier: {QuantizationPrimitives.ActiveSimdTier}"));
 Console.WriteLine();
-Console.WriteLine("scheme                         size KiB   SQNR dB   max |error|");
+QuantizationReport report = new();
 foreach ((string name, QuantizationScheme scheme) in new[]
 {
     ("int8 per tensor (ONNX)", QuantizationScheme.Int8PerTensor()),
@@ -19,11 +18,10 @@ foreach ((string name, QuantizationScheme scheme) in new[]
     ("int8 Q8_0 blocks of 32 (ggml)", QuantizationScheme.GgmlQ8_0()),
 })
 {
-    QuantizedTensor quantized = QuantizedTensor.Quantize(weight, shape, scheme, "mlp.weight");
-    float[] restored = quantized.Dequantize();
-    (double sqnr, double maxError) = Error(weight, restored);
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{name,-30} {quantized.SizeInBytes / 1024.0,8:F0} {sqnr,9:F2} {maxError,13:E2}"));
+    report.Add(TensorErrorReport.Compare(weight, QuantizedTensor.Quantize(weight, shape, scheme, name)));
 }
+
+Console.Write(report.ToTable());
 
 static float[] GaussianWeightWithOutliers(int rows, int columns, int seed)
 {
@@ -41,18 +39,4 @@ static float[] GaussianWeightWithOutliers(int rows, int columns, int seed)
     }
 
     return values;
-}
-
-static (double SqnrDb, double MaxAbsError) Error(float[] reference, float[] restored)
-{
-    double signal = 0, noise = 0, maxError = 0;
-    for (int i = 0; i < reference.Length; i++)
-    {
-        double error = reference[i] - restored[i];
-        signal += (double)reference[i] * reference[i];
-        noise += error * error;
-        maxError = Math.Max(maxError, Math.Abs(error));
-    }
-
-    return (10 * Math.Log10(signal / noise), maxError);
 }

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+
 using Quantization.Tests.TestUtilities;
 
 namespace Quantization.Tests.Calibration;
