@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
@@ -135,12 +134,9 @@ public static partial class QuantizationPrimitives
     private static unsafe void DequantizeStreaming<TParameters>(ref byte src, float* dst, nuint length, TParameters p, byte flip, int bias)
         where TParameters : ILaneParameters, allows ref struct
     {
-        if (Sse.IsSupported)
-        {
-            // The partial last line takes ordinary stores, which must first read it; ask for it now, so that the read
-            // does not stall the streaming stores queued behind those stores.
-            Sse.Prefetch0(dst + length - 1);
-        }
+        // The partial last line takes ordinary stores, which must first read it; ask for it now, so that the read does
+        // not stall the streaming stores queued behind those stores.
+        PrefetchLine(ref *dst, length - 1);
 
         nuint head = ElementsToAlignment(ref *dst, Vector512<byte>.Count);
         DequantizeScalar(ref src, dst, 0, head, p, flip != 0);

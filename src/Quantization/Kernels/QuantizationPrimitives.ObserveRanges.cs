@@ -1,5 +1,3 @@
-using System.Numerics.Tensors;
-
 namespace Quantization;
 
 public static partial class QuantizationPrimitives
@@ -12,7 +10,19 @@ public static partial class QuantizationPrimitives
     internal static long ObserveRanges(ReadOnlySpan<float> source, in TensorLayout layout, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName, string sourceName)
     {
         RangeVisitor visitor = new(source, mins, maxs, policy, tensorName, sourceName);
-        layout.Visit(ref visitor);
+        if (layout.Kind == GranularityKind.PerChannel && layout.Inner == 1)
+        {
+            // Channels along the last axis: every row is a per-lane run over all parameters; fold rows four at a time.
+            for (int row = 0; row < layout.Outer; row += 4)
+            {
+                visitor.PerLaneRows(row * layout.Channels, Math.Min(4, layout.Outer - row), layout.Channels);
+            }
+        }
+        else
+        {
+            layout.Visit(ref visitor);
+        }
+
         return visitor.Skipped;
     }
 
@@ -48,31 +58,39 @@ public static partial class QuantizationPrimitives
             _maxs[parameter] = MathF.Max(_maxs[parameter], max);
         }
 
-        public void PerLane(int start, int length, int firstParameter)
+        public void PerLane(int start, int length, int firstParameter) =>
+            FoldRows(_source.Slice(start, length), 1, _mins.Slice(firstParameter, length), _maxs.Slice(firstParameter, length), start);
+
+        /// <summary>Folds <paramref name="rowCount"/> consecutive rows that each cover all parameters.</summary>
+        public void PerLaneRows(int start, int rowCount, int rowLength) =>
+            FoldRows(_source.Slice(start, rowCount * rowLength), rowCount, _mins, _maxs, start);
+
+        private void FoldRows(ReadOnlySpan<float> rows, int rowCount, Span<float> mins, Span<float> maxs, int start)
         {
-            ReadOnlySpan<float> run = _source.Slice(start, length);
-            Span<float> mins = _mins.Slice(firstParameter, length);
-            Span<float> maxs = _maxs.Slice(firstParameter, length);
-            if (MinMaxCore(run, out _, out _) && HasNonFinite(run, start))
+            int stopped = AccumulateMinMax(rows, rowCount, mins, maxs);
+            if (stopped == mins.Length)
             {
-                for (int j = 0; j < run.Length; j++)
+                return;
+            }
+
+            // A column held NaN or an infinity: throw, or fold in the rest one value at a time, skipping those.
+            HasNonFinite(rows, start);
+            for (int r = 0; r < rowCount; r++)
+            {
+                for (int j = stopped; j < mins.Length; j++)
                 {
-                    if (float.IsFinite(run[j]))
+                    float value = rows[(r * mins.Length) + j];
+                    if (float.IsFinite(value))
                     {
-                        mins[j] = MathF.Min(mins[j], run[j]);
-                        maxs[j] = MathF.Max(maxs[j], run[j]);
+                        mins[j] = MathF.Min(mins[j], value);
+                        maxs[j] = MathF.Max(maxs[j], value);
                     }
                     else
                     {
                         Skipped++;
                     }
                 }
-
-                return;
             }
-
-            TensorPrimitives.Min(mins, run, mins);
-            TensorPrimitives.Max(maxs, run, maxs);
         }
 
         /// <summary>Confirms a kernel's alarm: throws under <see cref="NonFinitePolicy.Throw"/>, else says whether to skip.</summary>

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
@@ -125,6 +126,20 @@ public static partial class QuantizationPrimitives
         if (nonTemporal)
         {
             Thread.MemoryBarrier();
+        }
+    }
+
+    /// <summary>
+    /// Asks for the cache line holding element <paramref name="index"/> of <paramref name="stream"/> (x86; elsewhere
+    /// nothing). Prefetches never fault, so the index may run past the end of the data: the address is computed from an
+    /// unmanaged pointer, never a managed reference past the end, and a stale address after a GC move only wastes the prefetch.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static unsafe void PrefetchLine(ref float stream, nuint index)
+    {
+        if (Sse.IsSupported)
+        {
+            Sse.Prefetch0((float*)Unsafe.AsPointer(ref stream) + index);
         }
     }
 }
