@@ -117,6 +117,46 @@ public class MinMaxObserverTests
     }
 
     [Fact]
+    public void SkipPolicy_AnyLayoutWithNonFiniteValues_MatchesBruteForceOverTheFiniteOnes()
+    {
+        Gen.Select(Generators.Layouts, Floats.Any.Array[1, 40_000], Gen.UInt).Sample(
+            (layout, pool, seed) =>
+            {
+                (int[] shape, QuantizationGranularity granularity) = layout;
+                int elements = shape.Aggregate(1, (a, b) => a * b);
+                float[] values = Floats.Array(elements, seed);
+                for (int i = 0; i < pool.Length && i < elements; i += 1 + (int)(seed % 97))
+                {
+                    values[i] = pool[i];
+                }
+
+                MinMaxObserver observer = new(QuantizationScheme.Int8PerTensor().WithGranularity(granularity), NonFinitePolicy.Skip);
+                observer.Observe(values, shape);
+                int count = ScalarReference.ParameterCount(shape, granularity);
+                float[] mins = Enumerable.Repeat(float.PositiveInfinity, count).ToArray();
+                float[] maxs = Enumerable.Repeat(float.NegativeInfinity, count).ToArray();
+                int skipped = 0;
+                for (int i = 0; i < elements; i++)
+                {
+                    if (!float.IsFinite(values[i]))
+                    {
+                        skipped++;
+                        continue;
+                    }
+
+                    int p = ScalarReference.ParameterIndex(shape, granularity, i);
+                    mins[p] = Math.Min(mins[p], values[i]);
+                    maxs[p] = Math.Max(maxs[p], values[i]);
+                }
+
+                Assert.Equal(skipped, observer.SkippedCount);
+                Assert.Equal(mins, observer.Minimums.ToArray());
+                Assert.Equal(maxs, observer.Maximums.ToArray());
+            },
+            iter: 300);
+    }
+
+    [Fact]
     public void BadUse_GetsClearExceptions()
     {
         MinMaxObserver observer = new(QuantizationScheme.Int8PerChannel());

@@ -17,7 +17,7 @@ using System.Reflection;
 [assembly: System.Reflection.AssemblyDescriptionAttribute(("Post-training quantization for .NET: SIMD quantize/dequantize kernels, numeric co" +
     "nventions bit-exact with ONNX Runtime, quantized tensors."))]
 [assembly: System.Reflection.AssemblyFileVersionAttribute("1.0.0.0")]
-[assembly: System.Reflection.AssemblyInformationalVersionAttribute("1.0.0+f7f3bbdbae5b667ef20bbfc7a2460703daedaba4")]
+[assembly: System.Reflection.AssemblyInformationalVersionAttribute("1.0.0+0f3dee991a449ba0ed67c874ed500db7799b8ce0")]
 [assembly: System.Reflection.AssemblyProductAttribute("Quantization")]
 [assembly: System.Reflection.AssemblyTitleAttribute("Quantization")]
 [assembly: System.Reflection.AssemblyVersionAttribute("1.0.0.0")]
