@@ -57,7 +57,9 @@ internal readonly struct TensorLayout
             throw new ArgumentException("The shape must have at least one dimension.", paramName);
         }
 
-        long total = 1;
+        // The product of the non-zero dimensions bounds the element count and every parameter count, including those
+        // of an empty tensor (shape [0, 2^31 - 1] has no elements but would need 2^31 - 1 per-channel parameters).
+        long bound = 1;
         for (int i = 0; i < shape.Length; i++)
         {
             if (shape[i] < 0)
@@ -65,10 +67,10 @@ internal readonly struct TensorLayout
                 throw new ArgumentException(Invariant($"Dimension {i} of the shape is negative ({shape[i]})."), paramName);
             }
 
-            total *= shape[i];
-            if (total > int.MaxValue)
+            bound *= Math.Max(shape[i], 1);
+            if (bound > Array.MaxLength)
             {
-                throw new ArgumentException(Invariant($"The shape [{string.Join(", ", shape.ToArray())}] has more than {int.MaxValue} elements."), paramName);
+                throw new ArgumentException(Invariant($"The shape [{string.Join(", ", shape.ToArray())}] is too large: its non-zero dimensions multiply to more than {Array.MaxLength}."), paramName);
             }
         }
 

@@ -145,4 +145,23 @@ public class ValidationTests
         Assert.Equal([3, 127, -128, 3], destination);
         Assert.Equal(7, new QuantizationScheme(QuantizedType.UInt4, true, QuantizationGranularity.PerTensor, NumericConvention.Torch).Convention.ComputeParameters(-1f, 1f, QuantizedType.UInt4, true).ZeroPoint);
     }
+
+    [Fact]
+    public void HostileShapesAndNames_AreHandled()
+    {
+        // An empty tensor whose other dimensions are huge: no hang, no giant parameter arrays.
+        MinMaxObserver observer = new(QuantizationScheme.Int8PerChannel(-1));
+        observer.Observe([], [2_000_000_000, 0]);
+        Assert.Equal(0, observer.ObservedCount);
+        Assert.Throws<ArgumentException>(() => new MinMaxObserver(QuantizationScheme.Int8PerChannel(-1)).Observe([], [0, int.MaxValue]));
+
+        MovingAverageMinMaxObserver average = new(QuantizationScheme.Int8PerTensor(), 0.5f);
+        average.Observe([3e38f], [1]);
+        average.Observe([-3e38f], [1]);
+        Assert.True(float.IsFinite(average.Minimums[0]) && float.IsFinite(average.Maximums[0]));
+
+        Assert.False(new NamePattern("a.weight").IsMatch("a.weight\n"));
+        Assert.Equal("tensors", Assert.Throws<ArgumentException>(() => new RtnQuantizer().Quantize([new NamedTensor("w", new float[4], null!)])).ParamName);
+        Assert.Equal("quantized", Assert.Throws<ArgumentException>(() => TensorErrorReport.Compare([1f, 2f], QuantizedTensor.Quantize([1f], [1], QuantizationScheme.Int8PerTensor()))).ParamName);
+    }
 }

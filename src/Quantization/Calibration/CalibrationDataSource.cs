@@ -71,7 +71,7 @@ public static class CalibrationDataSource
             {
                 cancellationToken.ThrowIfCancellationRequested();
                 yield return batch;
-                await Task.Yield();
+                await Task.CompletedTask.ConfigureAwait(ConfigureAwaitOptions.ForceYielding);
             }
         }
     }

@@ -32,8 +32,10 @@ public readonly record struct CalibrationProgress(int Batches, int? Total);
 /// of batches: observers hold O(parameters), batches are never kept.
 /// </summary>
 /// <remarks>
-/// Observers live across runs: a cancelled run leaves every observer with the batches it finished (an observation is
-/// all or nothing), and another run on the rest of the data continues from there. Not thread-safe.
+/// Observers live across runs, and each observation is all or nothing. A run cancelled between batches leaves every
+/// observer with exactly the batches finished, and another run on the rest of the data continues from there; a step
+/// cancelled (or failing) halfway through a batch may have recorded some of that batch's tensors, so resume from the
+/// next batch or start over. Not thread-safe.
 /// </remarks>
 public sealed class Calibrator
 {
@@ -63,7 +65,7 @@ public sealed class Calibrator
     /// <param name="cancellationToken">Cancels between batches (and inside the step, if it honours the token).</param>
     /// <returns>The number of batches run.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="source"/> or <paramref name="step"/> is <see langword="null"/>.</exception>
-    /// <exception cref="OperationCanceledException">The token was cancelled; the observers keep the batches finished.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the observers keep what was recorded (see the remarks on the class).</exception>
     public async Task<int> RunAsync<TBatch>(ICalibrationDataSource<TBatch> source, CalibrationStep<TBatch> step, IProgress<CalibrationProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(source);

@@ -67,13 +67,15 @@ public static class NpyReader
         (string descr, bool fortran, int[] shape) = ParseHeader(header);
         (int itemSize, Func<ReadOnlySpan<byte>, float> convert) = Dtype(descr);
 
-        long count = 1;
+        // Zero dimensions included, the non-zero ones must fit an array: consumers size parameters by them.
+        long count = 1, bound = 1;
         foreach (int dim in shape)
         {
             count *= dim;
-            if (count > Array.MaxLength)
+            bound *= Math.Max(dim, 1);
+            if (bound > Array.MaxLength)
             {
-                throw new InvalidDataException($"The shape ({string.Join(", ", shape)}) has more elements than an array can hold.");
+                throw new InvalidDataException($"The shape ({string.Join(", ", shape)}) is larger than an array can hold.");
             }
         }
 

@@ -12,9 +12,9 @@ public static partial class QuantizationPrimitives
     /// <summary>
     /// Folds <paramref name="rowCount"/> consecutive rows of <paramref name="mins"/>.Length values into running
     /// per-column extremes in one pass: <c>mins[j] = min(mins[j], rows[r, j])</c>, likewise for maxs, the statistic of
-    /// per-channel observers along the last axis. Stops at the first column whose values hold NaN or an infinity,
-    /// leaving that column and every later one untouched, and returns its index; returns the row length when all values
-    /// were folded in.
+    /// per-channel observers along the last axis. Stops at (or a little before: at the start of its vector) the first
+    /// column whose values hold NaN or an infinity, leaving the columns from there on untouched, and returns where it
+    /// stopped; returns the row length when all values were folded in.
     /// </summary>
     /// <remarks>
     /// Up to four rows go through each column vector at once, so the running extremes (which for thousands of channels

@@ -10,12 +10,17 @@ public static partial class QuantizationPrimitives
     internal static long ObserveRanges(ReadOnlySpan<float> source, in TensorLayout layout, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName, string sourceName)
     {
         RangeVisitor visitor = new(source, mins, maxs, policy, tensorName, sourceName);
+        if (layout.ElementCount == 0)
+        {
+            return 0;
+        }
+
         if (layout.Kind == GranularityKind.PerChannel && layout.Inner == 1)
         {
             // Channels along the last axis: every row is a per-lane run over all parameters; fold rows four at a time.
-            for (int row = 0; row < layout.Outer; row += 4)
+            for (long row = 0; row < layout.Outer; row += 4)
             {
-                visitor.PerLaneRows(row * layout.Channels, Math.Min(4, layout.Outer - row), layout.Channels);
+                visitor.PerLaneRows((int)row * layout.Channels, (int)Math.Min(4, layout.Outer - row), layout.Channels);
             }
         }
         else

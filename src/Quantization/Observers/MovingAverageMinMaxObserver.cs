@@ -97,6 +97,13 @@ public sealed class MovingAverageMinMaxObserver : RangeObserver
         (_firstMins, _firstMaxs, _batches) = ([], [], []);
     }
 
+    /// <summary>torch's step <c>m + c * (b - m)</c> in float; in double where b - m overflows float (values of opposite sign near float.MaxValue), so the average stays finite.</summary>
+    private float Step(float average, float batch)
+    {
+        float moved = average + (AveragingConstant * (batch - average));
+        return float.IsFinite(moved) ? moved : (float)(average + (AveragingConstant * ((double)batch - average)));
+    }
+
     private protected override void Accumulate(float[] batchMins, float[] batchMaxs, bool first)
     {
         if (first)
@@ -121,8 +128,8 @@ public sealed class MovingAverageMinMaxObserver : RangeObserver
             }
             else
             {
-                mins[p] += AveragingConstant * (batchMins[p] - mins[p]);
-                maxs[p] += AveragingConstant * (batchMaxs[p] - maxs[p]);
+                mins[p] = Step(mins[p], batchMins[p]);
+                maxs[p] = Step(maxs[p], batchMaxs[p]);
             }
 
             _batches[p]++;

@@ -22,7 +22,7 @@ public sealed class NamePattern
         {
             _regex = pattern.StartsWith("re:", StringComparison.Ordinal)
                 ? new Regex(pattern[3..], RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1))
-                : new Regex("^" + Regex.Escape(pattern).Replace(@"\*", ".*", StringComparison.Ordinal).Replace(@"\?", ".", StringComparison.Ordinal) + "$", RegexOptions.CultureInvariant, TimeSpan.FromSeconds(1));
+                : new Regex(@"\A" + Regex.Escape(pattern).Replace(@"\*", ".*", StringComparison.Ordinal).Replace(@"\?", ".", StringComparison.Ordinal) + @"\z", RegexOptions.CultureInvariant | RegexOptions.Singleline | RegexOptions.NonBacktracking);
         }
         catch (ArgumentException e)
         {
@@ -36,6 +36,7 @@ public sealed class NamePattern
     /// <summary>Tests a name.</summary>
     /// <param name="name">The tensor name.</param>
     /// <returns>Whether the pattern matches it.</returns>
+    /// <exception cref="RegexMatchTimeoutException">A <c>re:</c> pattern took more than a second on this name.</exception>
     public bool IsMatch(string name)
     {
         ArgumentNullException.ThrowIfNull(name);

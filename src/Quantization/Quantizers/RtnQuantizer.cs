@@ -61,8 +61,16 @@ public sealed class RtnQuantizer
     public RtnQuantizer(RtnOptions? options = null)
     {
         options ??= new RtnOptions();
-        ArgumentNullException.ThrowIfNull(options.DefaultScheme, "options.DefaultScheme");
-        ArgumentOutOfRangeException.ThrowIfNegative(options.MinimumRank, "options.MinimumRank");
+        if (options.DefaultScheme is null)
+        {
+            throw new ArgumentNullException(nameof(options), "The options' default scheme is null.");
+        }
+
+        if (options.MinimumRank < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(options), options.MinimumRank, "The options' minimum rank is negative.");
+        }
+
         _defaultScheme = options.DefaultScheme;
         _minimumRank = options.MinimumRank;
         _include = [.. options.Include];
@@ -113,8 +121,8 @@ public sealed class RtnQuantizer
     /// <param name="progress">Receives one report per tensor handled.</param>
     /// <param name="cancellationToken">Checked before each tensor.</param>
     /// <returns>The quantized tensors, a decision per input tensor and the error report.</returns>
-    /// <exception cref="ArgumentNullException"><paramref name="tensors"/> or one of its items is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException">A tensor's shape does not fit its values or its scheme's granularity.</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="tensors"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">An item is null or lacks a name or shape, or a tensor's shape does not fit its values or its scheme's granularity.</exception>
     /// <exception cref="NonFiniteValueException">A selected tensor contains NaN or an infinity.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
     public RtnResult Quantize(IEnumerable<NamedTensor> tensors, IProgress<RtnProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -126,7 +134,11 @@ public sealed class RtnQuantizer
         foreach (NamedTensor tensor in tensors)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            ArgumentNullException.ThrowIfNull(tensor, nameof(tensors));
+            if (tensor?.Name is null || tensor.Shape is null)
+            {
+                throw new ArgumentException($"Tensor {decisions.Count} of the sequence is null or has no name or shape.", nameof(tensors));
+            }
+
             RtnDecision decision = Decide(tensor.Name, tensor.Shape.Length);
             decisions.Add(decision);
             if (decision.Scheme is not null)

@@ -45,7 +45,8 @@ public sealed class QuantizationReport
 
     /// <summary>Serialises the report to JSON: <c>{"bytesBefore", "bytesAfter", "tensors": [{"name", "elementCount", "sqnrDb", ...}]}</c>.</summary>
     /// <param name="indented">Whether to indent the output.</param>
-    /// <returns>The JSON text. An infinite SQNR (no error at all) is written as <c>null</c>, which JSON numbers cannot express.</returns>
+    /// <returns>The JSON text. An infinite SQNR is written as <c>null</c>, which JSON numbers cannot express: +infinity when there is no
+    /// error at all, -infinity when the original is all zeros and the restored values are not (see <see cref="TensorErrorReport.SqnrDb"/>).</returns>
     public string ToJson(bool indented = true)
     {
         using MemoryStream stream = new();

@@ -3,7 +3,7 @@ namespace Quantization;
 /// <summary>How much one tensor lost to quantization, and how much smaller it became.</summary>
 /// <param name="Name">The tensor's name.</param>
 /// <param name="ElementCount">The number of elements compared.</param>
-/// <param name="SqnrDb">Signal-to-quantization-noise ratio in decibels, <c>10 log10(sum x^2 / sum (x - x')^2)</c>; +infinity when the error is zero.</param>
+/// <param name="SqnrDb">Signal-to-quantization-noise ratio in decibels, <c>10 log10(sum x^2 / sum (x - x')^2)</c>; +infinity when the error is zero, -infinity when the original is all zeros and the restored values are not.</param>
 /// <param name="CosineSimilarity">Cosine of the angle between the original and the restored values (1 when both are zero).</param>
 /// <param name="MaxAbsoluteError">The largest <c>|x - x'|</c>.</param>
 /// <param name="MeanAbsoluteError">The mean <c>|x - x'|</c>.</param>
@@ -32,6 +32,7 @@ public sealed record TensorErrorReport(
     public static TensorErrorReport Compare(ReadOnlySpan<float> original, QuantizedTensor quantized)
     {
         ArgumentNullException.ThrowIfNull(quantized);
+        QuantizationPrimitives.ValidateLengths(original.Length, quantized.ElementCount, nameof(quantized));
         return Compare(quantized.Name ?? "tensor", original, quantized.Dequantize(), original.Length * (long)sizeof(float), quantized.SizeInBytes);
     }
 

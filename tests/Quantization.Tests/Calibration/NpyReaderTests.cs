@@ -54,6 +54,7 @@ public class NpyReaderTests
     [InlineData("missing shape")]
     [InlineData("overflowing shape")]
     [InlineData("extra bytes")]
+    [InlineData("empty but huge shape")]
     [InlineData("not a dict")]
     [InlineData("version 9")]
     [InlineData("empty")]
@@ -73,6 +74,7 @@ public class NpyReaderTests
             "missing shape" => Npy("{'descr': '<f4', 'fortran_order': False, }", data),
             "overflowing shape" => Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (2000000000, 2000000000), }", data),
             "extra bytes" => [.. Npy(Good, data), 0, 0, 0, 0],
+            "empty but huge shape" => Npy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2147483647, 2147483647), }", []),
             "not a dict" => Npy("descr=<f4", data),
             "version 9" => [.. Npy(Good, data)[..6], 9, .. Npy(Good, data)[7..]],
             _ => [],
