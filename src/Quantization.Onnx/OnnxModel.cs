@@ -1,0 +1,231 @@
+using System.Buffers.Binary;
+using System.Globalization;
+
+using Google.Protobuf;
+
+using Quantization.Onnx.Protos;
+
+namespace Quantization.Onnx;
+
+/// <summary>
+/// An ONNX model in memory: its protobuf messages, where its external data lives, and checked access to its float
+/// initializers. Files are hostile input: every size and offset is checked before it is trusted, and failures are an
+/// <see cref="InvalidDataException"/> that names the file or tensor and the problem. Saving is atomic.
+/// </summary>
+public sealed class OnnxModel
+{
+    private OnnxModel(ModelProto proto, string? externalDataDirectory)
+    {
+        Proto = proto;
+        ExternalDataDirectory = externalDataDirectory;
+    }
+
+    /// <summary>Gets the model's messages; changes to them are what <see cref="Save"/> writes.</summary>
+    public ModelProto Proto { get; }
+
+    /// <summary>Gets the directory that external-data locations are relative to, or <see langword="null"/> for a model parsed from bytes without one.</summary>
+    public string? ExternalDataDirectory { get; }
+
+    /// <summary>Gets the version of the default (ai.onnx) operator set the model imports, or 0 when it imports none.</summary>
+    public long Opset => Proto.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(0).Max();
+
+    /// <summary>Loads a model file; external data is looked up next to it.</summary>
+    /// <param name="path">The <c>.onnx</c> file.</param>
+    /// <returns>The model.</returns>
+    /// <exception cref="InvalidDataException">The file is not a valid ONNX model.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static OnnxModel Load(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        try
+        {
+            return Parse(File.ReadAllBytes(path), Path.GetDirectoryName(Path.GetFullPath(path)));
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"'{path}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>Parses a serialized model.</summary>
+    /// <param name="bytes">The serialized <c>ModelProto</c>.</param>
+    /// <param name="externalDataDirectory">The directory external-data locations are relative to, if the model has any.</param>
+    /// <returns>The model.</returns>
+    /// <exception cref="InvalidDataException">The bytes are not a valid ONNX model.</exception>
+    public static OnnxModel Parse(ReadOnlySpan<byte> bytes, string? externalDataDirectory = null)
+    {
+        ModelProto proto;
+        try
+        {
+            proto = ModelProto.Parser.ParseFrom(bytes);
+        }
+        catch (InvalidProtocolBufferException e)
+        {
+            throw new InvalidDataException($"Not a valid ONNX model (truncated or corrupt protobuf): {e.Message}", e);
+        }
+
+        if (proto.Graph is null)
+        {
+            throw new InvalidDataException("Not a valid ONNX model: it has no graph.");
+        }
+
+        return new OnnxModel(proto, externalDataDirectory);
+    }
+
+    /// <summary>Gets an initializer by name.</summary>
+    /// <param name="name">The initializer's name.</param>
+    /// <returns>The tensor.</returns>
+    /// <exception cref="KeyNotFoundException">The graph has no initializer of that name.</exception>
+    public TensorProto GetInitializer(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        return Proto.Graph.Initializer.FirstOrDefault(t => t.Name == name)
+            ?? throw new KeyNotFoundException($"The graph has no initializer '{name}'.");
+    }
+
+    /// <summary>Reads a float32 tensor's values from wherever they are stored: <c>raw_data</c>, <c>float_data</c> or external data.</summary>
+    /// <param name="tensor">The tensor (an initializer, or the value of a Constant node).</param>
+    /// <returns>The values, row-major.</returns>
+    /// <exception cref="InvalidDataException">The tensor is not float32, or its stored bytes do not match its shape, or its external data is missing, out of range or outside the model's directory.</exception>
+    public float[] ReadFloats(TensorProto tensor)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        string name = string.IsNullOrEmpty(tensor.Name) ? "(unnamed)" : tensor.Name;
+        if (tensor.DataType != (int)TensorProto.Types.DataType.Float)
+        {
+            throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' has data type {tensor.DataType}, not FLOAT (1)."));
+        }
+
+        long count = ElementCount(tensor, name);
+        if (tensor.DataLocation == TensorProto.Types.DataLocation.External)
+        {
+            return FromBytes(ReadExternal(tensor, name, count * sizeof(float)), name, count);
+        }
+
+        if (!tensor.RawData.IsEmpty)
+        {
+            return FromBytes(tensor.RawData.Span, name, count);
+        }
+
+        if (tensor.FloatData.Count != count)
+        {
+            throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' has shape [{string.Join(", ", tensor.Dims)}] ({count} values) but {tensor.FloatData.Count} in float_data."));
+        }
+
+        return [.. tensor.FloatData];
+    }
+
+    /// <summary>
+    /// Writes the model to a file atomically: to a temporary file beside it first, renamed over the target only when
+    /// complete. External data files are not copied: their locations stay relative to the directory saved into.
+    /// </summary>
+    /// <param name="path">The target <c>.onnx</c> file.</param>
+    /// <exception cref="IOException">The file cannot be written; the target is then left as it was and no temporary file remains.</exception>
+    public void Save(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        string full = Path.GetFullPath(path);
+        string temporary = Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
+        try
+        {
+            using (FileStream stream = new(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+            {
+                Proto.WriteTo(stream);
+                stream.Flush(flushToDisk: true);
+            }
+
+            File.Move(temporary, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(temporary);
+        }
+    }
+
+    private static long ElementCount(TensorProto tensor, string name)
+    {
+        long count = 1;
+        foreach (long dim in tensor.Dims)
+        {
+            if (dim < 0)
+            {
+                throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' has a negative dimension ({dim})."));
+            }
+
+            count *= dim;
+            if (count > Array.MaxLength)
+            {
+                throw new InvalidDataException($"Tensor '{name}' has shape [{string.Join(", ", tensor.Dims)}], more values than an array can hold.");
+            }
+        }
+
+        return count;
+    }
+
+    private static float[] FromBytes(ReadOnlySpan<byte> bytes, string name, long count)
+    {
+        if (bytes.Length != count * sizeof(float))
+        {
+            throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' needs {count * sizeof(float)} bytes for its {count} values but has {bytes.Length}."));
+        }
+
+        float[] values = new float[count];
+        for (int i = 0; i < values.Length; i++)
+        {
+            values[i] = BinaryPrimitives.ReadSingleLittleEndian(bytes.Slice(i * sizeof(float), sizeof(float)));
+        }
+
+        return values;
+    }
+
+    private byte[] ReadExternal(TensorProto tensor, string name, long expectedLength)
+    {
+        Dictionary<string, string> entries = tensor.ExternalData.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
+        if (!entries.TryGetValue("location", out string? location) || string.IsNullOrEmpty(location))
+        {
+            throw new InvalidDataException($"Tensor '{name}' is stored externally but names no location.");
+        }
+
+        if (ExternalDataDirectory is null)
+        {
+            throw new InvalidDataException($"Tensor '{name}' is stored in '{location}', but the model was parsed without a directory to find it in.");
+        }
+
+        string directory = Path.GetFullPath(ExternalDataDirectory);
+        string file = Path.GetFullPath(Path.Combine(directory, location));
+        if (Path.IsPathRooted(location) || !file.StartsWith(directory.TrimEnd(Path.DirectorySeparatorChar) + Path.DirectorySeparatorChar, StringComparison.Ordinal))
+        {
+            throw new InvalidDataException($"Tensor '{name}' is stored in '{location}', outside the model's directory.");
+        }
+
+        long offset = Number(entries, "offset", name, 0);
+        long length = Number(entries, "length", name, expectedLength);
+        if (!File.Exists(file))
+        {
+            throw new InvalidDataException($"Tensor '{name}' is stored in '{location}', which does not exist.");
+        }
+
+        using FileStream stream = new(file, FileMode.Open, FileAccess.Read, FileShare.Read);
+        if (length != expectedLength || offset > stream.Length || length > stream.Length - offset)
+        {
+            throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' claims {length} bytes at offset {offset} of '{location}' ({stream.Length} bytes); its shape needs {expectedLength}."));
+        }
+
+        byte[] bytes = new byte[length];
+        stream.Position = offset;
+        stream.ReadExactly(bytes);
+        return bytes;
+    }
+
+    private static long Number(Dictionary<string, string> entries, string key, string name, long fallback)
+    {
+        if (!entries.TryGetValue(key, out string? text))
+        {
+            return fallback;
+        }
+
+        return long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out long value)
+            ? value
+            : throw new InvalidDataException($"Tensor '{name}' has external-data {key} '{text}', not a non-negative integer.");
+    }
+}
