@@ -69,6 +69,7 @@ public sealed class OnnxModel
             throw new InvalidDataException("Not a valid ONNX model: it has no graph.");
         }
 
+        CheckGraph(proto.Graph);
         return new OnnxModel(proto, externalDataDirectory);
     }
 
@@ -141,6 +142,67 @@ public sealed class OnnxModel
             File.Delete(temporary);
         }
     }
+
+    /// <summary>
+    /// Checks that every node input is a graph input, an initializer or another node's output, and that the nodes form
+    /// no cycle (Kahn's algorithm), so that later passes may rely on a well-formed graph.
+    /// </summary>
+    private static void CheckGraph(GraphProto graph)
+    {
+        Dictionary<string, int> producers = new(StringComparer.Ordinal);
+        for (int n = 0; n < graph.Node.Count; n++)
+        {
+            foreach (string output in graph.Node[n].Output.Where(o => o.Length > 0))
+            {
+                if (!producers.TryAdd(output, n))
+                {
+                    throw new InvalidDataException($"Value '{output}' is produced by two nodes ('{NodeName(graph, producers[output])}' and '{NodeName(graph, n)}').");
+                }
+            }
+        }
+
+        HashSet<string> available = new(graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(i => i.Name)), StringComparer.Ordinal);
+        int[] waiting = new int[graph.Node.Count];
+        List<int>[] consumers = [.. Enumerable.Range(0, graph.Node.Count).Select(_ => new List<int>())];
+        for (int n = 0; n < graph.Node.Count; n++)
+        {
+            foreach (string input in graph.Node[n].Input.Where(i => i.Length > 0))
+            {
+                if (producers.TryGetValue(input, out int producer))
+                {
+                    waiting[n]++;
+                    consumers[producer].Add(n);
+                }
+                else if (!available.Contains(input))
+                {
+                    throw new InvalidDataException($"Input '{input}' of node '{NodeName(graph, n)}' ({graph.Node[n].OpType}) is no graph input, initializer or node output.");
+                }
+            }
+        }
+
+        Queue<int> ready = new(Enumerable.Range(0, graph.Node.Count).Where(n => waiting[n] == 0));
+        int sorted = 0;
+        while (ready.TryDequeue(out int n))
+        {
+            sorted++;
+            foreach (int consumer in consumers[n])
+            {
+                if (--waiting[consumer] == 0)
+                {
+                    ready.Enqueue(consumer);
+                }
+            }
+        }
+
+        if (sorted < graph.Node.Count)
+        {
+            string[] cycle = [.. Enumerable.Range(0, graph.Node.Count).Where(n => waiting[n] > 0).Take(5).Select(n => $"'{NodeName(graph, n)}'")];
+            throw new InvalidDataException($"The graph has a cycle through {graph.Node.Count - sorted} nodes, among them {string.Join(", ", cycle)}.");
+        }
+    }
+
+    private static string NodeName(GraphProto graph, int index) =>
+        string.IsNullOrEmpty(graph.Node[index].Name) ? FormattableString.Invariant($"#{index}") : graph.Node[index].Name;
 
     private static long ElementCount(TensorProto tensor, string name)
     {

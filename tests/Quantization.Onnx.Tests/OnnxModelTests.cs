@@ -72,6 +72,37 @@ public sealed class OnnxModelTests : IDisposable
         Assert.Throws<InvalidDataException>(() => model.ReadFloats(new TensorProto { Name = "int", DataType = (int)TensorProto.Types.DataType.Int8 }));
     }
 
+    [Fact]
+    public void MalformedGraphs_AreRejectedWithTheNodesNamed()
+    {
+        ModelProto cycle = Model();
+        cycle.Graph.Node.Add(new NodeProto { Name = "first", OpType = "Relu", Input = { "b" }, Output = { "a" } });
+        cycle.Graph.Node.Add(new NodeProto { Name = "second", OpType = "Relu", Input = { "a" }, Output = { "b" } });
+        InvalidDataException loop = Assert.Throws<InvalidDataException>(() => OnnxModel.Parse(cycle.ToByteArray()));
+        Assert.Contains("cycle", loop.Message, StringComparison.Ordinal);
+        Assert.Contains("'first'", loop.Message, StringComparison.Ordinal);
+
+        ModelProto dangling = Model();
+        dangling.Graph.Node.Add(new NodeProto { Name = "lost", OpType = "Relu", Input = { "nowhere" }, Output = { "y" } });
+        Assert.Contains("'nowhere' of node 'lost'", Assert.Throws<InvalidDataException>(() => OnnxModel.Parse(dangling.ToByteArray())).Message, StringComparison.Ordinal);
+
+        ModelProto twice = Model(Tensor("w", raw: Bytes([1f, 2f, 3f, 4f, 5f, 6f])));
+        twice.Graph.Node.Add(new NodeProto { Name = "one", OpType = "Relu", Input = { "w" }, Output = { "y" } });
+        twice.Graph.Node.Add(new NodeProto { Name = "two", OpType = "Relu", Input = { "w" }, Output = { "y" } });
+        Assert.Contains("produced by two nodes", Assert.Throws<InvalidDataException>(() => OnnxModel.Parse(twice.ToByteArray())).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void UnknownOperators_AreReportedByOnnxRuntimeWithTheirName()
+    {
+        ModelProto unknown = Model(Tensor("w", raw: Bytes([1f, 2f, 3f, 4f, 5f, 6f])));
+        unknown.Graph.Node.Add(new NodeProto { Name = "mystery", OpType = "NoSuchOperator", Input = { "w" }, Output = { "y" } });
+        unknown.Graph.Output.Add(new ValueInfoProto { Name = "y", Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = 1 } } });
+        OnnxModel model = OnnxModel.Parse(unknown.ToByteArray());
+        Microsoft.ML.OnnxRuntime.OnnxRuntimeException error = Assert.Throws<Microsoft.ML.OnnxRuntime.OnnxRuntimeException>(() => new Microsoft.ML.OnnxRuntime.InferenceSession(model.Proto.ToByteArray()));
+        Assert.Contains("NoSuchOperator", error.Message, StringComparison.Ordinal);
+    }
+
     private static ModelProto Model(params TensorProto[] initializers) => new()
     {
         IrVersion = 8,
