@@ -22,15 +22,16 @@ public sealed class OnnxWeightQuantizationOptions
 /// <summary>What <see cref="OnnxWeightQuantizer"/> did to one weight.</summary>
 /// <param name="Node">The (first) node that consumes the weight.</param>
 /// <param name="OpType">That node's operator type.</param>
-/// <param name="Weight">The weight initializer's name.</param>
+/// <param name="Weight">The weight's name (an initializer or a Constant node's output).</param>
 /// <param name="Axis">The output-channel axis the weight was quantized along.</param>
 /// <param name="Report">The weight's quantization error and sizes.</param>
 public sealed record OnnxWeightReport(string Node, string OpType, string Weight, int Axis, TensorErrorReport Report);
 
 /// <summary>
-/// Weight-only quantization (W8A16) of an ONNX model: the float weights of Conv, ConvTranspose, MatMul and Gemm become
-/// symmetric int8 per output channel, followed by a DequantizeLinear with the channel axis of their operator (Conv 0,
-/// ConvTranspose 1, MatMul the last axis of B, Gemm by transB), so ONNX Runtime runs the model unchanged otherwise.
+/// Weight-only quantization (W8A16) of an ONNX model: the float weights (initializers or Constant nodes) of Conv,
+/// ConvTranspose, MatMul and Gemm become symmetric int8 per output channel, followed by a DequantizeLinear with the
+/// channel axis of their operator (Conv 0, ConvTranspose 1, MatMul the last axis of B, Gemm by transB), so ONNX Runtime
+/// runs the model unchanged otherwise.
 /// </summary>
 public static class OnnxWeightQuantizer
 {
@@ -52,7 +53,13 @@ public static class OnnxWeightQuantizer
 
         GraphProto graph = model.Proto.Graph;
         Dictionary<string, TensorProto> initializers = graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
+
+        // Weights may also be the value of a Constant node; such a node is replaced like an initializer.
+        Dictionary<string, NodeProto> constants = graph.Node
+            .Where(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.Any(a => a.Name == "value" && a.T?.DataType == (int)TensorProto.Types.DataType.Float))
+            .ToDictionary(n => n.Output[0], StringComparer.Ordinal);
         List<OnnxWeightReport> reports = [];
+        List<NodeProto> replacedConstants = [];
         List<NodeProto> dequantizers = [];
         foreach (NodeProto node in graph.Node)
         {
@@ -61,10 +68,25 @@ public static class OnnxWeightQuantizer
                 continue;
             }
 
+            // A float initializer or Constant of rank 2 or more, not yet quantized for another node; vectors stay in float.
             string weightName = node.Input[1];
-            if (!initializers.Remove(weightName, out TensorProto? weight) || weight.Dims.Count < 2)
+            TensorProto weight;
+            if (initializers.TryGetValue(weightName, out TensorProto? initializer) && initializer.Dims.Count >= 2)
             {
-                continue; // not a float initializer, already quantized for another node, or a vector
+                weight = initializer;
+                initializers.Remove(weightName);
+                graph.Initializer.Remove(initializer);
+            }
+            else if (constants.TryGetValue(weightName, out NodeProto? constant) && constant.Attribute.First(a => a.Name == "value").T.Dims.Count >= 2)
+            {
+                weight = constant.Attribute.First(a => a.Name == "value").T.Clone();
+                weight.Name = weightName;
+                constants.Remove(weightName);
+                replacedConstants.Add(constant);
+            }
+            else
+            {
+                continue;
             }
 
             int axis = ChannelAxis(node, weight.Dims.Count);
@@ -74,6 +96,11 @@ public static class OnnxWeightQuantizer
             QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
             Replace(graph, weight, quantized, axis, dequantizers);
             reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
+        }
+
+        foreach (NodeProto constant in replacedConstants)
+        {
+            graph.Node.Remove(constant);
         }
 
         // The DequantizeLinear nodes read only initializers, so they can lead the (topologically sorted) node list.
@@ -94,11 +121,10 @@ public static class OnnxWeightQuantizer
         _ => 0,
     };
 
-    /// <summary>Swaps the float initializer for int8 data, scales and zero points, and queues the DequantizeLinear that restores its name.</summary>
+    /// <summary>Adds the weight's int8 data, scales and zero points as initializers, and queues the DequantizeLinear that restores its name.</summary>
     private static void Replace(GraphProto graph, TensorProto weight, QuantizedTensor quantized, int axis, List<NodeProto> dequantizers)
     {
         string name = weight.Name;
-        graph.Initializer.Remove(weight);
         ValueInfoProto? input = graph.Input.FirstOrDefault(i => i.Name == name);
         if (input is not null)
         {

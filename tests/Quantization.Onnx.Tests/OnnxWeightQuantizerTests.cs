@@ -49,6 +49,28 @@ public class OnnxWeightQuantizerTests
     }
 
     [Fact]
+    public void WeightOnly_ConstantNodeWeights_AreQuantizedToo()
+    {
+        float[] w1 = Weight(8 * 4, i => 1 + (99 * (i % 4) / 3));
+        ModelProto proto = Model(w1, Weight(40, _ => 1), Weight(108, _ => 1));
+        TensorProto constantValue = proto.Graph.Initializer.First(t => t.Name == "w1");
+        proto.Graph.Initializer.Remove(constantValue);
+        proto.Graph.Node.Insert(0, new NodeProto { Name = "w1_constant", OpType = "Constant", Output = { "w1" }, Attribute = { new AttributeProto { Name = "value", Type = AttributeProto.Types.AttributeType.Tensor, T = constantValue } } });
+        float[] x = Weight(2 * 8, _ => 1);
+        float[] image = Weight(3 * 6 * 6, _ => 1);
+
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        Assert.Contains("w1", OnnxWeightQuantizer.Quantize(model).Select(r => r.Weight));
+        Assert.DoesNotContain(model.Proto.Graph.Node, n => n.OpType == "Constant");
+        float[][] quantized = Run(model.Proto.ToByteArray(), x, image, GraphOptimizationLevel.ORT_ENABLE_BASIC);
+        float[][] dequantized = Run(Model(Restored(w1, [8, 4], 1), Restored(Weight(40, _ => 1), [5, 8], 0), Restored(Weight(108, _ => 1), [4, 3, 3, 3], 0)).ToByteArray(), x, image, GraphOptimizationLevel.ORT_ENABLE_BASIC);
+        for (int i = 0; i < quantized[0].Length; i++)
+        {
+            Assert.Equal(dequantized[0][i], quantized[0][i], Math.Abs(dequantized[0][i]) * 1e-5f);
+        }
+    }
+
+    [Fact]
     public void ExcludedNodesAndOldOpsets_AreLeftAlone()
     {
         OnnxModel model = OnnxModel.Parse(Model(Weight(32, _ => 1), Weight(40, _ => 1), Weight(108, _ => 1)).ToByteArray());

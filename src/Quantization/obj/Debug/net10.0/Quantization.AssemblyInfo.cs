@@ -17,7 +17,7 @@ using System.Reflection;
 [assembly: System.Reflection.AssemblyDescriptionAttribute(("Post-training quantization for .NET: SIMD quantize/dequantize kernels, numeric co" +
     "nventions bit-exact with ONNX Runtime, quantized tensors."))]
 [assembly: System.Reflection.AssemblyFileVersionAttribute("1.0.0.0")]
-[assembly: System.Reflection.AssemblyInformationalVersionAttribute("1.0.0+d8656df4f79889d3c5b0cd8006d353da137bc3ea")]
+[assembly: System.Reflection.AssemblyInformationalVersionAttribute("1.0.0+0b6a45afe0f59876bf4552a43485fc37aa9f7309")]
 [assembly: System.Reflection.AssemblyProductAttribute("Quantization")]
 [assembly: System.Reflection.AssemblyTitleAttribute("Quantization")]
 [assembly: System.Reflection.AssemblyVersionAttribute("1.0.0.0")]
