@@ -93,7 +93,7 @@ public sealed class QuantizedTensor
     {
         ArgumentNullException.ThrowIfNull(scheme);
         TensorLayout layout = CreateLayout(shape, scheme, name);
-        ValidateValueCount(values, layout, shape, name);
+        layout.RequireElementCount(values.Length, shape, name, nameof(values));
         byte[] data = new byte[values.Length];
         float[] scales = new float[layout.ParameterCount];
         int[] zeroPoints = new int[layout.ParameterCount];
@@ -117,7 +117,7 @@ public sealed class QuantizedTensor
         ArgumentNullException.ThrowIfNull(scheme);
         ArgumentNullException.ThrowIfNull(parameters);
         TensorLayout layout = CreateLayout(shape, scheme, name);
-        ValidateValueCount(values, layout, shape, name);
+        layout.RequireElementCount(values.Length, shape, name, nameof(values));
         byte[] data = new byte[values.Length];
         QuantizedTensor tensor = new(data, shape.ToArray(), scheme, parameters, name);
         QuantizationPrimitives.QuantizeWithScales(values, layout, parameters.Scales, parameters.ZeroPoints, data, scheme.Convention, scheme.Type, name, nameof(values), nameof(parameters));
@@ -161,13 +161,5 @@ public sealed class QuantizedTensor
         }
 
         return TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
-    }
-
-    private static void ValidateValueCount(ReadOnlySpan<float> values, in TensorLayout layout, ReadOnlySpan<int> shape, string? name)
-    {
-        if (values.Length != layout.ElementCount)
-        {
-            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape.ToArray())}] ({layout.ElementCount} elements) but {values.Length} values."), nameof(values));
-        }
     }
 }

@@ -49,6 +49,15 @@ internal readonly struct TensorLayout
         _ => Inner == 1,
     };
 
+    /// <summary>Checks that a tensor's data holds exactly the shape's element count.</summary>
+    public void RequireElementCount(int count, ReadOnlySpan<int> shape, string? tensorName, string paramName)
+    {
+        if (count != ElementCount)
+        {
+            throw new ArgumentException(Invariant($"{TensorNames.Describe(tensorName)} has shape [{string.Join(", ", shape.ToArray())}] ({ElementCount} elements) but {count} values."), paramName);
+        }
+    }
+
     /// <summary>Validates <paramref name="shape"/> against <paramref name="granularity"/> and resolves the layout.</summary>
     public static TensorLayout Create(ReadOnlySpan<int> shape, QuantizationGranularity granularity, string paramName)
     {

@@ -101,10 +101,7 @@ public static partial class QuantizationPrimitives
     private static TensorLayout ValidateAxisArguments<T>(int sourceLength, int destinationLength, ReadOnlySpan<int> shape, QuantizationGranularity granularity, ReadOnlySpan<float> scales, ReadOnlySpan<T> zeroPoints)
     {
         TensorLayout layout = TensorLayout.Create(shape, granularity, nameof(shape));
-        if (layout.ElementCount != sourceLength)
-        {
-            throw new ArgumentException(FormattableString.Invariant($"The shape [{string.Join(", ", shape.ToArray())}] has {layout.ElementCount} elements but the source has {sourceLength}."), nameof(shape));
-        }
+        layout.RequireElementCount(sourceLength, shape, tensorName: null, nameof(shape));
 
         ValidateLengths(sourceLength, destinationLength, "destination");
         if (scales.Length != layout.ParameterCount)

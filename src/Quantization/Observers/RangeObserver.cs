@@ -59,10 +59,7 @@ public abstract class RangeObserver : IQuantizationObserver
     public void Observe(ReadOnlySpan<float> values, ReadOnlySpan<int> shape, string? tensorName = null)
     {
         TensorLayout layout = TensorLayout.Create(shape, Scheme.Granularity, nameof(shape));
-        if (layout.ElementCount != values.Length)
-        {
-            throw new ArgumentException(FormattableString.Invariant($"The shape [{string.Join(", ", shape.ToArray())}] has {layout.ElementCount} elements but there are {values.Length} values."), nameof(values));
-        }
+        layout.RequireElementCount(values.Length, shape, tensorName, nameof(values));
 
         int[] parameterShape = Scheme.Granularity.GetParameterShape(shape);
         if (_parameterShape is not null && !parameterShape.AsSpan().SequenceEqual(_parameterShape))
