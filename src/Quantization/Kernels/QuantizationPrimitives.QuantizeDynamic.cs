@@ -107,13 +107,17 @@ public static partial class QuantizationPrimitives
         }
     }
 
-    /// <summary>Computes parameters and quantize factors from ranges; empty ranges stand for (0, 0).</summary>
-    private static void FillFromRanges(QuantizationScheme scheme, ReadOnlySpan<float> mins, ReadOnlySpan<float> maxs, Span<float> scales, Span<int> zeroPoints, Span<float> factors, string sourceName)
+    /// <summary>
+    /// Computes parameters (and, when <paramref name="factors"/> is not empty, quantize factors) from ranges; no ranges,
+    /// or a range that saw nothing (min &gt; max), stand for (0, 0).
+    /// </summary>
+    internal static void FillFromRanges(QuantizationScheme scheme, ReadOnlySpan<float> mins, ReadOnlySpan<float> maxs, Span<float> scales, Span<int> zeroPoints, Span<float> factors, string? sourceName)
     {
         for (int p = 0; p < scales.Length; p++)
         {
-            float min = mins.IsEmpty ? 0f : mins[p];
-            float max = maxs.IsEmpty ? 0f : maxs[p];
+            bool seen = !mins.IsEmpty && mins[p] <= maxs[p];
+            float min = seen ? mins[p] : 0f;
+            float max = seen ? maxs[p] : 0f;
             (scales[p], zeroPoints[p]) = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor, sourceName);
             if (!factors.IsEmpty)
             {

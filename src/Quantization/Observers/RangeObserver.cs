@@ -94,12 +94,7 @@ public abstract class RangeObserver : IQuantizationObserver
 
         float[] scales = new float[Mins.Length];
         int[] zeroPoints = new int[Mins.Length];
-        for (int p = 0; p < scales.Length; p++)
-        {
-            bool seen = Mins[p] <= Maxs[p];
-            (scales[p], zeroPoints[p]) = Scheme.Convention.Compute(seen ? Mins[p] : 0f, seen ? Maxs[p] : 0f, Scheme.QuantMin, Scheme.QuantMax, Scheme.Symmetric, out _, paramName: null);
-        }
-
+        QuantizationPrimitives.FillFromRanges(Scheme, Mins, Maxs, scales, zeroPoints, [], sourceName: null);
         return QuantizationParameters.Own(scales, zeroPoints);
     }
 
