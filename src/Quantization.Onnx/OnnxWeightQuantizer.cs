@@ -1,31 +1,43 @@
-using System.Runtime.InteropServices;
-
-using Google.Protobuf;
-
 using Quantization.Onnx.Protos;
 
 namespace Quantization.Onnx;
 
-/// <summary>Rules for <see cref="OnnxWeightQuantizer"/>.</summary>
+/// <summary>Rules for <see cref="OnnxWeightQuantizer"/> (and the weights of <see cref="OnnxStaticQuantizer"/>).</summary>
 public sealed class OnnxWeightQuantizationOptions
 {
-    /// <summary>Gets the operator types whose weights are quantized: Conv, ConvTranspose, MatMul and Gemm by default.</summary>
+    /// <summary>Gets the operator types whose weights are quantized: Conv, ConvTranspose, MatMul and Gemm by default (no other operator has weights this quantizer knows).</summary>
     public ISet<string> OpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Conv", "ConvTranspose", "MatMul", "Gemm" };
 
-    /// <summary>Gets node-name patterns whose weights stay in float; they win over everything else.</summary>
+    /// <summary>Gets node-name patterns to quantize; when empty, every node of <see cref="OpTypes"/> is.</summary>
+    public IList<NamePattern> IncludeNodes { get; } = [];
+
+    /// <summary>Gets node-name patterns whose nodes stay in float; they win over everything else.</summary>
     public IList<NamePattern> ExcludeNodes { get; } = [];
+
+    /// <summary>
+    /// Gets per-node schemes, by node name, that replace the default symmetric int8 per channel for that node's weight.
+    /// A per-channel scheme is applied on the operator's channel axis whatever axis it names; per-tensor is allowed too.
+    /// </summary>
+    public IDictionary<string, QuantizationScheme> NodeSchemes { get; } = new Dictionary<string, QuantizationScheme>(StringComparer.Ordinal);
 
     /// <summary>Gets or sets the numeric convention of the weight parameters; <see cref="NumericConvention.Onnx"/> by default.</summary>
     public NumericConvention Convention { get; set; } = NumericConvention.Onnx;
+
+    /// <summary>Whether the rules select a node: its type is one of <see cref="OpTypes"/> and <see cref="SelectsName"/>.</summary>
+    internal bool Selects(NodeProto node) => OpTypes.Contains(node.OpType) && SelectsName(node);
+
+    /// <summary>Whether an include pattern (if any) matches the node's name and no exclude pattern does.</summary>
+    internal bool SelectsName(NodeProto node) =>
+        (IncludeNodes.Count == 0 || IncludeNodes.Any(p => p.IsMatch(node.Name))) && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
 }
 
 /// <summary>What <see cref="OnnxWeightQuantizer"/> did to one weight.</summary>
 /// <param name="Node">The (first) node that consumes the weight.</param>
 /// <param name="OpType">That node's operator type.</param>
 /// <param name="Weight">The weight's name (an initializer or a Constant node's output).</param>
-/// <param name="Axis">The output-channel axis the weight was quantized along.</param>
+/// <param name="Axis">The output-channel axis the weight was quantized along, or <see langword="null"/> when it was quantized per tensor.</param>
 /// <param name="Report">The weight's quantization error and sizes.</param>
-public sealed record OnnxWeightReport(string Node, string OpType, string Weight, int Axis, TensorErrorReport Report);
+public sealed record OnnxWeightReport(string Node, string OpType, string Weight, int? Axis, TensorErrorReport Report);
 
 /// <summary>
 /// Weight-only quantization (W8A16) of an ONNX model: the float weights (initializers or Constant nodes) of Conv,
@@ -46,70 +58,56 @@ public static class OnnxWeightQuantizer
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new OnnxWeightQuantizationOptions();
+        RequirePerAxisDequantize(model);
+        OnnxGraphEditor editor = new(model);
+        List<OnnxWeightReport> reports = [];
+        foreach (NodeProto node in editor.Graph.Node)
+        {
+            if (!options.Selects(node) || WeightOf(editor, node) is not string weightName)
+            {
+                continue;
+            }
+
+            (float[] values, int[] shape) = editor.Take(weightName);
+            QuantizationScheme scheme = WeightScheme(node, shape.Length, options);
+            QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
+            int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
+            editor.AddDequantized(weightName, quantized, axis);
+            reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
+        }
+
+        editor.Commit();
+        return reports;
+    }
+
+    /// <summary>Throws unless the model imports opset 13 or later, which per-axis DequantizeLinear needs.</summary>
+    internal static void RequirePerAxisDequantize(OnnxModel model)
+    {
         if (model.Opset < 13)
         {
             throw new NotSupportedException($"The model imports opset {model.Opset}; per-channel DequantizeLinear needs opset 13 or later (upgrading older models is not supported yet).");
         }
+    }
 
-        GraphProto graph = model.Proto.Graph;
-        Dictionary<string, TensorProto> initializers = graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
+    /// <summary>The node's weight: its second input when that is a float constant of rank 2 or more not yet quantized; vectors stay in float.</summary>
+    internal static string? WeightOf(OnnxGraphEditor editor, NodeProto node) =>
+        node.OpType is "Conv" or "ConvTranspose" or "MatMul" or "Gemm" && node.Input.Count >= 2 && editor.ConstantShape(node.Input[1]) is { Count: >= 2 } ? node.Input[1] : null;
 
-        // Weights may also be the value of a Constant node; such a node is replaced like an initializer.
-        Dictionary<string, NodeProto> constants = graph.Node
-            .Where(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.Any(a => a.Name == "value" && a.T?.DataType == (int)TensorProto.Types.DataType.Float))
-            .ToDictionary(n => n.Output[0], StringComparer.Ordinal);
-        List<OnnxWeightReport> reports = [];
-        List<NodeProto> replacedConstants = [];
-        List<NodeProto> dequantizers = [];
-        foreach (NodeProto node in graph.Node)
+    /// <summary>The weight's scheme: the node's override or symmetric int8, per output channel on the operator's channel axis.</summary>
+    internal static QuantizationScheme WeightScheme(NodeProto node, int rank, OnnxWeightQuantizationOptions options)
+    {
+        int axis = ChannelAxis(node, rank);
+        if (!options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? scheme))
         {
-            if (!options.OpTypes.Contains(node.OpType) || node.Input.Count < 2 || options.ExcludeNodes.Any(p => p.IsMatch(node.Name)))
-            {
-                continue;
-            }
-
-            // A float initializer or Constant of rank 2 or more, not yet quantized for another node; vectors stay in float.
-            string weightName = node.Input[1];
-            TensorProto weight;
-            if (initializers.TryGetValue(weightName, out TensorProto? initializer) && initializer.Dims.Count >= 2)
-            {
-                weight = initializer;
-                initializers.Remove(weightName);
-                graph.Initializer.Remove(initializer);
-            }
-            else if (constants.TryGetValue(weightName, out NodeProto? constant) && constant.Attribute.First(a => a.Name == "value").T.Dims.Count >= 2)
-            {
-                weight = constant.Attribute.First(a => a.Name == "value").T.Clone();
-                weight.Name = weightName;
-                constants.Remove(weightName);
-                replacedConstants.Add(constant);
-            }
-            else
-            {
-                continue;
-            }
-
-            int axis = ChannelAxis(node, weight.Dims.Count);
-            int[] shape = [.. weight.Dims.Select(d => checked((int)d))];
-            float[] values = model.ReadFloats(weight);
-            QuantizationScheme scheme = new(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerChannel(axis), options.Convention);
-            QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
-            Replace(graph, weight, quantized, axis, dequantizers);
-            reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
+            return new QuantizationScheme(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerChannel(axis), options.Convention);
         }
 
-        foreach (NodeProto constant in replacedConstants)
+        return scheme.Granularity.Kind switch
         {
-            graph.Node.Remove(constant);
-        }
-
-        // The DequantizeLinear nodes read only initializers, so they can lead the (topologically sorted) node list.
-        for (int i = dequantizers.Count - 1; i >= 0; i--)
-        {
-            graph.Node.Insert(0, dequantizers[i]);
-        }
-
-        return reports;
+            GranularityKind.PerTensor => scheme,
+            GranularityKind.PerChannel => scheme.WithGranularity(QuantizationGranularity.PerChannel(axis)),
+            _ => throw new NotSupportedException($"Node '{node.Name}': ONNX DequantizeLinear before opset 21 takes per-tensor or per-channel parameters, not {scheme.Granularity}."),
+        };
     }
 
     /// <summary>The output-channel axis of a weight for its operator.</summary>
@@ -120,28 +118,4 @@ public static class OnnxWeightQuantizer
         "Gemm" => node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1 ? 0 : 1,
         _ => 0,
     };
-
-    /// <summary>Adds the weight's int8 data, scales and zero points as initializers, and queues the DequantizeLinear that restores its name.</summary>
-    private static void Replace(GraphProto graph, TensorProto weight, QuantizedTensor quantized, int axis, List<NodeProto> dequantizers)
-    {
-        string name = weight.Name;
-        ValueInfoProto? input = graph.Input.FirstOrDefault(i => i.Name == name);
-        if (input is not null)
-        {
-            graph.Input.Remove(input); // old IR versions list initializers as graph inputs too
-        }
-
-        long channels = weight.Dims[axis];
-        graph.Initializer.Add(new TensorProto { Name = name + "_quantized", DataType = (int)TensorProto.Types.DataType.Int8, Dims = { weight.Dims }, RawData = ByteString.CopyFrom(quantized.Data) });
-        graph.Initializer.Add(new TensorProto { Name = name + "_scale", DataType = (int)TensorProto.Types.DataType.Float, Dims = { channels }, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(quantized.Parameters.Scales)) });
-        graph.Initializer.Add(new TensorProto { Name = name + "_zero_point", DataType = (int)TensorProto.Types.DataType.Int8, Dims = { channels }, RawData = ByteString.CopyFrom(quantized.Parameters.ZeroPoints.ToArray().Select(z => (byte)z).ToArray()) });
-        dequantizers.Add(new NodeProto
-        {
-            Name = name + "_DequantizeLinear",
-            OpType = "DequantizeLinear",
-            Input = { name + "_quantized", name + "_scale", name + "_zero_point" },
-            Output = { name },
-            Attribute = { new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = axis } },
-        });
-    }
 }

@@ -4,6 +4,8 @@ using Microsoft.ML.OnnxRuntime;
 
 using Quantization.Onnx.Protos;
 
+using static Quantization.Onnx.Tests.TestGraphs;
+
 namespace Quantization.Onnx.Tests;
 
 public class OnnxWeightQuantizerTests
@@ -93,19 +95,6 @@ public class OnnxWeightQuantizerTests
         return Enumerable.Range(0, count).Select(i => (float)(random.NextDouble() - 0.5) * magnitude(i)).ToArray();
     }
 
-    private static double Cosine(float[] a, float[] b)
-    {
-        double dot = 0, na = 0, nb = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            dot += (double)a[i] * b[i];
-            na += (double)a[i] * a[i];
-            nb += (double)b[i] * b[i];
-        }
-
-        return dot / Math.Sqrt(na * nb);
-    }
-
     private static float[][] Run(byte[] model, float[] x, float[] image, GraphOptimizationLevel level)
     {
         using SessionOptions options = new() { GraphOptimizationLevel = level };
@@ -135,19 +124,4 @@ public class OnnxWeightQuantizerTests
             Output = { Value("a", 2, 4), Value("b", 2, 5), Value("c", 1, 4, 4, 4) },
         },
     };
-
-    private static TensorProto Tensor(string name, float[] values, params long[] dims) => new()
-    {
-        Name = name,
-        DataType = (int)TensorProto.Types.DataType.Float,
-        Dims = { dims },
-        RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan())),
-    };
-
-    private static ValueInfoProto Value(string name, params long[] dims)
-    {
-        TensorShapeProto shape = new();
-        shape.Dim.AddRange(dims.Select(d => new TensorShapeProto.Types.Dimension { DimValue = d }));
-        return new ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = (int)TensorProto.Types.DataType.Float, Shape = shape } } };
-    }
 }

@@ -1,0 +1,180 @@
+using System.Runtime.InteropServices;
+
+using Google.Protobuf;
+
+using Quantization.Onnx.Protos;
+
+namespace Quantization.Onnx;
+
+/// <summary>
+/// The graph edits the quantizers share: taking float weights out of initializers or Constant nodes, adding quantized
+/// tensors with their DequantizeLinear, and inserting QuantizeLinear/DequantizeLinear pairs on activations, with names
+/// that never collide with the graph's. Edits are queued and applied in an order that keeps the node list sorted.
+/// </summary>
+internal sealed class OnnxGraphEditor
+{
+    private readonly OnnxModel _model;
+    private readonly GraphProto _graph;
+    private readonly Dictionary<string, TensorProto> _initializers;
+    private readonly Dictionary<string, NodeProto> _constants;
+    private readonly HashSet<string> _names;
+    private readonly List<NodeProto> _removedConstants = [];
+    private readonly List<NodeProto> _leadingNodes = [];
+    private readonly List<(NodeProto Before, NodeProto[] Nodes)> _insertions = [];
+
+    public OnnxGraphEditor(OnnxModel model)
+    {
+        _model = model;
+        _graph = model.Proto.Graph;
+        _initializers = _graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        _constants = _graph.Node
+            .Where(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.Any(a => a.Name == "value" && a.T?.DataType == (int)TensorProto.Types.DataType.Float))
+            .ToDictionary(n => n.Output[0], StringComparer.Ordinal);
+        _names = new HashSet<string>(_graph.Initializer.Select(t => t.Name).Concat(_graph.Input.Select(i => i.Name)).Concat(_graph.Node.SelectMany(n => n.Output)).Concat(_graph.Node.Select(n => n.Name)), StringComparer.Ordinal);
+    }
+
+    public GraphProto Graph => _graph;
+
+    /// <summary>Whether a value is a float constant (initializer or Constant node) not yet taken.</summary>
+    public bool IsFloatConstant(string name) => _initializers.ContainsKey(name) || _constants.ContainsKey(name);
+
+    /// <summary>Gets the shape of a float constant not yet taken, or <see langword="null"/>.</summary>
+    public IReadOnlyList<long>? ConstantShape(string name) =>
+        _initializers.TryGetValue(name, out TensorProto? initializer) ? initializer.Dims
+        : _constants.TryGetValue(name, out NodeProto? constant) ? ValueOf(constant).Dims
+        : null;
+
+    /// <summary>Takes a float constant out of the graph and returns its values and shape.</summary>
+    public (float[] Values, int[] Shape) Take(string name)
+    {
+        TensorProto tensor;
+        if (_initializers.Remove(name, out TensorProto? initializer))
+        {
+            tensor = initializer;
+            _graph.Initializer.Remove(initializer);
+            ValueInfoProto? input = _graph.Input.FirstOrDefault(i => i.Name == name);
+            if (input is not null)
+            {
+                _graph.Input.Remove(input); // old IR versions list initializers as graph inputs too
+            }
+        }
+        else if (_constants.Remove(name, out NodeProto? constant))
+        {
+            tensor = ValueOf(constant).Clone();
+            tensor.Name = name;
+            _removedConstants.Add(constant);
+        }
+        else
+        {
+            throw new InvalidOperationException($"'{name}' is not a float constant of the graph.");
+        }
+
+        return (_model.ReadFloats(tensor), [.. tensor.Dims.Select(d => checked((int)d))]);
+    }
+
+    /// <summary>Makes a name from a base that no value, initializer or node of the graph has yet.</summary>
+    public string UniqueName(string baseName)
+    {
+        string name = baseName;
+        for (int i = 1; !_names.Add(name); i++)
+        {
+            name = FormattableString.Invariant($"{baseName}_{i}");
+        }
+
+        return name;
+    }
+
+    /// <summary>Adds an initializer of raw little-endian data and returns its (unique) name.</summary>
+    public string AddInitializer(string baseName, TensorProto.Types.DataType type, IEnumerable<long> dims, ReadOnlySpan<byte> data)
+    {
+        string name = UniqueName(baseName);
+        _graph.Initializer.Add(new TensorProto { Name = name, DataType = (int)type, Dims = { dims }, RawData = ByteString.CopyFrom(data) });
+        return name;
+    }
+
+    /// <summary>
+    /// Stores a quantized constant under <paramref name="name"/> again: its integer data, scales and zero points become
+    /// initializers, and a DequantizeLinear (queued at the head of the graph) restores the name.
+    /// </summary>
+    public void AddDequantized(string name, TensorProto.Types.DataType type, IEnumerable<long> dims, ReadOnlySpan<byte> data, ReadOnlySpan<float> scales, ReadOnlySpan<byte> zeroPoints, int? axis)
+    {
+        long[] parameterDims = axis is null ? [] : [scales.Length];
+        string quantized = AddInitializer(name + "_quantized", type, dims, data);
+        string scale = AddInitializer(name + "_scale", TensorProto.Types.DataType.Float, parameterDims, MemoryMarshal.AsBytes(scales));
+        string zeroPoint = AddInitializer(name + "_zero_point", type, parameterDims, zeroPoints);
+        NodeProto node = new() { Name = UniqueName(name + "_DequantizeLinear"), OpType = "DequantizeLinear", Input = { quantized, scale, zeroPoint }, Output = { name } };
+        if (axis is int a)
+        {
+            node.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = a });
+        }
+
+        _leadingNodes.Add(node);
+    }
+
+    /// <summary>Stores a quantized weight under its name again, dequantized along <paramref name="axis"/> (per tensor when <see langword="null"/>).</summary>
+    public void AddDequantized(string name, QuantizedTensor quantized, int? axis)
+    {
+        byte[] zeroPoints = [.. quantized.Parameters.ZeroPoints.ToArray().Select(z => (byte)z)];
+        TensorProto.Types.DataType type = quantized.Scheme.Type == QuantizedType.UInt8 ? TensorProto.Types.DataType.Uint8 : TensorProto.Types.DataType.Int8;
+        AddDequantized(name, type, [.. quantized.Shape.ToArray().Select(d => (long)d)], quantized.Data, quantized.Parameters.Scales, zeroPoints, axis);
+    }
+
+    /// <summary>
+    /// Inserts QuantizeLinear then DequantizeLinear (per tensor) on an activation, before the first of its consumers,
+    /// and makes <paramref name="consumers"/> read the dequantized value.
+    /// </summary>
+    public void AddQuantizeDequantize(string name, ScaleAndZeroPoint parameters, QuantizedType type, IReadOnlyCollection<NodeProto> consumers)
+    {
+        TensorProto.Types.DataType dataType = type == QuantizedType.UInt8 ? TensorProto.Types.DataType.Uint8 : TensorProto.Types.DataType.Int8;
+        float scale = parameters.Scale;
+        string scaleName = AddInitializer(name + "_scale", TensorProto.Types.DataType.Float, [], MemoryMarshal.AsBytes(new ReadOnlySpan<float>(in scale)));
+        string zeroPointName = AddInitializer(name + "_zero_point", dataType, [], [(byte)parameters.ZeroPoint]);
+        string quantized = UniqueName(name + "_quantized");
+        string dequantized = UniqueName(name + "_dequantized");
+        NodeProto quantize = new() { Name = UniqueName(name + "_QuantizeLinear"), OpType = "QuantizeLinear", Input = { name, scaleName, zeroPointName }, Output = { quantized } };
+        NodeProto dequantize = new() { Name = UniqueName(name + "_DequantizeLinear"), OpType = "DequantizeLinear", Input = { quantized, scaleName, zeroPointName }, Output = { dequantized } };
+        foreach (NodeProto consumer in consumers)
+        {
+            for (int i = 0; i < consumer.Input.Count; i++)
+            {
+                if (consumer.Input[i] == name)
+                {
+                    consumer.Input[i] = dequantized;
+                }
+            }
+        }
+
+        NodeProto first = _graph.Node.First(consumers.Contains);
+        _insertions.Add((first, [quantize, dequantize]));
+    }
+
+    /// <summary>Applies the queued edits: removes taken Constant nodes and inserts the new nodes where they belong.</summary>
+    public void Commit()
+    {
+        foreach (NodeProto constant in _removedConstants)
+        {
+            _graph.Node.Remove(constant);
+        }
+
+        foreach ((NodeProto before, NodeProto[] nodes) in _insertions)
+        {
+            int index = _graph.Node.IndexOf(before);
+            for (int i = nodes.Length - 1; i >= 0; i--)
+            {
+                _graph.Node.Insert(index, nodes[i]);
+            }
+        }
+
+        // The DequantizeLinear nodes of constants read only initializers, so they can lead the sorted node list.
+        for (int i = _leadingNodes.Count - 1; i >= 0; i--)
+        {
+            _graph.Node.Insert(0, _leadingNodes[i]);
+        }
+
+        _removedConstants.Clear();
+        _insertions.Clear();
+        _leadingNodes.Clear();
+    }
+
+    private static TensorProto ValueOf(NodeProto constant) => constant.Attribute.First(a => a.Name == "value").T;
+}
