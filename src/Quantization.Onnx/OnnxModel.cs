@@ -12,7 +12,7 @@ namespace Quantization.Onnx;
 /// initializers. Files are hostile input: every size and offset is checked before it is trusted, and failures are an
 /// <see cref="InvalidDataException"/> that names the file or tensor and the problem. Saving is atomic.
 /// </summary>
-public sealed class OnnxModel
+public sealed partial class OnnxModel
 {
     private OnnxModel(ModelProto proto, string? externalDataDirectory)
     {
@@ -20,7 +20,7 @@ public sealed class OnnxModel
         ExternalDataDirectory = externalDataDirectory;
     }
 
-    /// <summary>Gets the model's messages; changes to them are what <see cref="Save"/> writes.</summary>
+    /// <summary>Gets the model's messages; changes to them are what <see cref="Save"/> writes (which never changes them itself).</summary>
     public ModelProto Proto { get; }
 
     /// <summary>Gets the directory that external-data locations are relative to, or <see langword="null"/> for a model parsed from bytes without one.</summary>
@@ -114,33 +114,6 @@ public sealed class OnnxModel
         }
 
         return [.. tensor.FloatData];
-    }
-
-    /// <summary>
-    /// Writes the model to a file atomically: to a temporary file beside it first, renamed over the target only when
-    /// complete. External data files are not copied: their locations stay relative to the directory saved into.
-    /// </summary>
-    /// <param name="path">The target <c>.onnx</c> file.</param>
-    /// <exception cref="IOException">The file cannot be written; the target is then left as it was and no temporary file remains.</exception>
-    public void Save(string path)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        string full = Path.GetFullPath(path);
-        string temporary = Path.Combine(Path.GetDirectoryName(full) ?? ".", $".{Path.GetFileName(full)}.{Guid.NewGuid():N}.tmp");
-        try
-        {
-            using (FileStream stream = new(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None))
-            {
-                Proto.WriteTo(stream);
-                stream.Flush(flushToDisk: true);
-            }
-
-            File.Move(temporary, full, overwrite: true);
-        }
-        finally
-        {
-            File.Delete(temporary);
-        }
     }
 
     /// <summary>
@@ -242,7 +215,29 @@ public sealed class OnnxModel
 
     private byte[] ReadExternal(TensorProto tensor, string name, long expectedLength)
     {
-        Dictionary<string, string> entries = tensor.ExternalData.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
+        ExternalSource source = ResolveExternal(tensor, name, expectedLength);
+        byte[] bytes = new byte[source.Length];
+        using FileStream stream = new(source.File, FileMode.Open, FileAccess.Read, FileShare.Read);
+        stream.Position = source.Offset;
+        stream.ReadExactly(bytes);
+        return bytes;
+    }
+
+    /// <summary>
+    /// Finds and checks where an externally stored tensor's bytes are: a file inside <see cref="ExternalDataDirectory"/>
+    /// that exists and holds the whole range.
+    /// </summary>
+    /// <param name="tensor">The tensor, stored externally.</param>
+    /// <param name="name">The tensor's name for messages.</param>
+    /// <param name="expectedLength">The byte count its shape and type need, or <see langword="null"/> when the type's size is unknown (the range then defaults to the rest of the file).</param>
+    private ExternalSource ResolveExternal(TensorProto tensor, string name, long? expectedLength)
+    {
+        Dictionary<string, string> entries = [];
+        foreach (StringStringEntryProto entry in tensor.ExternalData)
+        {
+            entries[entry.Key] = entry.Value;
+        }
+
         if (!entries.TryGetValue("location", out string? location) || string.IsNullOrEmpty(location))
         {
             throw new InvalidDataException($"Tensor '{name}' is stored externally but names no location.");
@@ -261,22 +256,20 @@ public sealed class OnnxModel
         }
 
         long offset = Number(entries, "offset", name, 0);
-        long length = Number(entries, "length", name, expectedLength);
         if (!File.Exists(file))
         {
             throw new InvalidDataException($"Tensor '{name}' is stored in '{location}', which does not exist.");
         }
 
-        using FileStream stream = new(file, FileMode.Open, FileAccess.Read, FileShare.Read);
-        if (length != expectedLength || offset > stream.Length || length > stream.Length - offset)
+        long fileLength = new FileInfo(file).Length;
+        long length = Number(entries, "length", name, expectedLength ?? Math.Max(0, fileLength - offset));
+        if ((expectedLength is long expected && length != expected) || offset > fileLength || length > fileLength - offset)
         {
-            throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' claims {length} bytes at offset {offset} of '{location}' ({stream.Length} bytes); its shape needs {expectedLength}."));
+            string needs = expectedLength is long need ? FormattableString.Invariant($"; its shape needs {need}") : "";
+            throw new InvalidDataException(FormattableString.Invariant($"Tensor '{name}' claims {length} bytes at offset {offset} of '{location}' ({fileLength} bytes){needs}."));
         }
 
-        byte[] bytes = new byte[length];
-        stream.Position = offset;
-        stream.ReadExactly(bytes);
-        return bytes;
+        return new ExternalSource(file, location, offset, length);
     }
 
     private static long Number(Dictionary<string, string> entries, string key, string name, long fallback)
@@ -290,4 +283,11 @@ public sealed class OnnxModel
             ? value
             : throw new InvalidDataException($"Tensor '{name}' has external-data {key} '{text}', not a non-negative integer.");
     }
+
+    /// <summary>Where an externally stored tensor's bytes are, checked.</summary>
+    /// <param name="File">The full path of the data file.</param>
+    /// <param name="Location">The location as the model names it, for messages.</param>
+    /// <param name="Offset">The first byte.</param>
+    /// <param name="Length">The byte count.</param>
+    private readonly record struct ExternalSource(string File, string Location, long Offset, long Length);
 }
