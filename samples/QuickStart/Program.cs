@@ -21,7 +21,7 @@ Console.WriteLine($"Photos: {string.Join(", ", ResNet18.PhotoPaths.Select(Path.G
 
 // The model declares opset 8; per-channel DequantizeLinear needs 13. BatchNormalization is folded into the Conv
 // weights first, so the weights quantized are the ones an integer Conv computes with.
-OnnxModel Prepare()
+static OnnxModel Prepare()
 {
     OnnxModel model = OnnxModel.Load(ResNet18.ModelPath);
     OnnxOpsetUpgrader.Upgrade(model);

@@ -17,7 +17,7 @@ public static class OnnxPreprocessor
     /// fusing the quantized Conv. A pair is folded only when the Conv's output feeds nothing else and every parameter is a
     /// float constant (an initializer).
     /// </summary>
-    /// <param name="model">The model, changed in place; BatchNormalization must be the opset 9+ form (upgrade older models first).</param>
+    /// <param name="model">The model, changed in place; BatchNormalization must be the opset 9+ form (see <see cref="OnnxOpsetUpgrader"/>).</param>
     /// <returns>The number of BatchNormalization nodes folded.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="InvalidDataException">A parameter's stored data does not match its shape, or the shapes do not agree.</exception>

@@ -52,7 +52,7 @@ public static class OnnxWeightQuantizer
     /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13; <see cref="OnnxOpsetUpgrader.Upgrade"/> raises it.</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape.</exception>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
     {
@@ -85,7 +85,8 @@ public static class OnnxWeightQuantizer
     {
         if (model.Opset < 13)
         {
-            throw new NotSupportedException($"The model imports opset {model.Opset}; per-channel DequantizeLinear needs opset 13 or later (upgrading older models is not supported yet).");
+            throw new NotSupportedException(FormattableString.Invariant(
+                $"The model imports opset {model.Opset}; per-channel DequantizeLinear needs opset 13 or later. Upgrade it first with {nameof(OnnxOpsetUpgrader)}.{nameof(OnnxOpsetUpgrader.Upgrade)}(model)."));
         }
     }
 
