@@ -23,6 +23,8 @@ public sealed class OnnxCalibrator : IDisposable
     private readonly string[] _tensorNames;
 
     private readonly Calibrator _calibrator;
+    private readonly bool _observe;
+    private readonly IActivationRecorder? _tap;
 
     /// <summary>Initializes a new instance of the <see cref="OnnxCalibrator"/> class.</summary>
     /// <param name="model">The float model.</param>
@@ -34,16 +36,21 @@ public sealed class OnnxCalibrator : IDisposable
     /// <exception cref="ArgumentException">A tensor name is not a value of the graph, or not a float tensor.</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime rejects the model.</exception>
     public OnnxCalibrator(OnnxModel model, IEnumerable<string> tensorNames, Func<string, IQuantizationObserver> createObserver, SessionOptions? sessionOptions = null, ILogger? logger = null)
-        : this(model, tensorNames, createObserver, sessionOptions, logger, skipNonFloat: false)
+        : this(model, tensorNames, createObserver ?? throw new ArgumentNullException(nameof(createObserver)), sessionOptions, logger, skipNonFloat: false, tap: null)
     {
     }
 
-    /// <summary>Initializes a new instance of the <see cref="OnnxCalibrator"/> class that may drop the tensors ONNX Runtime finds not to be float.</summary>
-    internal OnnxCalibrator(OnnxModel model, IEnumerable<string> tensorNames, Func<string, IQuantizationObserver> createObserver, SessionOptions? sessionOptions, ILogger? logger, bool skipNonFloat)
+    /// <summary>
+    /// Initializes a new instance of the <see cref="OnnxCalibrator"/> class for the quantizers: it may drop the tensors
+    /// ONNX Runtime finds not to be float, and shows every tensor to <paramref name="tap"/> as well as to its observer
+    /// (or only to the tap when <paramref name="createObserver"/> is <see langword="null"/>).
+    /// </summary>
+    internal OnnxCalibrator(OnnxModel model, IEnumerable<string> tensorNames, Func<string, IQuantizationObserver>? createObserver, SessionOptions? sessionOptions, ILogger? logger, bool skipNonFloat, IActivationRecorder? tap)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tensorNames);
-        ArgumentNullException.ThrowIfNull(createObserver);
+        _observe = createObserver is not null;
+        _tap = tap;
         _tensorNames = [.. tensorNames.Distinct(StringComparer.Ordinal)];
         ModelProto proto = model.Proto.Clone();
         GraphProto graph = proto.Graph;
@@ -63,7 +70,7 @@ public sealed class OnnxCalibrator : IDisposable
             }
         }
 
-        _calibrator = new Calibrator(createObserver, logger);
+        _calibrator = new Calibrator(createObserver ?? (name => throw new InvalidOperationException($"No observer for '{name}': this calibrator only taps its tensors.")), logger);
         _session = sessionOptions is null ? new InferenceSession(proto.ToByteArray()) : new InferenceSession(proto.ToByteArray(), sessionOptions);
         string[] nonFloat = [.. _tensorNames.Where(name => _session.OutputMetadata[name].ElementType != typeof(float))];
         if (nonFloat.Length > 0 && !skipNonFloat)
@@ -110,7 +117,12 @@ public sealed class OnnxCalibrator : IDisposable
         foreach (DisposableNamedOnnxValue result in results)
         {
             DenseTensor<float> tensor = (DenseTensor<float>)result.AsTensor<float>();
-            recorder.Record(result.Name, tensor.Buffer.Span, tensor.Dimensions);
+            if (_observe)
+            {
+                recorder.Record(result.Name, tensor.Buffer.Span, tensor.Dimensions);
+            }
+
+            _tap?.Record(result.Name, tensor.Buffer.Span, tensor.Dimensions);
         }
 
         cancellationToken.ThrowIfCancellationRequested();

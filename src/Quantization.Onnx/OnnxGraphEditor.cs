@@ -21,6 +21,8 @@ internal sealed class OnnxGraphEditor
     private readonly List<NodeProto> _removedConstants = [];
     private readonly List<NodeProto> _leadingNodes = [];
     private readonly List<(NodeProto Before, NodeProto[] Nodes)> _insertions = [];
+    private readonly List<(NodeProto After, NodeProto Node)> _appendices = [];
+    private readonly HashSet<string> _replaced = new(StringComparer.Ordinal);
 
     public OnnxGraphEditor(OnnxModel model)
     {
@@ -71,6 +73,22 @@ internal sealed class OnnxGraphEditor
 
         return (_model.ReadFloats(tensor), [.. tensor.Dims.Select(d => checked((int)d))]);
     }
+
+    /// <summary>Reads a float constant (initializer or Constant node) without taking it out of the graph.</summary>
+    public float[] ReadConstant(string name) =>
+        _initializers.TryGetValue(name, out TensorProto? initializer) ? _model.ReadFloats(initializer)
+        : _constants.TryGetValue(name, out NodeProto? constant) ? _model.ReadFloats(ValueOf(constant))
+        : throw new InvalidOperationException($"'{name}' is not a float constant of the graph.");
+
+    /// <summary>Points one input of a node at another value; the old value's initializer goes at <see cref="Commit"/> if nothing reads it any more.</summary>
+    public void Rewire(NodeProto node, int input, string value)
+    {
+        _replaced.Add(node.Input[input]);
+        node.Input[input] = value;
+    }
+
+    /// <summary>Queues a node to go right after another.</summary>
+    public void InsertAfter(NodeProto anchor, NodeProto node) => _appendices.Add((anchor, node));
 
     /// <summary>Makes a name from a base that no value, initializer or node of the graph has yet.</summary>
     public string UniqueName(string baseName)
@@ -151,6 +169,24 @@ internal sealed class OnnxGraphEditor
     /// <summary>Applies the queued edits: removes taken Constant nodes and inserts the new nodes where they belong.</summary>
     public void Commit()
     {
+        foreach ((NodeProto anchor, NodeProto node) in _appendices)
+        {
+            _graph.Node.Insert(_graph.Node.IndexOf(anchor) + 1, node);
+        }
+
+        HashSet<string> read = new(_graph.Node.SelectMany(n => n.Input).Concat(_graph.Output.Select(o => o.Name)), StringComparer.Ordinal);
+        foreach (string name in _replaced.Where(n => !read.Contains(n)))
+        {
+            if (_initializers.Remove(name, out TensorProto? initializer))
+            {
+                _graph.Initializer.Remove(initializer);
+            }
+            else if (_constants.Remove(name, out NodeProto? constant))
+            {
+                _removedConstants.Add(constant);
+            }
+        }
+
         foreach (NodeProto constant in _removedConstants)
         {
             _graph.Node.Remove(constant);
@@ -173,6 +209,8 @@ internal sealed class OnnxGraphEditor
 
         _removedConstants.Clear();
         _insertions.Clear();
+        _appendices.Clear();
+        _replaced.Clear();
         _leadingNodes.Clear();
     }
 

@@ -26,11 +26,14 @@ public sealed class OnnxStaticQuantizationOptions
     /// <summary>Gets or sets the factory of each activation's observer, given <see cref="ActivationScheme"/>; a <see cref="MinMaxObserver"/> unless set.</summary>
     public Func<QuantizationScheme, IQuantizationObserver> CreateObserver { get; set; } = scheme => new MinMaxObserver(scheme);
 
-    /// <summary>Gets or sets ONNX Runtime's options for the calibration session (threads, optimisation level); its defaults when <see langword="null"/>.</summary>
-    public SessionOptions? CalibrationSessionOptions { get; set; }
+    /// <summary>
+    /// Gets or sets a value indicating whether the calibration also measures each quantized layer's input means and
+    /// the biases take back the mean shift that rounding the weights causes (see <see cref="OnnxWeightQuantizer.QuantizeAsync"/>); on by default.
+    /// </summary>
+    public bool BiasCorrection { get; set; } = true;
 
-    /// <summary>Gets or sets where calibration logs go; nowhere when <see langword="null"/>.</summary>
-    public ILogger? Logger { get; set; }
+    /// <summary>Gets how the calibration data runs through ONNX Runtime.</summary>
+    public OnnxCalibrationOptions Calibration { get; } = new();
 }
 
 /// <summary>What <see cref="OnnxStaticQuantizer"/> did.</summary>
@@ -80,7 +83,19 @@ public static class OnnxStaticQuantizer
         options ??= new OnnxStaticQuantizationOptions();
         Validate(model, options);
         IReadOnlyDictionary<string, QuantizationParameters> parameters;
-        using (OnnxCalibrator calibrator = new(model, ActivationCandidates(model, options), _ => options.CreateObserver(options.ActivationScheme), options.CalibrationSessionOptions, options.Logger, skipNonFloat: true))
+        BiasCorrection? correction = null;
+        if (options.BiasCorrection)
+        {
+            correction = new BiasCorrection();
+            OnnxGraphEditor editor = new(model);
+            foreach (NodeProto node in editor.Graph.Node.Where(n => options.Weights.Selects(n) && OnnxWeightQuantizer.WeightOf(editor, n) is not null))
+            {
+                correction.Track(node);
+            }
+        }
+
+        string[] tensors = [.. ActivationCandidates(model, options).Union(correction?.TensorNames ?? [], StringComparer.Ordinal)];
+        using (OnnxCalibrator calibrator = new(model, tensors, name => options.CreateObserver(options.ActivationScheme), options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: correction))
         {
             int runs = await calibrator.RunAsync(calibrationData, progress, cancellationToken).ConfigureAwait(false);
             if (runs == 0)
@@ -91,7 +106,7 @@ public static class OnnxStaticQuantizer
             parameters = calibrator.ComputeParameters();
         }
 
-        return Quantize(model, parameters, options);
+        return Quantize(model, parameters, options, correction);
     }
 
     /// <summary>Quantizes the model in place with activation parameters computed beforehand (by <see cref="OnnxCalibrator"/> or any other means).</summary>
@@ -108,6 +123,11 @@ public static class OnnxStaticQuantizer
         ArgumentNullException.ThrowIfNull(activations);
         options ??= new OnnxStaticQuantizationOptions();
         Validate(model, options);
+        return Quantize(model, activations, options, correction: null);
+    }
+
+    private static OnnxStaticQuantizationResult Quantize(OnnxModel model, IReadOnlyDictionary<string, QuantizationParameters> activations, OnnxStaticQuantizationOptions options, BiasCorrection? correction)
+    {
         Dictionary<string, ScaleAndZeroPoint> used = new(StringComparer.Ordinal);
         foreach (string name in ActivationCandidates(model, options))
         {
@@ -123,7 +143,7 @@ public static class OnnxStaticQuantizer
         List<OnnxWeightReport> weights = [];
         List<string> biases = [];
         int raised = 0;
-        foreach (NodeProto node in editor.Graph.Node)
+        foreach (NodeProto node in editor.Graph.Node.ToList())
         {
             if (!options.Weights.Selects(node) || OnnxWeightQuantizer.WeightOf(editor, node) is not string weightName)
             {
@@ -134,18 +154,34 @@ public static class OnnxStaticQuantizer
             QuantizationScheme scheme = OnnxWeightQuantizer.WeightScheme(node, shape.Length, options.Weights);
             int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
             QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
-            if (Bias(editor, node, quantized.Parameters.Count) is string biasName && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input))
+            float[]? shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
+            if (node.OpType is "Conv" or "ConvTranspose" or "Gemm" && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input) && Bias(editor, node, quantized.Parameters.Count, shift) is float[] bias)
             {
-                float[] bias = editor.Take(biasName).Values;
-                (QuantizationParameters fitted, int count) = FitBias(quantized.Parameters, bias, input.Scale);
+                // An int32 bias with scale s_x·s_w; where that overflows, the weight scales are raised and the shift recomputed.
+                (QuantizationParameters fitted, int count) = FitBias(quantized.Parameters, Sum(bias, shift), input.Scale);
                 if (count > 0)
                 {
                     quantized = QuantizedTensor.Quantize(values, shape, scheme, fitted, weightName);
+                    shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
                     raised += count;
                 }
 
-                AddInt32Bias(editor, biasName, bias, input.Scale, quantized.Parameters);
-                biases.Add(biasName);
+                string name = node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : node.Output[0] + "_bias";
+                string dequantized = AddInt32Bias(editor, name, Sum(bias, shift), input.Scale, quantized.Parameters);
+                if (node.Input.Count > 2)
+                {
+                    editor.Rewire(node, 2, dequantized);
+                }
+                else
+                {
+                    node.Input.Add(dequantized);
+                }
+
+                biases.Add(name);
+            }
+            else if (shift is not null)
+            {
+                BiasCorrection.Apply(editor, node, shift);
             }
 
             editor.AddDequantized(weightName, quantized, axis);
@@ -199,11 +235,21 @@ public static class OnnxStaticQuantizer
         return inputs.Where(i => i.Length > 0 && !editor.IsFloatConstant(i));
     }
 
-    /// <summary>The node's bias when it is a float constant vector with one value per weight parameter (or any length for a per-tensor weight).</summary>
-    private static string? Bias(OnnxGraphEditor editor, NodeProto node, int weightParameters) =>
-        node.OpType is "Conv" or "ConvTranspose" or "Gemm" && node.Input.Count >= 3 && editor.ConstantShape(node.Input[2]) is { Count: 1 } dims && (weightParameters == 1 || dims[0] == weightParameters)
-            ? node.Input[2]
-            : null;
+    /// <summary>
+    /// The node's bias values when it has a float constant vector with one value per weight parameter (or any length for
+    /// a per-tensor weight), zeros when it has none but a correction to make, else <see langword="null"/> (the bias stays float).
+    /// </summary>
+    private static float[]? Bias(OnnxGraphEditor editor, NodeProto node, int weightParameters, float[]? shift)
+    {
+        if (node.Input.Count < 3 || node.Input[2].Length == 0)
+        {
+            return shift is null ? null : new float[shift.Length];
+        }
+
+        return editor.ConstantShape(node.Input[2]) is { Count: 1 } dims && (weightParameters == 1 || dims[0] == weightParameters) ? editor.ReadConstant(node.Input[2]) : null;
+    }
+
+    private static float[] Sum(float[] bias, float[]? shift) => shift is null ? bias : [.. bias.Zip(shift, (b, s) => b + s)];
 
     /// <summary>Raises the weight scales of channels whose bias would pass <see cref="BiasLimit"/> with scale s_x·s_w.</summary>
     private static (QuantizationParameters Parameters, int Raised) FitBias(QuantizationParameters weight, float[] bias, float inputScale)
@@ -225,8 +271,8 @@ public static class OnnxStaticQuantizer
         return (new QuantizationParameters(scales, weight.ZeroPoints), raised);
     }
 
-    /// <summary>Adds the bias as int32 with scale s_x·s_w (zero point 0) and its DequantizeLinear along axis 0.</summary>
-    private static void AddInt32Bias(OnnxGraphEditor editor, string name, float[] bias, float inputScale, QuantizationParameters weight)
+    /// <summary>Adds the bias as int32 with scale s_x·s_w (zero point 0) and its DequantizeLinear along axis 0; returns the dequantized value's name.</summary>
+    private static string AddInt32Bias(OnnxGraphEditor editor, string name, float[] bias, float inputScale, QuantizationParameters weight)
     {
         float[] scales = new float[bias.Length];
         int[] values = new int[bias.Length];
@@ -237,6 +283,8 @@ public static class OnnxStaticQuantizer
         }
 
         byte[] zeroPoints = new byte[bias.Length * sizeof(int)];
-        editor.AddDequantized(name, TensorProto.Types.DataType.Int32, [bias.Length], MemoryMarshal.AsBytes<int>(values), scales, zeroPoints, axis: 0);
+        string dequantized = editor.UniqueName(name + "_dequantized");
+        editor.AddDequantized(dequantized, TensorProto.Types.DataType.Int32, [bias.Length], MemoryMarshal.AsBytes<int>(values), scales, zeroPoints, axis: 0);
+        return dequantized;
     }
 }

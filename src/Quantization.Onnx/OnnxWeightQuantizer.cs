@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Logging;
+using Microsoft.ML.OnnxRuntime;
+
 using Quantization.Onnx.Protos;
 
 namespace Quantization.Onnx;
@@ -23,12 +26,25 @@ public sealed class OnnxWeightQuantizationOptions
     /// <summary>Gets or sets the numeric convention of the weight parameters; <see cref="NumericConvention.Onnx"/> by default.</summary>
     public NumericConvention Convention { get; set; } = NumericConvention.Onnx;
 
+    /// <summary>Gets how <see cref="OnnxWeightQuantizer.QuantizeAsync"/> runs its calibration data (<see cref="OnnxStaticQuantizer"/> has its own).</summary>
+    public OnnxCalibrationOptions Calibration { get; } = new();
+
     /// <summary>Whether the rules select a node: its type is one of <see cref="OpTypes"/> and <see cref="SelectsName"/>.</summary>
     internal bool Selects(NodeProto node) => OpTypes.Contains(node.OpType) && SelectsName(node);
 
     /// <summary>Whether an include pattern (if any) matches the node's name and no exclude pattern does.</summary>
     internal bool SelectsName(NodeProto node) =>
         (IncludeNodes.Count == 0 || IncludeNodes.Any(p => p.IsMatch(node.Name))) && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
+}
+
+/// <summary>How the quantizers run calibration data through ONNX Runtime.</summary>
+public sealed class OnnxCalibrationOptions
+{
+    /// <summary>Gets or sets ONNX Runtime's options for the calibration session (threads, optimisation level); its defaults when <see langword="null"/>. The caller keeps ownership.</summary>
+    public SessionOptions? SessionOptions { get; set; }
+
+    /// <summary>Gets or sets where calibration logs go; nowhere when <see langword="null"/>.</summary>
+    public ILogger? Logger { get; set; }
 }
 
 /// <summary>What <see cref="OnnxWeightQuantizer"/> did to one weight.</summary>
@@ -47,21 +63,72 @@ public sealed record OnnxWeightReport(string Node, string OpType, string Weight,
 /// </summary>
 public static class OnnxWeightQuantizer
 {
-    /// <summary>Quantizes the model's weights in place.</summary>
+    /// <summary>Quantizes the model's weights in place by rounding to nearest.</summary>
     /// <param name="model">The model; it must import opset 13 or later (per-axis DequantizeLinear).</param>
     /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13; <see cref="OnnxOpsetUpgrader.Upgrade"/> raises it.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape.</exception>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new OnnxWeightQuantizationOptions();
         RequirePerAxisDequantize(model);
+        return Quantize(model, options, correction: null);
+    }
+
+    /// <summary>
+    /// Quantizes the model's weights in place, with empirical bias correction: the calibration data gives the mean of
+    /// each quantized layer's input per feature, and the layer's bias takes back the shift ΔW·E[x] that rounding the
+    /// weights causes (a bias Add is created where a MatMul has none). Runs the model once per feed in ONNX Runtime,
+    /// keeping only running sums.
+    /// </summary>
+    /// <param name="model">The model; it must import opset 13 or later (per-axis DequantizeLinear).</param>
+    /// <param name="calibrationData">Feeds for the model's inputs, one collection per run.</param>
+    /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
+    /// <param name="progress">Receives a report after each calibration run.</param>
+    /// <param name="cancellationToken">Cancels calibration; the model is then unchanged.</param>
+    /// <returns>A report per quantized weight, in graph order.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="calibrationData"/> is <see langword="null"/>.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
+    /// <exception cref="InvalidDataException">A weight's stored data does not match its shape.</exception>
+    /// <exception cref="OnnxRuntimeException">ONNX Runtime fails on the model or a feed.</exception>
+    public static async Task<IReadOnlyList<OnnxWeightReport>> QuantizeAsync(
+        OnnxModel model,
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
+        OnnxWeightQuantizationOptions? options = null,
+        IProgress<CalibrationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(calibrationData);
+        options ??= new OnnxWeightQuantizationOptions();
+        RequirePerAxisDequantize(model);
+        BiasCorrection correction = await MeasureInputMeansAsync(model, options, calibrationData, progress, cancellationToken).ConfigureAwait(false);
+        return Quantize(model, options, correction);
+    }
+
+    /// <summary>Runs the calibration data through the model and collects the input means of every node whose weight the rules quantize.</summary>
+    internal static async Task<BiasCorrection> MeasureInputMeansAsync(OnnxModel model, OnnxWeightQuantizationOptions options, ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData, IProgress<CalibrationProgress>? progress, CancellationToken cancellationToken)
+    {
+        OnnxGraphEditor editor = new(model);
+        BiasCorrection correction = new();
+        foreach (NodeProto node in editor.Graph.Node.Where(n => options.Selects(n) && WeightOf(editor, n) is not null))
+        {
+            correction.Track(node);
+        }
+
+        using OnnxCalibrator calibrator = new(model, correction.TensorNames, createObserver: null, options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: correction);
+        await calibrator.RunAsync(calibrationData, progress, cancellationToken).ConfigureAwait(false);
+        return correction;
+    }
+
+    private static List<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions options, BiasCorrection? correction)
+    {
         OnnxGraphEditor editor = new(model);
         List<OnnxWeightReport> reports = [];
-        foreach (NodeProto node in editor.Graph.Node)
+        foreach (NodeProto node in editor.Graph.Node.ToList())
         {
             if (!options.Selects(node) || WeightOf(editor, node) is not string weightName)
             {
@@ -73,6 +140,11 @@ public static class OnnxWeightQuantizer
             QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
             int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
             editor.AddDequantized(weightName, quantized, axis);
+            if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
+            {
+                BiasCorrection.Apply(editor, node, shift);
+            }
+
             reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
         }
 
