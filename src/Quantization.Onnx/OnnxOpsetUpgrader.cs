@@ -230,7 +230,7 @@ public static class OnnxOpsetUpgrader
     /// semantics, and raises its IR version to at least 7 (8 for targets of 15 and later). A model that already imports
     /// the target or a later opset is left untouched.
     /// </summary>
-    /// <param name="model">The model; on an exception it may be partly rewritten, so upgrade a copy if the original matters.</param>
+    /// <param name="model">The model, changed in place only when the whole upgrade succeeds; on an exception it is left as it was.</param>
     /// <param name="targetOpset">The default-domain opset to import afterwards, 13 to 17; 13 by default.</param>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="targetOpset"/> is not between 13 and 17.</exception>
@@ -256,9 +256,13 @@ public static class OnnxOpsetUpgrader
                 $"The model imports default-domain opset {opset}; upgrading needs opset {OldestSupportedOpset} or later (older operator versions differ too much)."));
         }
 
+        // The graph is rewritten on a copy and swapped in only when every node has been upgraded, so a model that cannot
+        // be upgraded is left as it was.
         ModelProto proto = model.Proto;
-        Names names = new(proto.Graph);
-        UpgradeGraph(new UpgradeContext(proto.Graph, null, opset, targetOpset, names));
+        GraphProto graph = proto.Graph.Clone();
+        Names names = new(graph);
+        UpgradeGraph(new UpgradeContext(graph, null, opset, targetOpset, names));
+        proto.Graph = graph;
         foreach (OperatorSetIdProto import in proto.OpsetImport.Where(o => o.Domain is "" or "ai.onnx"))
         {
             import.Version = targetOpset;

@@ -378,9 +378,11 @@ public class OnnxOpsetUpgraderTests
     [Fact]
     public void UnknownOperator_IsRejectedByName()
     {
-        ModelProto proto = Model(8, [Node("Relu", ["x"], ["r"]), Node("Crop", ["r"], ["y"], Ints("border", 1, 1, 1, 1))], [Input("x", 1, 1, 4, 4)], [Output("y")]);
+        ModelProto proto = Model(8, [Node("Squeeze", ["x"], ["r"], Ints("axes", 0)), Node("Crop", ["r"], ["y"], Ints("border", 1, 1, 1, 1))], [Input("x", 1, 1, 4, 4)], [Output("y")]);
         proto.Graph.Node[1].Name = "crop_layer";
-        NotSupportedException e = Assert.Throws<NotSupportedException>(() => OnnxOpsetUpgrader.Upgrade(OnnxModel.Parse(proto.ToByteArray()), 15));
+        OnnxModel failed = OnnxModel.Parse(proto.ToByteArray());
+        NotSupportedException e = Assert.Throws<NotSupportedException>(() => OnnxOpsetUpgrader.Upgrade(failed, 15));
+        Assert.Equal(proto, failed.Proto); // nothing half-upgraded
         Assert.Equal("Cannot upgrade node 'crop_layer' (Crop) from default-domain opset 8 to 15: it is not in the upgrader's table of operators known to keep their meaning or to have an adapter.", e.Message);
 
         ModelProto tooEarly = Model(8, [Node("Erf", ["x"], ["y"])], [Input("x", 2)], [Output("y")]);

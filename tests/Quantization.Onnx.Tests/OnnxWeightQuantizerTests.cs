@@ -86,6 +86,75 @@ public class OnnxWeightQuantizerTests
         Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(OnnxModel.Parse(old.ToByteArray())));
     }
 
+    [Fact]
+    public void IncludePatternsAndPerNodeSchemes_DecideEachWeight()
+    {
+        OnnxModel model = OnnxModel.Parse(Model(Weight(32, _ => 1), Weight(40, _ => 1), Weight(108, _ => 1)).ToByteArray());
+        OnnxWeightQuantizationOptions options = new();
+        options.IncludeNodes.Add(new NamePattern("re:^(matmul|conv)$"));
+        options.NodeSchemes["conv"] = QuantizationScheme.Int8PerTensor();
+        options.NodeSchemes["matmul"] = new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerChannel(0));
+        IReadOnlyList<OnnxWeightReport> reports = OnnxWeightQuantizer.Quantize(model, options);
+
+        // The per-channel override lands on MatMul's channel axis (1) whatever axis it names; per tensor has no axis.
+        Assert.Equal([("w1", (int?)1), ("w3", null)], reports.Select(r => (r.Weight, r.Axis)));
+        Assert.Equal((int)TensorProto.Types.DataType.Uint8, model.Proto.Graph.Initializer.Single(t => t.Name == "w1_quantized").DataType);
+        Assert.Empty(model.Proto.Graph.Initializer.Single(t => t.Name == "w3_scale").Dims);
+        Assert.DoesNotContain(model.Proto.Graph.Node.Single(n => n.Output[0] == "w3").Attribute, a => a.Name == "axis");
+        Assert.Contains(model.Proto.Graph.Initializer, t => t.Name == "w2" && t.DataType == (int)TensorProto.Types.DataType.Float);
+
+        float[] x = Weight(2 * 8, _ => 1), image = Weight(3 * 6 * 6, _ => 1);
+        float[][] expected = Run(Model(Weight(32, _ => 1), Weight(40, _ => 1), Weight(108, _ => 1)).ToByteArray(), x, image, GraphOptimizationLevel.ORT_ENABLE_BASIC);
+        float[][] actual = Run(model.Proto.ToByteArray(), x, image, GraphOptimizationLevel.ORT_ENABLE_BASIC);
+        Assert.All(Enumerable.Range(0, 3), o => Assert.True(Cosine(expected[o], actual[o]) > 0.999));
+
+        options.NodeSchemes["conv"] = QuantizationScheme.GgmlQ8_0();
+        Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(OnnxModel.Parse(Model(Weight(32, _ => 1), Weight(40, _ => 1), Weight(108, _ => 1)).ToByteArray()), options));
+    }
+
+    [Fact]
+    public async Task BiasCorrection_CancelsTheMeanShiftOfEveryLayer()
+    {
+        // Inputs with a large mean make the shift ΔW·E[x] dominate the rounding error of each output channel.
+        float[] w1 = Weight(8 * 4, _ => 1), w2 = Weight(5 * 8, _ => 1), w3 = Weight(4 * 27, _ => 1);
+        byte[] original = Model(w1, w2, w3).ToByteArray();
+        float[][] xs = [.. Enumerable.Range(0, 8).Select(i => Weight(16, _ => 1).Select(v => 5 + v + i).ToArray())];
+        float[][] images = [.. Enumerable.Range(0, 8).Select(i => Weight(108, _ => 1).Select(v => 3 + v - i).ToArray())];
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> data = CalibrationDataSource.FromGenerator(8, i => (IReadOnlyCollection<NamedOnnxValue>)
+        [
+            NamedOnnxValue.CreateFromTensor("x", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(xs[i], [2, 8])),
+            NamedOnnxValue.CreateFromTensor("image", new Microsoft.ML.OnnxRuntime.Tensors.DenseTensor<float>(images[i], [1, 3, 6, 6])),
+        ]);
+
+        OnnxModel nearest = OnnxModel.Parse(original), corrected = OnnxModel.Parse(original);
+        OnnxWeightQuantizer.Quantize(nearest);
+        Assert.Equal(3, (await OnnxWeightQuantizer.QuantizeAsync(corrected, data)).Count);
+        Assert.Single(corrected.Proto.Graph.Node, n => n.OpType == "Add"); // MatMul had no bias: one was added
+        Assert.Equal(3, corrected.Proto.Graph.Node.Single(n => n.OpType == "Conv").Input.Count); // so had Conv
+        Assert.DoesNotContain(corrected.Proto.Graph.Initializer, t => t.Name == "bias"); // Gemm's bias was replaced, not kept beside
+
+        for (int output = 0; output < 3; output++)
+        {
+            double shiftNearest = MeanError(nearest, output), shiftCorrected = MeanError(corrected, output);
+            Assert.True(Math.Abs(shiftCorrected) < Math.Abs(shiftNearest) / 10, $"output {output}: mean error {shiftCorrected} corrected vs {shiftNearest}");
+        }
+
+        double MeanError(OnnxModel model, int output)
+        {
+            double sum = 0;
+            int count = 0;
+            for (int i = 0; i < 8; i++)
+            {
+                float[] expected = Run(original, xs[i], images[i], GraphOptimizationLevel.ORT_ENABLE_BASIC)[output];
+                float[] actual = Run(model.Proto.ToByteArray(), xs[i], images[i], GraphOptimizationLevel.ORT_ENABLE_BASIC)[output];
+                sum += actual.Zip(expected, (a, e) => (double)a - e).Sum();
+                count += expected.Length;
+            }
+
+            return sum / count;
+        }
+    }
+
     private static float[] Restored(float[] weight, int[] shape, int axis) =>
         QuantizedTensor.Quantize(weight, shape, QuantizationScheme.Int8PerChannel(axis)).Dequantize();
 
