@@ -1,0 +1,386 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+
+using static System.FormattableString;
+
+namespace Quantization;
+
+/// <summary>
+/// GPTQ weight quantization (Frantar, Ashkboos, Hoefler and Alistarh, 2022, "GPTQ: Accurate Post-Training Quantization for
+/// Generative Pre-trained Transformers"): quantizes a linear layer's weight one input column at a time and spreads each
+/// column's rounding error over the columns not yet quantized, weighted by the inverse Hessian of the layer's inputs, so
+/// that the layer's output error <c>‖X (W − Ŵ)‖²</c> on the calibration inputs X is much smaller than round-to-nearest's.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Parameters are "static groups": the scales and zero points are computed once, up front, from the original weight exactly
+/// as <see cref="QuantizedTensor.Quantize(ReadOnlySpan{float}, ReadOnlySpan{int}, QuantizationScheme, string?)"/> (RTN)
+/// computes them, so the result is stored and dequantized exactly like RTN's; only the integers differ. Each value is
+/// quantized with the scheme's convention (its division or reciprocal, its rounding), clamped to the scheme's
+/// [<see cref="QuantizationScheme.QuantMin"/>, <see cref="QuantizationScheme.QuantMax"/>]: for weights the error feedback
+/// has not changed (an uncorrelated input, or the first column) the integer is RTN's, bit for bit.
+/// </para>
+/// <para>
+/// The algorithm: inputs that were never active (H_ii = 0) get H_ii = 1 and a zero weight; λ = dampening × mean(diag H) is
+/// added to the diagonal; the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) is computed in double; columns are taken in
+/// blocks, each column j is quantized and its error (w − ŵ) / U_jj subtracted, times U_j,k, from every later column k —
+/// at once inside the block, in one batched update for the columns after it. The working copy of the weight is double.
+/// If the dampened Hessian is still not positive definite in floating point, the dampening is multiplied by 10, up to
+/// three times.
+/// </para>
+/// </remarks>
+public static class GptqQuantizer
+{
+    private const int DampeningRetries = 3;
+
+    /// <summary>Quantizes a 2-D linear weight with GPTQ.</summary>
+    /// <param name="weight">The weight, row-major: [N, K] (a torch Linear's [out, in]) or [K, N] (an ONNX MatMul's B).</param>
+    /// <param name="shape">The weight's shape; two dimensions.</param>
+    /// <param name="scheme">An 8-bit scheme (int8 or uint8), per tensor or per channel along either axis; the channel axis is the output axis N.</param>
+    /// <param name="hessian">The Hessian of the layer's inputs; its <see cref="HessianAccumulator.Features"/> must be K.</param>
+    /// <param name="options">The settings; the defaults (dampening 0.01, blocks of 128, index order) when <see langword="null"/>.</param>
+    /// <param name="name">The weight's name, used in messages and carried by the result.</param>
+    /// <param name="cancellationToken">Checked before the factorisation and between blocks of columns.</param>
+    /// <returns>The quantized weight, with RTN's parameters.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="scheme"/> or <paramref name="hessian"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">The shape is not 2-D or does not fit the data, the granularity is per group or per token, the input axis is the channel axis, or K is not the Hessian's feature count.</exception>
+    /// <exception cref="NotSupportedException">The scheme's type is 4-bit (packed storage is not supported yet).</exception>
+    /// <exception cref="NonFiniteValueException">The weight contains NaN or an infinity.</exception>
+    /// <exception cref="InvalidOperationException">The Hessian is not positive definite even with 1000 times the dampening.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled.</exception>
+    public static QuantizedTensor Quantize(ReadOnlySpan<float> weight, ReadOnlySpan<int> shape, QuantizationScheme scheme, HessianAccumulator hessian, GptqOptions? options = null, string? name = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        ArgumentNullException.ThrowIfNull(hessian);
+        return Quantize(weight, shape, scheme, hessian.ToMatrix(), hessian.Features, options, name, cancellationToken);
+    }
+
+    /// <summary>The core, on a K×K row-major Hessian that it takes over (it is modified).</summary>
+    internal static QuantizedTensor Quantize(ReadOnlySpan<float> weight, ReadOnlySpan<int> shape, QuantizationScheme scheme, double[] hessian, int features, GptqOptions? options, string? name, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        options ??= new GptqOptions();
+        (int inputAxis, bool perChannel) = ResolveAxes(shape, scheme, options, name);
+        int k = shape[inputAxis];
+        int n = shape[1 - inputAxis];
+        if (features != k)
+        {
+            throw new ArgumentException(Invariant($"{TensorNames.Describe(name)} has shape [{shape[0]}, {shape[1]}] with {k} input features on axis {inputAxis}, but the Hessian has {features}."), nameof(hessian));
+        }
+
+        Debug.Assert(hessian.Length == (long)k * k, "The Hessian is K×K.");
+
+        // RTN validates the data (length, NaN) and gives the parameters; the factors are what its kernel applied.
+        QuantizedTensor rtn = QuantizedTensor.Quantize(weight, shape, scheme, name);
+        QuantizationParameters parameters = rtn.Parameters;
+        float[] factors = ComputeFactors(weight, shape, scheme, parameters, name);
+        if (k == 0 || n == 0)
+        {
+            return rtn;
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
+
+        // The working copy, one row per input column: row k holds W[:, k] over the N outputs.
+        double[] columns = new double[(long)k * n];
+        for (int row = 0; row < shape[0]; row++)
+        {
+            for (int col = 0; col < shape[1]; col++)
+            {
+                (int input, int output) = inputAxis == 1 ? (col, row) : (row, col);
+                columns[((long)input * n) + output] = weight[(row * shape[1]) + col];
+            }
+        }
+
+        for (int i = 0; i < k; i++)
+        {
+            if (hessian[((long)i * k) + i] == 0)
+            {
+                hessian[((long)i * k) + i] = 1;
+                columns.AsSpan(i * n, n).Clear();
+            }
+        }
+
+        int[] order = ProcessingOrder(hessian, k, options.ActivationOrder);
+        double[] orderedColumns = columns;
+        if (options.ActivationOrder)
+        {
+            hessian = Permute(hessian, k, order);
+            orderedColumns = new double[columns.Length];
+            for (int j = 0; j < k; j++)
+            {
+                columns.AsSpan(order[j] * n, n).CopyTo(orderedColumns.AsSpan(j * n, n));
+            }
+        }
+
+        double[] upper = InverseUpperFactor(hessian, k, options.DampeningFraction, name);
+
+        int[] quantized = new int[k * n];
+        QuantizeColumns(orderedColumns, upper, k, n, scheme, parameters, factors, perChannel, options.BlockSize, quantized, cancellationToken);
+
+        byte[] data = new byte[k * n];
+        for (int j = 0; j < k; j++)
+        {
+            int input = order[j];
+            for (int output = 0; output < n; output++)
+            {
+                int index = inputAxis == 1 ? (output * k) + input : (input * n) + output;
+                data[index] = unchecked((byte)quantized[(j * n) + output]);
+            }
+        }
+
+        return new QuantizedTensor(data, shape, scheme, parameters, name);
+    }
+
+    /// <summary>
+    /// Computes the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU) into a K×K row-major array, or returns <see langword="false"/>
+    /// when <paramref name="hessian"/> is not positive definite in floating point. <paramref name="hessian"/> is not changed.
+    /// </summary>
+    /// <remarks>
+    /// With J the reversal permutation, the lower Cholesky factor L of JHJ gives H = (JLJ)(JLJ)ᵀ with JLJ upper triangular,
+    /// so H⁻¹ = UᵀU for U = (JLJ)⁻¹ = J L⁻¹ J, which is upper triangular with a positive diagonal: the factor sought. This
+    /// takes one factorisation and one triangular inverse instead of the reference's factorisation, inverse and second
+    /// factorisation.
+    /// </remarks>
+    internal static bool TryInverseUpperFactor(ReadOnlySpan<double> hessian, int k, Span<double> upper)
+    {
+        double[] lower = new double[k * k];
+        for (int i = 0; i < k; i++)
+        {
+            for (int j = 0; j <= i; j++)
+            {
+                lower[(i * k) + j] = hessian[((k - 1 - i) * k) + (k - 1 - j)];
+            }
+        }
+
+        // Cholesky, row by row: L_ij = (A_ij − L_i,:j · L_j,:j) / L_jj.
+        for (int i = 0; i < k; i++)
+        {
+            Span<double> rowI = lower.AsSpan(i * k, k);
+            for (int j = 0; j <= i; j++)
+            {
+                ReadOnlySpan<double> rowJ = lower.AsSpan(j * k, j);
+                double s = rowI[j] - TensorPrimitives.Dot(rowI[..j], rowJ);
+                if (i == j)
+                {
+                    if (!(s > 0) || !double.IsFinite(s))
+                    {
+                        return false;
+                    }
+
+                    rowI[i] = Math.Sqrt(s);
+                }
+                else
+                {
+                    rowI[j] = s / lower[(j * k) + j];
+                }
+            }
+        }
+
+        // M = L⁻¹, row by row: M_i,:i = −(Σ_t<i L_it M_t,:) / L_ii, M_ii = 1 / L_ii.
+        double[] inverse = new double[k * k];
+        for (int i = 0; i < k; i++)
+        {
+            Span<double> rowM = inverse.AsSpan(i * k, i + 1);
+            double diagonal = lower[(i * k) + i];
+            for (int t = 0; t < i; t++)
+            {
+                double l = lower[(i * k) + t];
+                if (l != 0)
+                {
+                    Span<double> head = rowM[..(t + 1)];
+                    TensorPrimitives.MultiplyAdd(inverse.AsSpan(t * k, t + 1), l, head, head);
+                }
+            }
+
+            TensorPrimitives.Multiply(rowM[..i], -1 / diagonal, rowM[..i]);
+            rowM[i] = 1 / diagonal;
+        }
+
+        upper[..(k * k)].Clear();
+        for (int i = 0; i < k; i++)
+        {
+            for (int j = i; j < k; j++)
+            {
+                upper[(i * k) + j] = inverse[((k - 1 - i) * k) + (k - 1 - j)];
+            }
+        }
+
+        return true;
+    }
+
+    private static (int InputAxis, bool PerChannel) ResolveAxes(ReadOnlySpan<int> shape, QuantizationScheme scheme, GptqOptions options, string? name)
+    {
+        if (shape.Length != 2)
+        {
+            throw new ArgumentException(Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape.ToArray())}]; GPTQ quantizes 2-D linear weights."), nameof(shape));
+        }
+
+        if (scheme.Type.GetBitWidth() != 8)
+        {
+            throw new NotSupportedException($"{TensorNames.Describe(name)}: {scheme.Type} storage (packed 4-bit) is not supported yet.");
+        }
+
+        int? channelAxis = scheme.Granularity.Kind switch
+        {
+            GranularityKind.PerTensor => null,
+            GranularityKind.PerChannel => scheme.Granularity.Axis,
+            _ => throw new ArgumentException($"{TensorNames.Describe(name)}: GPTQ supports per-tensor and per-channel schemes, not {scheme.Granularity}.", nameof(scheme)),
+        };
+        if (channelAxis is < -2 or > 1)
+        {
+            throw new ArgumentException(Invariant($"{TensorNames.Describe(name)}: channel axis {channelAxis} is outside a 2-D weight."), nameof(scheme));
+        }
+
+        int? channel = channelAxis < 0 ? channelAxis + 2 : channelAxis;
+        int input = options.InputAxis is int axis ? (axis < 0 ? axis + 2 : axis) : channel is int c ? 1 - c : 1;
+        if (input == channel)
+        {
+            throw new ArgumentException(Invariant($"{TensorNames.Describe(name)}: the input axis {input} cannot be the scheme's channel axis."), nameof(options));
+        }
+
+        return (input, channel is not null);
+    }
+
+    /// <summary>The quantize factors RTN's kernel applied for these parameters (for GgmlQ8_0, 1/d before d was rounded to fp16).</summary>
+    private static float[] ComputeFactors(ReadOnlySpan<float> weight, ReadOnlySpan<int> shape, QuantizationScheme scheme, QuantizationParameters parameters, string? name)
+    {
+        TensorLayout layout = TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
+        int count = layout.ParameterCount;
+        float[] mins = new float[count], maxs = new float[count], scales = new float[count], factors = new float[count];
+        int[] zeroPoints = new int[count];
+        QuantizationPrimitives.ObserveRanges(weight, layout, mins, maxs, NonFinitePolicy.Throw, name, nameof(weight));
+        QuantizationPrimitives.FillFromRanges(scheme, mins, maxs, scales, zeroPoints, factors, nameof(weight));
+        Debug.Assert(scales.AsSpan().SequenceEqual(parameters.Scales) && zeroPoints.AsSpan().SequenceEqual(parameters.ZeroPoints), "The observed parameters are RTN's.");
+        return factors;
+    }
+
+    /// <summary>The input columns in the order they are quantized: index order, or decreasing diag(H) (ties in index order).</summary>
+    private static int[] ProcessingOrder(double[] hessian, int k, bool activationOrder)
+    {
+        int[] order = Enumerable.Range(0, k).ToArray();
+        if (activationOrder)
+        {
+            double[] diagonal = new double[k];
+            for (int i = 0; i < k; i++)
+            {
+                diagonal[i] = hessian[((long)i * k) + i];
+            }
+
+            order = [.. order.OrderByDescending(i => diagonal[i])];
+        }
+
+        return order;
+    }
+
+    private static double[] Permute(double[] hessian, int k, int[] order)
+    {
+        double[] permuted = new double[(long)k * k];
+        for (int i = 0; i < k; i++)
+        {
+            for (int j = 0; j < k; j++)
+            {
+                permuted[((long)i * k) + j] = hessian[((long)order[i] * k) + order[j]];
+            }
+        }
+
+        return permuted;
+    }
+
+    /// <summary>Dampens the (permuted) Hessian and factors its inverse, raising the dampening tenfold while it is not positive definite.</summary>
+    private static double[] InverseUpperFactor(double[] hessian, int k, double dampeningFraction, string? name)
+    {
+        double meanDiagonal = 0;
+        for (int i = 0; i < k; i++)
+        {
+            meanDiagonal += hessian[((long)i * k) + i];
+        }
+
+        meanDiagonal /= k;
+        double[] dampened = new double[hessian.Length];
+        double[] upper = new double[hessian.Length];
+        double fraction = dampeningFraction;
+        for (int attempt = 0; attempt <= DampeningRetries; attempt++, fraction *= 10)
+        {
+            hessian.CopyTo(dampened, 0);
+            double lambda = fraction * meanDiagonal;
+            for (int i = 0; i < k; i++)
+            {
+                dampened[((long)i * k) + i] += lambda;
+            }
+
+            if (TryInverseUpperFactor(dampened, k, upper))
+            {
+                return upper;
+            }
+        }
+
+        throw new InvalidOperationException(Invariant($"{TensorNames.Describe(name)}: the Hessian is not positive definite even with dampening {fraction / 10} × mean(diag H); the calibration inputs may be degenerate or non-finite."));
+    }
+
+    /// <summary>The GPTQ loop over columns (rows of <paramref name="columns"/>) in blocks, with lazy batch updates.</summary>
+    private static void QuantizeColumns(double[] columns, double[] upper, int k, int n, QuantizationScheme scheme, QuantizationParameters parameters, float[] factors, bool perChannel, int blockSize, int[] quantized, CancellationToken cancellationToken)
+    {
+        ReadOnlySpan<float> scales = parameters.Scales;
+        ReadOnlySpan<int> zeroPoints = parameters.ZeroPoints;
+        NumericConvention convention = scheme.Convention;
+        float lo = scheme.QuantMin, hi = scheme.QuantMax;
+        int block = Math.Min(blockSize, k);
+        double[] errors = new double[block * n];
+        for (int start = 0; start < k; start += block)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            int end = Math.Min(start + block, k);
+            for (int j = start; j < end; j++)
+            {
+                Span<double> w = columns.AsSpan(j * n, n);
+                Span<double> error = errors.AsSpan((j - start) * n, n);
+                Span<int> q = quantized.AsSpan(j * n, n);
+                double d = upper[((long)j * k) + j];
+                for (int o = 0; o < n; o++)
+                {
+                    int p = perChannel ? o : 0;
+                    q[o] = QuantizeValue(convention, (float)w[o], factors[p], zeroPoints[p], lo, hi);
+                    float dequantized = (q[o] - zeroPoints[p]) * scales[p];
+                    error[o] = (w[o] - dequantized) / d;
+                }
+
+                for (int later = j + 1; later < end; later++)
+                {
+                    Subtract(columns.AsSpan(later * n, n), error, upper[((long)j * k) + later]);
+                }
+            }
+
+            for (int later = end; later < k; later++)
+            {
+                Span<double> target = columns.AsSpan(later * n, n);
+                for (int j = start; j < end; j++)
+                {
+                    Subtract(target, errors.AsSpan((j - start) * n, n), upper[((long)j * k) + later]);
+                }
+            }
+        }
+    }
+
+    /// <summary><c>target −= coefficient × error</c>.</summary>
+    private static void Subtract(Span<double> target, ReadOnlySpan<double> error, double coefficient)
+    {
+        if (coefficient != 0)
+        {
+            TensorPrimitives.MultiplyAdd(error, -coefficient, target, target);
+        }
+    }
+
+    /// <summary>One value through the kernels' scalar step, with the convention's scaling and rounding.</summary>
+    private static int QuantizeValue(NumericConvention convention, float x, float factor, int zeroPoint, float lo, float hi)
+    {
+        if (!convention.MultipliesByReciprocal)
+        {
+            return QuantizeOperator.Quantize<DivideScaling, RoundToEven>(x, factor, zeroPoint, lo, hi);
+        }
+
+        return convention.Rounding == MidpointRounding.AwayFromZero
+            ? QuantizeOperator.Quantize<MultiplyScaling, RoundAwayFromZero>(x, factor, zeroPoint, lo, hi)
+            : QuantizeOperator.Quantize<MultiplyScaling, RoundToEven>(x, factor, zeroPoint, lo, hi);
+    }
+}
