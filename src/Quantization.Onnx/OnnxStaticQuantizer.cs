@@ -219,6 +219,11 @@ public static class OnnxStaticQuantizer
     private static void Validate(OnnxModel model, OnnxStaticQuantizationOptions options)
     {
         OnnxWeightQuantizer.RequirePerAxisDequantize(model);
+        if (options.Weights.Gptq is not null)
+        {
+            throw new NotSupportedException("Static W8A8 rounds weights to nearest (with bias correction); GPTQ is applied by OnnxWeightQuantizer.QuantizeAsync.");
+        }
+
         if (options.ActivationScheme.Granularity.Kind != GranularityKind.PerTensor || options.ActivationScheme.Type is not (QuantizedType.Int8 or QuantizedType.UInt8))
         {
             throw new NotSupportedException($"QDQ activations are int8 or uint8 per tensor; the activation scheme is {options.ActivationScheme}.");

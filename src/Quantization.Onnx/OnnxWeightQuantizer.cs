@@ -26,6 +26,13 @@ public sealed class OnnxWeightQuantizationOptions
     /// <summary>Gets or sets the numeric convention of the weight parameters; <see cref="NumericConvention.Onnx"/> by default.</summary>
     public NumericConvention Convention { get; set; } = NumericConvention.Onnx;
 
+    /// <summary>
+    /// Gets or sets the GPTQ settings, or <see langword="null"/> (the default) to round to nearest. With calibration
+    /// data (<see cref="OnnxWeightQuantizer.QuantizeAsync"/>), the weights of MatMul and Gemm nodes are then rounded by
+    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest; Conv weights are rounded to nearest.
+    /// </summary>
+    public GptqOptions? Gptq { get; set; }
+
     /// <summary>Gets how <see cref="OnnxWeightQuantizer.QuantizeAsync"/> runs its calibration data (<see cref="OnnxStaticQuantizer"/> has its own).</summary>
     public OnnxCalibrationOptions Calibration { get; } = new();
 
@@ -75,7 +82,12 @@ public static class OnnxWeightQuantizer
         ArgumentNullException.ThrowIfNull(model);
         options ??= new OnnxWeightQuantizationOptions();
         RequirePerAxisDequantize(model);
-        return Quantize(model, options, correction: null);
+        if (options.Gptq is not null)
+        {
+            throw new InvalidOperationException("GPTQ needs calibration data: call QuantizeAsync, or set Gptq to null to round to nearest.");
+        }
+
+        return Quantize(model, options, correction: null, hessians: null);
     }
 
     /// <summary>
@@ -105,26 +117,29 @@ public static class OnnxWeightQuantizer
         ArgumentNullException.ThrowIfNull(calibrationData);
         options ??= new OnnxWeightQuantizationOptions();
         RequirePerAxisDequantize(model);
-        BiasCorrection correction = await MeasureInputMeansAsync(model, options, calibrationData, progress, cancellationToken).ConfigureAwait(false);
-        return Quantize(model, options, correction);
-    }
-
-    /// <summary>Runs the calibration data through the model and collects the input means of every node whose weight the rules quantize.</summary>
-    internal static async Task<BiasCorrection> MeasureInputMeansAsync(OnnxModel model, OnnxWeightQuantizationOptions options, ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData, IProgress<CalibrationProgress>? progress, CancellationToken cancellationToken)
-    {
-        OnnxGraphEditor editor = new(model);
         BiasCorrection correction = new();
+        GptqHessians? hessians = options.Gptq is null ? null : new GptqHessians();
+        OnnxGraphEditor editor = new(model);
         foreach (NodeProto node in editor.Graph.Node.Where(n => options.Selects(n) && WeightOf(editor, n) is not null))
         {
             correction.Track(node);
+            IReadOnlyList<long> dims = editor.ConstantShape(node.Input[1])!;
+            if (hessians is not null && GptqHessians.Supports(node, dims.Count))
+            {
+                bool transposed = node.OpType == "Gemm" && node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1;
+                hessians.Track(node, checked((int)dims[transposed ? 1 : 0]));
+            }
         }
 
-        using OnnxCalibrator calibrator = new(model, correction.TensorNames, createObserver: null, options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: correction);
-        await calibrator.RunAsync(calibrationData, progress, cancellationToken).ConfigureAwait(false);
-        return correction;
+        using (OnnxCalibrator calibrator = new(model, correction.TensorNames, createObserver: null, options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: hessians is null ? correction : new Tee(correction, hessians)))
+        {
+            await calibrator.RunAsync(calibrationData, progress, cancellationToken).ConfigureAwait(false);
+        }
+
+        return Quantize(model, options, correction, hessians, cancellationToken);
     }
 
-    private static List<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions options, BiasCorrection? correction)
+    private static List<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions options, BiasCorrection? correction, GptqHessians? hessians, CancellationToken cancellationToken = default)
     {
         OnnxGraphEditor editor = new(model);
         List<OnnxWeightReport> reports = [];
@@ -137,7 +152,9 @@ public static class OnnxWeightQuantizer
 
             (float[] values, int[] shape) = editor.Take(weightName);
             QuantizationScheme scheme = WeightScheme(node, shape.Length, options);
-            QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
+            QuantizedTensor quantized = hessians?.For(node) is HessianAccumulator hessian && options.Gptq is GptqOptions gptq
+                ? GptqQuantizer.Quantize(values, shape, scheme, hessian, InputAxis(node, gptq), weightName, cancellationToken)
+                : QuantizedTensor.Quantize(values, shape, scheme, weightName);
             int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
             editor.AddDequantized(weightName, quantized, axis);
             if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
@@ -151,6 +168,15 @@ public static class OnnxWeightQuantizer
         editor.Commit();
         return reports;
     }
+
+    /// <summary>The GPTQ settings with the weight's input axis: 0 for MatMul's [K, N] and Gemm's, 1 for Gemm with transB.</summary>
+    private static GptqOptions InputAxis(NodeProto node, GptqOptions options) => new()
+    {
+        DampeningFraction = options.DampeningFraction,
+        BlockSize = options.BlockSize,
+        ActivationOrder = options.ActivationOrder,
+        InputAxis = node.OpType == "Gemm" && node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1 ? 1 : 0,
+    };
 
     /// <summary>Throws unless the model imports opset 13 or later, which per-axis DequantizeLinear needs.</summary>
     internal static void RequirePerAxisDequantize(OnnxModel model)

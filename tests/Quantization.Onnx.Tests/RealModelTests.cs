@@ -37,6 +37,11 @@ public class RealModelTests(ITestOutputHelper output)
         double[] all = Report("bias-corrected, default level, MatMulNBits kept in float", Embed(corrected.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL, keepFloat: true));
         Assert.True(basic.Average() >= 0.9995, $"basic level: mean cosine {basic.Average()}");
         Assert.True(all.Average() >= 0.9995, $"default level in float: mean cosine {all.Average()}");
+        OnnxModel gptq = OnnxModel.Parse(original);
+        OnnxWeightQuantizationOptions gptqOptions = new() { Gptq = new GptqOptions() };
+        await OnnxWeightQuantizer.QuantizeAsync(gptq, CalibrationDataSource.FromBatches(calibration.Select(s => MiniLM.Feed(tokenizer, s))), gptqOptions);
+        double[] withGptq = Report("GPTQ and bias-corrected, basic level", Embed(gptq.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_BASIC));
+        Assert.True(withGptq.Average() > basic.Average(), "GPTQ should recover more than rounding to nearest");
         Assert.True(fused.Average() < all.Average(), "ONNX Runtime's default MatMulNBits accuracy level quantizes activations; if it no longer does, the advice in SessionOptionsExtensions is stale");
 
         float[][] Embed(byte[] bytes, GraphOptimizationLevel level, bool keepFloat = false)
