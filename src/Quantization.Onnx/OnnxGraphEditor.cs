@@ -9,7 +9,9 @@ namespace Quantization.Onnx;
 /// <summary>
 /// The graph edits the quantizers share: taking float weights out of initializers or Constant nodes, adding quantized
 /// tensors with their DequantizeLinear, and inserting QuantizeLinear/DequantizeLinear pairs on activations, with names
-/// that never collide with the graph's. Edits are queued and applied in an order that keeps the node list sorted.
+/// that never collide with the graph's. The edits go to a copy of the graph, queued and applied by <see cref="Commit"/>
+/// in an order that keeps the node list sorted; only then does the copy replace the model's graph, so a quantizer that
+/// fails half-way leaves the model as it was.
 /// </summary>
 internal sealed class OnnxGraphEditor
 {
@@ -23,11 +25,17 @@ internal sealed class OnnxGraphEditor
     private readonly List<(NodeProto Before, NodeProto[] Nodes)> _insertions = [];
     private readonly List<(NodeProto After, NodeProto Node)> _appendices = [];
     private readonly HashSet<string> _replaced = new(StringComparer.Ordinal);
+    private readonly List<NodeProto> _removedNodes = [];
+    private readonly bool _readOnly;
 
-    public OnnxGraphEditor(OnnxModel model)
+    /// <summary>Initializes a new instance of the <see cref="OnnxGraphEditor"/> class.</summary>
+    /// <param name="model">The model.</param>
+    /// <param name="readOnly">Only queries, no copy of the graph and no <see cref="Commit"/>.</param>
+    public OnnxGraphEditor(OnnxModel model, bool readOnly = false)
     {
         _model = model;
-        _graph = model.Proto.Graph;
+        _readOnly = readOnly;
+        _graph = readOnly ? model.Proto.Graph : model.Proto.Graph.Clone();
         _initializers = _graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
         _constants = _graph.Node
             .Where(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.Any(a => a.Name == "value" && a.T?.DataType == (int)TensorProto.Types.DataType.Float))
@@ -85,6 +93,13 @@ internal sealed class OnnxGraphEditor
     {
         _replaced.Add(node.Input[input]);
         node.Input[input] = value;
+    }
+
+    /// <summary>Queues a node's removal; its inputs' initializers go at <see cref="Commit"/> if nothing reads them any more.</summary>
+    public void RemoveNode(NodeProto node)
+    {
+        _removedNodes.Add(node);
+        _replaced.UnionWith(node.Input);
     }
 
     /// <summary>Queues a node to go right after another.</summary>
@@ -169,6 +184,16 @@ internal sealed class OnnxGraphEditor
     /// <summary>Applies the queued edits: removes taken Constant nodes and inserts the new nodes where they belong.</summary>
     public void Commit()
     {
+        if (_readOnly)
+        {
+            throw new InvalidOperationException("A read-only editor has nothing to commit.");
+        }
+
+        foreach (NodeProto node in _removedNodes)
+        {
+            _graph.Node.Remove(node);
+        }
+
         foreach ((NodeProto anchor, NodeProto node) in _appendices)
         {
             _graph.Node.Insert(_graph.Node.IndexOf(anchor) + 1, node);
@@ -180,6 +205,11 @@ internal sealed class OnnxGraphEditor
             if (_initializers.Remove(name, out TensorProto? initializer))
             {
                 _graph.Initializer.Remove(initializer);
+                ValueInfoProto? input = _graph.Input.FirstOrDefault(i => i.Name == name);
+                if (input is not null)
+                {
+                    _graph.Input.Remove(input); // old IR versions list initializers as graph inputs too
+                }
             }
             else if (_constants.Remove(name, out NodeProto? constant))
             {
@@ -207,7 +237,9 @@ internal sealed class OnnxGraphEditor
             _graph.Node.Insert(0, _leadingNodes[i]);
         }
 
+        _model.Proto.Graph = _graph;
         _removedConstants.Clear();
+        _removedNodes.Clear();
         _insertions.Clear();
         _appendices.Clear();
         _replaced.Clear();

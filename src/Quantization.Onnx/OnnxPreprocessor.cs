@@ -24,12 +24,12 @@ public static class OnnxPreprocessor
     public static int FoldBatchNormalization(OnnxModel model)
     {
         ArgumentNullException.ThrowIfNull(model);
-        GraphProto graph = model.Proto.Graph;
+        OnnxGraphEditor editor = new(model);
+        GraphProto graph = editor.Graph;
         Dictionary<string, TensorProto> initializers = graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
         Dictionary<string, int> uses = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).GroupBy(n => n, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
         Dictionary<string, NodeProto> producers = graph.Node.SelectMany(n => n.Output.Select(o => (Output: o, Node: n))).ToDictionary(p => p.Output, p => p.Node, StringComparer.Ordinal);
-        OnnxGraphEditor editor = new(model);
-        List<NodeProto> folded = [];
+        int folded = 0;
         foreach (NodeProto norm in graph.Node.Where(n => n.OpType == "BatchNormalization" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Input.Count == 5))
         {
             if (!producers.TryGetValue(norm.Input[0], out NodeProto? conv) || conv.OpType != "Conv" || uses[norm.Input[0]] != 1
@@ -60,10 +60,10 @@ public static class OnnxPreprocessor
 
             string weightName = editor.AddInitializer(conv.Input[1] + "_folded", TensorProto.Types.DataType.Float, dims, MemoryMarshal.AsBytes<float>(weight));
             string biasName = editor.AddInitializer((conv.Input.Count > 2 ? conv.Input[2] : conv.Name + "_bias") + "_folded", TensorProto.Types.DataType.Float, [channels], MemoryMarshal.AsBytes<float>(foldedBias));
-            conv.Input[1] = weightName;
+            editor.Rewire(conv, 1, weightName);
             if (conv.Input.Count > 2)
             {
-                conv.Input[2] = biasName;
+                editor.Rewire(conv, 2, biasName);
             }
             else
             {
@@ -71,36 +71,18 @@ public static class OnnxPreprocessor
             }
 
             conv.Output[0] = norm.Output[0];
-            folded.Add(norm);
-        }
-
-        foreach (NodeProto norm in folded)
-        {
-            graph.Node.Remove(norm);
+            editor.RemoveNode(norm);
             ValueInfoProto? stale = graph.ValueInfo.FirstOrDefault(v => v.Name == norm.Input[0]);
             if (stale is not null)
             {
                 graph.ValueInfo.Remove(stale);
             }
+
+            folded++;
         }
 
-        RemoveUnusedInitializers(graph);
-        return folded.Count;
-    }
-
-    /// <summary>Removes initializers no node reads and no graph output names (and their entries among old-IR graph inputs).</summary>
-    private static void RemoveUnusedInitializers(GraphProto graph)
-    {
-        HashSet<string> used = new(graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)), StringComparer.Ordinal);
-        foreach (TensorProto unused in graph.Initializer.Where(t => !used.Contains(t.Name)).ToList())
-        {
-            graph.Initializer.Remove(unused);
-            ValueInfoProto? input = graph.Input.FirstOrDefault(i => i.Name == unused.Name);
-            if (input is not null)
-            {
-                graph.Input.Remove(input);
-            }
-        }
+        editor.Commit();
+        return folded;
     }
 
     private static float[] Parameter(OnnxModel model, TensorProto tensor, int channels, string node)

@@ -87,7 +87,7 @@ public static class OnnxStaticQuantizer
         if (options.BiasCorrection)
         {
             correction = new BiasCorrection();
-            OnnxGraphEditor editor = new(model);
+            OnnxGraphEditor editor = new(model, readOnly: true);
             foreach (NodeProto node in editor.Graph.Node.Where(n => options.Weights.Selects(n) && OnnxWeightQuantizer.WeightOf(editor, n) is not null))
             {
                 correction.Track(node);
@@ -207,7 +207,7 @@ public static class OnnxStaticQuantizer
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new OnnxStaticQuantizationOptions();
-        OnnxGraphEditor editor = new(model);
+        OnnxGraphEditor editor = new(model, readOnly: true);
         HashSet<string> constants = new(model.Proto.Graph.Initializer.Select(t => t.Name).Concat(model.Proto.Graph.Node.Where(n => n.OpType == "Constant").SelectMany(n => n.Output)), StringComparer.Ordinal);
         return [.. model.Proto.Graph.Node
             .Where(n => IsActivationNode(n, options))

@@ -119,7 +119,7 @@ public static class OnnxWeightQuantizer
         RequirePerAxisDequantize(model);
         BiasCorrection correction = new();
         GptqHessians? hessians = options.Gptq is null ? null : new GptqHessians();
-        OnnxGraphEditor editor = new(model);
+        OnnxGraphEditor editor = new(model, readOnly: true);
         foreach (NodeProto node in editor.Graph.Node.Where(n => options.Selects(n) && WeightOf(editor, n) is not null))
         {
             correction.Track(node);

@@ -87,6 +87,17 @@ public class OnnxWeightQuantizerTests
     }
 
     [Fact]
+    public void AWeightWithTooFewBytes_FailsByName_AndLeavesTheModelAsItWas()
+    {
+        ModelProto proto = Model(Weight(32, _ => 1), Weight(40, _ => 1), Weight(108, _ => 1));
+        TensorProto w3 = proto.Graph.Initializer.Single(t => t.Name == "w3");
+        w3.RawData = ByteString.CopyFrom(w3.RawData.Span[..100]);
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        Assert.Contains("'w3'", Assert.Throws<InvalidDataException>(() => OnnxWeightQuantizer.Quantize(model)).Message, StringComparison.Ordinal);
+        Assert.Equal(proto, model.Proto); // w1 and w2 were quantized on a copy that was dropped
+    }
+
+    [Fact]
     public void IncludePatternsAndPerNodeSchemes_DecideEachWeight()
     {
         OnnxModel model = OnnxModel.Parse(Model(Weight(32, _ => 1), Weight(40, _ => 1), Weight(108, _ => 1)).ToByteArray());
