@@ -1,0 +1,243 @@
+using System.Buffers.Binary;
+using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
+
+namespace Quantization;
+
+/// <summary>
+/// A safetensors file opened for reading: its header is parsed and checked on <see cref="Open"/>, and the file is
+/// memory-mapped so that <see cref="GetBytes"/> hands out each tensor's bytes without copying them.
+/// </summary>
+/// <remarks>
+/// The header is hostile input (see <see cref="Open"/>). Spans from <see cref="GetBytes"/> and <see cref="GetSpan{T}"/>
+/// are valid until the file is disposed. Thread-safe for reading.
+/// </remarks>
+public sealed unsafe class SafeTensorsFile : IDisposable
+{
+    /// <summary>The largest header accepted: 100 MB, as the reference implementation allows.</summary>
+    public const long MaxHeaderSize = 100_000_000;
+
+    private readonly MemoryMappedFile? _map;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _data;
+    private readonly Dictionary<string, SafeTensorInfo> _byName;
+    private bool _disposed;
+
+    private SafeTensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, byte* data, List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
+    {
+        Path = path;
+        _map = map;
+        _view = view;
+        _data = data;
+        Tensors = tensors;
+        Metadata = metadata;
+        _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
+    }
+
+    /// <summary>Gets the file's path.</summary>
+    public string Path { get; }
+
+    /// <summary>Gets the tensors, in the order of their data in the file.</summary>
+    public IReadOnlyList<SafeTensorInfo> Tensors { get; }
+
+    /// <summary>Gets the header's <c>__metadata__</c> strings (empty when it has none).</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+
+    /// <summary>Gets a tensor's description by name.</summary>
+    /// <param name="name">The tensor's name.</param>
+    /// <returns>The description.</returns>
+    /// <exception cref="KeyNotFoundException">The file has no tensor of that name.</exception>
+    public SafeTensorInfo this[string name] =>
+        _byName.TryGetValue(name, out SafeTensorInfo? info) ? info : throw new KeyNotFoundException($"'{Path}' has no tensor '{name}'.");
+
+    /// <summary>
+    /// Opens a file and checks its header: a length within the file and at most <see cref="MaxHeaderSize"/>, valid
+    /// UTF-8 JSON, known dtypes, non-negative shapes whose byte count does not overflow and matches the data offsets,
+    /// and tensors that tile the data section in order with no overlap and no gap.
+    /// </summary>
+    /// <param name="path">The file.</param>
+    /// <returns>The open file; dispose it to unmap.</returns>
+    /// <exception cref="InvalidDataException">The file is not a valid safetensors file; the message names the rule broken.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static SafeTensorsFile Open(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        using FileStream stream = new(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        long fileLength = stream.Length;
+        if (fileLength < SafeTensorsHeader.PrefixSize)
+        {
+            throw new InvalidDataException($"'{path}': {fileLength} bytes is too short for a safetensors file (the header length alone takes 8).");
+        }
+
+        Span<byte> prefix = stackalloc byte[SafeTensorsHeader.PrefixSize];
+        stream.ReadExactly(prefix);
+        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
+        if (headerLength > MaxHeaderSize || headerLength > (ulong)(fileLength - SafeTensorsHeader.PrefixSize))
+        {
+            throw new InvalidDataException(FormattableString.Invariant($"'{path}': the header claims {headerLength} bytes; the file has {fileLength - SafeTensorsHeader.PrefixSize} after the length and at most {MaxHeaderSize} are accepted."));
+        }
+
+        byte[] header = new byte[headerLength];
+        stream.ReadExactly(header);
+        long dataStart = SafeTensorsHeader.PrefixSize + (long)headerLength;
+        (List<SafeTensorInfo> tensors, Dictionary<string, string> metadata) = SafeTensorsHeader.Parse(header, fileLength - dataStart, path);
+        for (int i = 0; i < tensors.Count; i++)
+        {
+            tensors[i] = tensors[i] with { Offset = tensors[i].Offset + dataStart };
+        }
+
+        if (fileLength == dataStart)
+        {
+            return new SafeTensorsFile(path, null, null, null, tensors, metadata);
+        }
+
+        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+        MemoryMappedViewAccessor? view = null;
+        try
+        {
+            view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+            byte* pointer = null;
+            view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
+            return new SafeTensorsFile(path, map, view, pointer + view.PointerOffset, tensors, metadata);
+        }
+        catch
+        {
+            view?.Dispose();
+            map.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Gets a tensor's bytes, straight from the mapped file.</summary>
+    /// <param name="name">The tensor's name.</param>
+    /// <returns>The bytes, little-endian, row-major.</returns>
+    /// <exception cref="KeyNotFoundException">The file has no tensor of that name.</exception>
+    /// <exception cref="NotSupportedException">The tensor has more bytes than a span can hold (2 GB); read it with <see cref="GetBytes(SafeTensorInfo, long, int)"/> in parts.</exception>
+    /// <exception cref="ObjectDisposedException">The file is disposed.</exception>
+    public ReadOnlySpan<byte> GetBytes(string name)
+    {
+        SafeTensorInfo info = this[name];
+        if (info.Length > int.MaxValue)
+        {
+            throw new NotSupportedException(FormattableString.Invariant($"Tensor '{name}' has {info.Length} bytes, more than a span can hold; read it in parts."));
+        }
+
+        return GetBytes(info, 0, (int)info.Length);
+    }
+
+    /// <summary>Gets part of a tensor's bytes, straight from the mapped file.</summary>
+    /// <param name="tensor">The tensor, one of <see cref="Tensors"/>.</param>
+    /// <param name="start">The first byte, counted from the tensor's start.</param>
+    /// <param name="length">The number of bytes.</param>
+    /// <returns>The bytes.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not within the tensor.</exception>
+    /// <exception cref="ObjectDisposedException">The file is disposed.</exception>
+    public ReadOnlySpan<byte> GetBytes(SafeTensorInfo tensor, long start, int length)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (!_byName.TryGetValue(tensor.Name, out SafeTensorInfo? own) || own != tensor)
+        {
+            throw new ArgumentException($"Tensor '{tensor.Name}' is not one of '{Path}'.", nameof(tensor));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start, tensor.Length - length, nameof(start));
+        return length == 0 ? [] : new ReadOnlySpan<byte>(_data + tensor.Offset + start, length);
+    }
+
+    /// <summary>Gets a tensor's elements as a span of their .NET type, straight from the mapped file.</summary>
+    /// <typeparam name="T">The element type: it must have the tensor's element size (e.g. <see cref="float"/> for F32, <see cref="Half"/> for F16, <see cref="ushort"/> for BF16, <see cref="sbyte"/> for I8).</typeparam>
+    /// <param name="name">The tensor's name.</param>
+    /// <returns>The elements.</returns>
+    /// <exception cref="ArgumentException"><typeparamref name="T"/> does not have the tensor's element size.</exception>
+    public ReadOnlySpan<T> GetSpan<T>(string name)
+        where T : unmanaged
+    {
+        SafeTensorInfo info = this[name];
+        if (sizeof(T) != info.DataType.ElementSize())
+        {
+            throw new ArgumentException($"Tensor '{name}' is {info.DataType.HeaderName()} ({info.DataType.ElementSize()} bytes per element), not {typeof(T).Name} ({sizeof(T)}).", nameof(T));
+        }
+
+        return MemoryMarshal.Cast<byte, T>(GetBytes(name));
+    }
+
+    /// <summary>Reads a float tensor (F16, BF16, F32 or F64) as float32, from element <paramref name="start"/> on, into <paramref name="destination"/>.</summary>
+    /// <param name="tensor">The tensor, one of <see cref="Tensors"/>.</param>
+    /// <param name="start">The first element.</param>
+    /// <param name="destination">Receives as many elements as it holds.</param>
+    /// <exception cref="NotSupportedException">The tensor is not a float tensor.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not within the tensor.</exception>
+    public void ReadSingles(SafeTensorInfo tensor, long start, Span<float> destination)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        int size = tensor.DataType.ElementSize();
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ReadOnlySpan<byte> bytes = GetBytes(tensor, checked(start * size), checked(destination.Length * size));
+        switch (tensor.DataType)
+        {
+            case SafeTensorDataType.Float32:
+                MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
+                break;
+            case SafeTensorDataType.Float16:
+                System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(MemoryMarshal.Cast<byte, Half>(bytes), destination);
+                break;
+            case SafeTensorDataType.BFloat16:
+                ReadOnlySpan<ushort> halves = MemoryMarshal.Cast<byte, ushort>(bytes);
+                Span<uint> words = MemoryMarshal.Cast<float, uint>(destination);
+                for (int i = 0; i < halves.Length; i++)
+                {
+                    words[i] = (uint)halves[i] << 16;
+                }
+
+                break;
+            case SafeTensorDataType.Float64:
+                ReadOnlySpan<double> doubles = MemoryMarshal.Cast<byte, double>(bytes);
+                for (int i = 0; i < doubles.Length; i++)
+                {
+                    destination[i] = (float)doubles[i];
+                }
+
+                break;
+            default:
+                throw new NotSupportedException($"Tensor '{tensor.Name}' is {tensor.DataType.HeaderName()}, not a float type (F16, BF16, F32, F64).");
+        }
+    }
+
+    /// <summary>Reads a whole float tensor as float32.</summary>
+    /// <param name="name">The tensor's name.</param>
+    /// <returns>The values.</returns>
+    /// <exception cref="NotSupportedException">The tensor is not a float tensor, or has more elements than an array can hold.</exception>
+    public float[] ReadSingles(string name)
+    {
+        SafeTensorInfo info = this[name];
+        if (info.ElementCount > Array.MaxLength)
+        {
+            throw new NotSupportedException(FormattableString.Invariant($"Tensor '{name}' has {info.ElementCount} elements, more than an array can hold."));
+        }
+
+        float[] values = new float[info.ElementCount];
+        ReadSingles(info, 0, values);
+        return values;
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        if (_disposed)
+        {
+            return;
+        }
+
+        _disposed = true;
+        if (_view is not null)
+        {
+            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            _view.Dispose();
+        }
+
+        _map?.Dispose();
+    }
+}
