@@ -1,6 +1,9 @@
+using System.Buffers;
 using System.Buffers.Binary;
 using System.IO.MemoryMappedFiles;
 using System.Runtime.InteropServices;
+
+using Microsoft.Win32.SafeHandles;
 
 namespace Quantization;
 
@@ -21,11 +24,13 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     private readonly MemoryMappedViewAccessor? _view;
     private readonly byte* _data;
     private readonly Dictionary<string, SafeTensorInfo> _byName;
+    private readonly SafeFileHandle _handle;
     private bool _disposed;
 
-    private SafeTensorsFile(string path, MemoryMappedFile? map, MemoryMappedViewAccessor? view, byte* data, List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
+    private SafeTensorsFile(string path, SafeFileHandle handle, MemoryMappedFile? map, MemoryMappedViewAccessor? view, byte* data, List<SafeTensorInfo> tensors, Dictionary<string, string> metadata)
     {
         Path = path;
+        _handle = handle;
         _map = map;
         _view = view;
         _data = data;
@@ -86,24 +91,27 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             tensors[i] = tensors[i] with { Offset = tensors[i].Offset + dataStart };
         }
 
+        SafeFileHandle handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         if (fileLength == dataStart)
         {
-            return new SafeTensorsFile(path, null, null, null, tensors, metadata);
+            return new SafeTensorsFile(path, handle, null, null, null, tensors, metadata);
         }
 
-        MemoryMappedFile map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+        MemoryMappedFile? map = null;
         MemoryMappedViewAccessor? view = null;
         try
         {
+            map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
             view = map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             byte* pointer = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-            return new SafeTensorsFile(path, map, view, pointer + view.PointerOffset, tensors, metadata);
+            return new SafeTensorsFile(path, handle, map, view, pointer + view.PointerOffset, tensors, metadata);
         }
         catch
         {
             view?.Dispose();
-            map.Dispose();
+            map?.Dispose();
+            handle.Dispose();
             throw;
         }
     }
@@ -134,17 +142,31 @@ public sealed unsafe class SafeTensorsFile : IDisposable
     /// <exception cref="ObjectDisposedException">The file is disposed.</exception>
     public ReadOnlySpan<byte> GetBytes(SafeTensorInfo tensor, long start, int length)
     {
-        ArgumentNullException.ThrowIfNull(tensor);
-        ObjectDisposedException.ThrowIf(_disposed, this);
-        ArgumentOutOfRangeException.ThrowIfNegative(start);
-        ArgumentOutOfRangeException.ThrowIfNegative(length);
-        if (!_byName.TryGetValue(tensor.Name, out SafeTensorInfo? own) || own != tensor)
-        {
-            throw new ArgumentException($"Tensor '{tensor.Name}' is not one of '{Path}'.", nameof(tensor));
-        }
-
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(start, tensor.Length - length, nameof(start));
+        CheckRange(tensor, start, length);
         return length == 0 ? [] : new ReadOnlySpan<byte>(_data + tensor.Offset + start, length);
+    }
+
+    /// <summary>Copies part of a tensor's bytes by reading the file (not through the mapping).</summary>
+    /// <param name="tensor">The tensor, one of <see cref="Tensors"/>.</param>
+    /// <param name="start">The first byte, counted from the tensor's start.</param>
+    /// <param name="destination">Receives as many bytes as it holds.</param>
+    /// <exception cref="ArgumentOutOfRangeException">The range is not within the tensor.</exception>
+    /// <exception cref="IOException">The file cannot be read, or has shrunk since it was opened.</exception>
+    public void ReadBytes(SafeTensorInfo tensor, long start, Span<byte> destination)
+    {
+        CheckRange(tensor, start, destination.Length);
+        long offset = tensor.Offset + start;
+        while (!destination.IsEmpty)
+        {
+            int read = RandomAccess.Read(_handle, destination, offset);
+            if (read == 0)
+            {
+                throw new IOException(FormattableString.Invariant($"'{Path}' ended at {offset} while reading tensor '{tensor.Name}'; it changed since it was opened."));
+            }
+
+            destination = destination[read..];
+            offset += read;
+        }
     }
 
     /// <summary>Gets a tensor's elements as a span of their .NET type, straight from the mapped file.</summary>
@@ -175,7 +197,21 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         ArgumentNullException.ThrowIfNull(tensor);
         int size = tensor.DataType.ElementSize();
         ArgumentOutOfRangeException.ThrowIfNegative(start);
-        ReadOnlySpan<byte> bytes = GetBytes(tensor, checked(start * size), checked(destination.Length * size));
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(checked(destination.Length * size));
+        try
+        {
+            Span<byte> bytes = buffer.AsSpan(0, destination.Length * size);
+            ReadBytes(tensor, checked(start * size), bytes);
+            Convert(tensor, bytes, destination);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private static void Convert(SafeTensorInfo tensor, ReadOnlySpan<byte> bytes, Span<float> destination)
+    {
         switch (tensor.DataType)
         {
             case SafeTensorDataType.Float32:
@@ -206,6 +242,20 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         }
     }
 
+    private void CheckRange(SafeTensorInfo tensor, long start, int length)
+    {
+        ArgumentNullException.ThrowIfNull(tensor);
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentOutOfRangeException.ThrowIfNegative(start);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        if (!_byName.TryGetValue(tensor.Name, out SafeTensorInfo? own) || own != tensor)
+        {
+            throw new ArgumentException($"Tensor '{tensor.Name}' is not one of '{Path}'.", nameof(tensor));
+        }
+
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(start, tensor.Length - length, nameof(start));
+    }
+
     /// <summary>Reads a whole float tensor as float32.</summary>
     /// <param name="name">The tensor's name.</param>
     /// <returns>The values.</returns>
@@ -232,6 +282,7 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         }
 
         _disposed = true;
+        _handle.Dispose();
         if (_view is not null)
         {
             _view.SafeMemoryMappedViewHandle.ReleasePointer();
