@@ -1,5 +1,7 @@
 using System.Numerics.Tensors;
 
+using System.Runtime.InteropServices;
+
 using Quantization.Onnx.Protos;
 
 namespace Quantization.Onnx;
@@ -13,128 +15,150 @@ namespace Quantization.Onnx;
 /// </summary>
 internal sealed class BiasCorrection : IActivationRecorder
 {
-    private readonly Dictionary<string, ChannelSums> _inputs = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, List<ChannelSums>> _inputs = new(StringComparer.Ordinal);
 
     /// <summary>Gets the names of the tensors whose per-channel means are collected.</summary>
     public IEnumerable<string> TensorNames => _inputs.Keys;
 
-    /// <summary>Collects the means of a layer's input along its feature axis: 1 for Conv (NCHW), the last for MatMul and Gemm.</summary>
+    /// <summary>Whether the correction models a node: Conv, MatMul with a 2-D weight, Gemm without transA and with alpha = beta = 1.</summary>
+    public static bool Supports(NodeProto node, int weightRank) => node.OpType switch
+    {
+        "Conv" => weightRank >= 3,
+        "MatMul" => weightRank == 2,
+        "Gemm" => node.FindAttribute("transA")?.I is null or 0 && node.FindAttribute("alpha")?.F is null or 1 && node.FindAttribute("beta")?.F is null or 1,
+        _ => false,
+    };
+
+    /// <summary>Collects the means of a supported node's input along its feature axis: 1 for Conv (NCHW), the last for MatMul and Gemm.</summary>
     public void Track(NodeProto node)
     {
-        if (!_inputs.ContainsKey(node.Input[0]))
+        int axis = node.OpType == "Conv" ? 1 : -1;
+        List<ChannelSums> sums = _inputs.TryGetValue(node.Input[0], out List<ChannelSums>? existing) ? existing : _inputs[node.Input[0]] = [];
+        if (!sums.Any(s => s.Axis == axis))
         {
-            _inputs.Add(node.Input[0], new ChannelSums(node.OpType == "Conv" ? 1 : -1));
+            sums.Add(new ChannelSums(axis));
         }
     }
 
     /// <inheritdoc/>
     public void Record(string name, ReadOnlySpan<float> values, ReadOnlySpan<int> shape)
     {
-        if (_inputs.TryGetValue(name, out ChannelSums? sums))
+        if (_inputs.TryGetValue(name, out List<ChannelSums>? sums))
         {
-            sums.Add(values, shape, name);
+            foreach (ChannelSums axis in sums)
+            {
+                axis.Add(values, shape, name);
+            }
         }
     }
 
     /// <summary>
     /// The shift ΔW·E[x] per output channel of a node whose weight was quantized, or <see langword="null"/> when the
-    /// node is not one this correction models (ConvTranspose, Gemm with transA, alpha or beta other than 1, batched
-    /// MatMul weights) or its input was not seen.
+    /// node is not supported or its input was not seen.
     /// </summary>
     public float[]? Shift(NodeProto node, ReadOnlySpan<float> weight, ReadOnlySpan<float> restored, ReadOnlySpan<int> shape)
     {
-        if (!_inputs.TryGetValue(node.Input[0], out ChannelSums? sums) || sums.Means is not double[] means)
+        if (!Supports(node, shape.Length) || !_inputs.TryGetValue(node.Input[0], out List<ChannelSums>? sums)
+            || sums.FirstOrDefault(s => s.Axis == (node.OpType == "Conv" ? 1 : -1))?.Means is not double[] means)
         {
             return null;
         }
 
-        switch (node.OpType)
+        if (node.OpType != "Conv")
         {
-            case "Conv":
-                int outputs = shape[0], perGroup = shape[1], kernel = weight.Length / (outputs * perGroup);
-                long groups = Attribute(node, "group")?.I ?? 1;
-                if (means.Length != perGroup * groups || outputs % groups != 0)
-                {
-                    return null;
-                }
-
-                float[] shift = new float[outputs];
-                for (int o = 0; o < outputs; o++)
-                {
-                    int firstInput = (int)(o / (outputs / groups)) * perGroup;
-                    double sum = 0;
-                    for (int c = 0; c < perGroup; c++)
-                    {
-                        int start = ((o * perGroup) + c) * kernel;
-                        for (int k = start; k < start + kernel; k++)
-                        {
-                            sum += (weight[k] - (double)restored[k]) * means[firstInput + c];
-                        }
-                    }
-
-                    shift[o] = (float)sum;
-                }
-
-                return shift;
-            case "MatMul" when shape.Length == 2:
-                return Linear(weight, restored, shape[0], shape[1], transposed: false, means);
-            case "Gemm" when Attribute(node, "transA")?.I is null or 0 && Attribute(node, "alpha")?.F is null or 1 && Attribute(node, "beta")?.F is null or 1:
-                bool transposed = Attribute(node, "transB")?.I == 1;
-                return Linear(weight, restored, shape[transposed ? 1 : 0], shape[transposed ? 0 : 1], transposed, means);
-            default:
-                return null;
+            bool transposed = node.GemmTransB();
+            return Linear(weight, restored, shape[transposed ? 1 : 0], shape[transposed ? 0 : 1], transposed, means);
         }
+
+        int outputs = shape[0], perGroup = shape[1], kernel = weight.Length / (outputs * perGroup);
+        long groups = node.FindAttribute("group")?.I ?? 1;
+        if (groups <= 0 || means.Length != perGroup * groups || outputs % groups != 0)
+        {
+            return null;
+        }
+
+        float[] shift = new float[outputs];
+        for (int o = 0; o < outputs; o++)
+        {
+            int firstInput = (int)(o / (outputs / groups)) * perGroup;
+            double sum = 0;
+            for (int c = 0; c < perGroup; c++)
+            {
+                int start = ((o * perGroup) + c) * kernel;
+                for (int k = start; k < start + kernel; k++)
+                {
+                    sum += (weight[k] - (double)restored[k]) * means[firstInput + c];
+                }
+            }
+
+            shift[o] = (float)sum;
+        }
+
+        return shift;
     }
 
     /// <summary>
-    /// Adds a shift to a float bias: the Conv's or Gemm's bias input, else the bias Add that alone reads a MatMul's
-    /// output; where there is none, one is created. Shared constants are copied, never changed.
+    /// Adds a shift to a node's float bias: a Conv's or Gemm's constant bias of one value per channel, or the constant
+    /// of the bias Add that alone reads a MatMul's output. Where there is no bias, one is added; where the bias is not
+    /// such a constant, an Add of the shift follows the node. Shared constants are copied, never changed.
     /// </summary>
-    public static void Apply(OnnxGraphEditor editor, NodeProto node, float[] shift)
+    public static void Apply(OnnxGraphEditor editor, NodeProto node, float[] shift, int weightRank)
     {
         if (node.OpType is "Conv" or "Gemm")
         {
-            if (node.Input.Count > 2 && node.Input[2].Length > 0)
+            bool empty = node.Input.Count < 3 || node.Input[2].Length == 0;
+            if (empty)
             {
-                float[] bias = Add(editor.ReadConstant(node.Input[2]), shift);
-                editor.Rewire(node, 2, editor.AddInitializer(node.Input[2] + "_corrected", TensorProto.Types.DataType.Float, [shift.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes<float>(bias)));
-            }
-            else
-            {
-                node.Input.Add(editor.AddInitializer(node.Output[0] + "_bias_correction", TensorProto.Types.DataType.Float, [shift.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes<float>(shift)));
+                string bias = editor.AddInitializer(node.Output[0] + "_bias_correction", TensorProto.Types.DataType.Float, [shift.Length], MemoryMarshal.AsBytes<float>(shift));
+                if (node.Input.Count < 3)
+                {
+                    node.Input.Add(bias);
+                }
+                else
+                {
+                    node.Input[2] = bias;
+                }
+
+                return;
             }
 
-            return;
+            if (TryAddToConstant(editor, node, 2, shift))
+            {
+                return;
+            }
         }
-
-        string output = node.Output[0];
-        NodeProto[] consumers = [.. editor.Graph.Node.Where(n => n.Input.Contains(output))];
-        if (consumers is [NodeProto add] && add.OpType == "Add" && add.Input.Count == 2 && !editor.Graph.Output.Any(o => o.Name == output))
+        else
         {
-            int constant = add.Input[0] == output ? 1 : 0;
-            if (editor.ConstantShape(add.Input[constant]) is { } dims && dims.Aggregate(1L, (a, b) => a * b) == shift.Length && dims[^1] == shift.Length)
+            string output = node.Output[0];
+            NodeProto[] consumers = [.. editor.Graph.AllNodes().Where(n => n.Input.Contains(output))];
+            if (consumers is [NodeProto add] && add.OpType == "Add" && add.IsDefaultDomain() && add.Input.Count == 2 && editor.Graph.Node.Contains(add)
+                && !editor.Graph.Output.Any(o => o.Name == output) && TryAddToConstant(editor, add, add.Input[0] == output ? 1 : 0, shift))
             {
-                float[] bias = Add(editor.ReadConstant(add.Input[constant]), shift);
-                editor.Rewire(add, constant, editor.AddInitializer(add.Input[constant] + "_corrected", TensorProto.Types.DataType.Float, dims, System.Runtime.InteropServices.MemoryMarshal.AsBytes<float>(bias)));
                 return;
             }
         }
 
-        string uncorrected = editor.UniqueName(output + "_uncorrected");
+        // Conv outputs are [N, C, spatial...]: the shift broadcasts from [C, 1, ...]; the others' from [N].
+        long[] dims = node.OpType == "Conv" ? [shift.Length, .. Enumerable.Repeat(1L, weightRank - 2)] : [shift.Length];
+        string corrected = node.Output[0];
+        string uncorrected = editor.UniqueName(corrected + "_uncorrected");
         node.Output[0] = uncorrected;
-        string correction = editor.AddInitializer(output + "_bias_correction", TensorProto.Types.DataType.Float, [shift.Length], System.Runtime.InteropServices.MemoryMarshal.AsBytes<float>(shift));
-        editor.InsertAfter(node, new NodeProto { Name = editor.UniqueName(node.Name + "_bias_correction"), OpType = "Add", Input = { uncorrected, correction }, Output = { output } });
+        string correction = editor.AddInitializer(corrected + "_bias_correction", TensorProto.Types.DataType.Float, dims, MemoryMarshal.AsBytes<float>(shift));
+        editor.InsertAfter(node, new NodeProto { Name = editor.UniqueName(node.Name + "_bias_correction"), OpType = "Add", Input = { uncorrected, correction }, Output = { corrected } });
     }
 
-    private static float[] Add(float[] bias, float[] shift)
+    /// <summary>Replaces a node's constant input of shape [N] or [1, ..., N] by a copy with the shift added.</summary>
+    private static bool TryAddToConstant(OnnxGraphEditor editor, NodeProto node, int input, float[] shift)
     {
-        if (bias.Length != shift.Length)
+        if (editor.ConstantShape(node.Input[input]) is not { Count: > 0 } dims || dims[^1] != shift.Length || dims.Aggregate(1L, (a, b) => a * b) != shift.Length)
         {
-            throw new InvalidDataException(FormattableString.Invariant($"A bias has {bias.Length} values for {shift.Length} output channels."));
+            return false;
         }
 
+        float[] bias = editor.ReadConstant(node.Input[input]);
         TensorPrimitives.Add(bias, shift, bias);
-        return bias;
+        editor.Rewire(node, input, editor.AddInitializer(node.Input[input] + "_corrected", TensorProto.Types.DataType.Float, dims, MemoryMarshal.AsBytes<float>(bias)));
+        return true;
     }
 
     /// <summary>ΔW·μ for a [K, N] weight (or [N, K] when transposed).</summary>
@@ -158,13 +182,13 @@ internal sealed class BiasCorrection : IActivationRecorder
         return [.. shift.Select(s => (float)s)];
     }
 
-    private static AttributeProto? Attribute(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name);
-
     /// <summary>Running sums per channel along one axis (negative from the end).</summary>
     private sealed class ChannelSums(int axis)
     {
         private double[]? _sums;
         private long _count;
+
+        public int Axis => axis;
 
         public double[]? Means => _sums?.Select(s => s / _count).ToArray();
 

@@ -15,7 +15,7 @@ internal sealed class GptqHessians : IActivationRecorder
 
     /// <summary>Whether GPTQ can quantize this node's weight: a MatMul with a 2-D weight, or a Gemm without transA.</summary>
     public static bool Supports(NodeProto node, int weightRank) =>
-        weightRank == 2 && (node.OpType == "MatMul" || (node.OpType == "Gemm" && node.Attribute.FirstOrDefault(a => a.Name == "transA")?.I is null or 0));
+        weightRank == 2 && (node.OpType == "MatMul" || (node.OpType == "Gemm" && node.FindAttribute("transA")?.I is null or 0));
 
     /// <summary>Collects the Hessian of a node's input, whose last axis has <paramref name="features"/> values.</summary>
     public void Track(NodeProto node, int features)

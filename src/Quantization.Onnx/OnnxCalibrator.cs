@@ -15,7 +15,9 @@ namespace Quantization.Onnx;
 /// </summary>
 /// <remarks>
 /// Observers live across runs, as with <see cref="Calibrator"/>: a second <see cref="RunAsync"/> continues the
-/// statistics. The session is built once, from a copy of the model; the model itself is not changed. Not thread-safe.
+/// statistics. The session is built once, from a copy of the model; the model itself is not changed. Each run executes
+/// synchronously on the calling thread (ONNX Runtime's own threads do the work); wrap a call in <see cref="Task.Run(Func{Task})"/>
+/// to keep a UI thread free. Not thread-safe.
 /// </remarks>
 public sealed class OnnxCalibrator : IDisposable
 {
@@ -111,6 +113,11 @@ public sealed class OnnxCalibrator : IDisposable
 
     private ValueTask Step(IReadOnlyCollection<NamedOnnxValue> feeds, IActivationRecorder recorder, CancellationToken cancellationToken)
     {
+        if (_tensorNames.Length == 0)
+        {
+            return ValueTask.CompletedTask; // nothing to observe (ONNX Runtime refuses a run that asks for no output)
+        }
+
         using RunOptions runOptions = new();
         using CancellationTokenRegistration registration = cancellationToken.Register(() => runOptions.Terminate = true);
         using IDisposableReadOnlyCollection<DisposableNamedOnnxValue> results = _session.Run(feeds, _tensorNames, runOptions);

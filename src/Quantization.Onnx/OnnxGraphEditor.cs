@@ -40,7 +40,8 @@ internal sealed class OnnxGraphEditor
         _constants = _graph.Node
             .Where(n => n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Attribute.Any(a => a.Name == "value" && a.T?.DataType == (int)TensorProto.Types.DataType.Float))
             .ToDictionary(n => n.Output[0], StringComparer.Ordinal);
-        _names = new HashSet<string>(_graph.Initializer.Select(t => t.Name).Concat(_graph.Input.Select(i => i.Name)).Concat(_graph.Node.SelectMany(n => n.Output)).Concat(_graph.Node.Select(n => n.Name)), StringComparer.Ordinal);
+        // Subgraphs see the outer scope, so a new name must not shadow one of theirs either.
+        _names = new HashSet<string>(_graph.Initializer.Select(t => t.Name).Concat(_graph.Input.Select(i => i.Name)).Concat(_graph.AllNodes().SelectMany(n => n.Output.Concat(n.Input).Append(n.Name))), StringComparer.Ordinal);
     }
 
     public GraphProto Graph => _graph;
@@ -58,15 +59,10 @@ internal sealed class OnnxGraphEditor
     public (float[] Values, int[] Shape) Take(string name)
     {
         TensorProto tensor;
-        if (_initializers.Remove(name, out TensorProto? initializer))
+        if (_initializers.TryGetValue(name, out TensorProto? initializer))
         {
             tensor = initializer;
-            _graph.Initializer.Remove(initializer);
-            ValueInfoProto? input = _graph.Input.FirstOrDefault(i => i.Name == name);
-            if (input is not null)
-            {
-                _graph.Input.Remove(input); // old IR versions list initializers as graph inputs too
-            }
+            RemoveInitializer(name);
         }
         else if (_constants.Remove(name, out NodeProto? constant))
         {
@@ -199,17 +195,12 @@ internal sealed class OnnxGraphEditor
             _graph.Node.Insert(_graph.Node.IndexOf(anchor) + 1, node);
         }
 
-        HashSet<string> read = new(_graph.Node.SelectMany(n => n.Input).Concat(_graph.Output.Select(o => o.Name)), StringComparer.Ordinal);
+        HashSet<string> read = _graph.ReadValues();
         foreach (string name in _replaced.Where(n => !read.Contains(n)))
         {
-            if (_initializers.Remove(name, out TensorProto? initializer))
+            if (_initializers.ContainsKey(name))
             {
-                _graph.Initializer.Remove(initializer);
-                ValueInfoProto? input = _graph.Input.FirstOrDefault(i => i.Name == name);
-                if (input is not null)
-                {
-                    _graph.Input.Remove(input); // old IR versions list initializers as graph inputs too
-                }
+                RemoveInitializer(name);
             }
             else if (_constants.Remove(name, out NodeProto? constant))
             {
@@ -244,6 +235,18 @@ internal sealed class OnnxGraphEditor
         _appendices.Clear();
         _replaced.Clear();
         _leadingNodes.Clear();
+    }
+
+    /// <summary>Removes a float initializer, and its entry among the graph inputs where old IR versions list initializers too.</summary>
+    private void RemoveInitializer(string name)
+    {
+        _initializers.Remove(name, out TensorProto? initializer);
+        _graph.Initializer.Remove(initializer!);
+        ValueInfoProto? input = _graph.Input.FirstOrDefault(i => i.Name == name);
+        if (input is not null)
+        {
+            _graph.Input.Remove(input);
+        }
     }
 
     private static TensorProto ValueOf(NodeProto constant) => constant.Attribute.First(a => a.Name == "value").T;

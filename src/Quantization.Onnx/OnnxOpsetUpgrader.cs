@@ -318,7 +318,7 @@ public static class OnnxOpsetUpgrader
     /// <summary>BatchNormalization before 9 (<c>spatial</c>) and before 14 (training outputs).</summary>
     private static IEnumerable<NodeProto> BatchNormalization(NodeProto node, UpgradeContext context)
     {
-        AttributeProto? spatial = Find(node, "spatial");
+        AttributeProto? spatial = node.FindAttribute("spatial");
         if (spatial is not null && spatial.I != 1)
         {
             throw Unsupported(node, context, FormattableString.Invariant(
@@ -425,7 +425,7 @@ public static class OnnxOpsetUpgrader
     /// </summary>
     private static IEnumerable<NodeProto> UpsampleToResize(NodeProto node, UpgradeContext context)
     {
-        string mode = Find(node, "mode")?.S.ToStringUtf8() ?? "nearest";
+        string mode = node.FindAttribute("mode")?.S.ToStringUtf8() ?? "nearest";
         if (mode is not ("nearest" or "linear"))
         {
             throw Unsupported(node, context, $"has mode '{mode}'");
@@ -513,12 +513,11 @@ public static class OnnxOpsetUpgrader
         node.Input[index] = name;
     }
 
-    private static AttributeProto? Find(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name);
 
     /// <summary>Removes an attribute and returns it, or <see langword="null"/> when the node has none of that name.</summary>
     private static AttributeProto? Take(NodeProto node, string name)
     {
-        AttributeProto? attribute = Find(node, name);
+        AttributeProto? attribute = node.FindAttribute(name);
         if (attribute is not null)
         {
             node.Attribute.Remove(attribute);
@@ -659,9 +658,9 @@ public static class OnnxOpsetUpgrader
                 switch (producer.OpType)
                 {
                     case "Cast":
-                        return Find(producer, "to") is AttributeProto to ? (TensorProto.Types.DataType)to.I : null;
+                        return producer.FindAttribute("to") is AttributeProto to ? (TensorProto.Types.DataType)to.I : null;
                     case "Constant":
-                        return Find(producer, "value")?.T is TensorProto value ? (TensorProto.Types.DataType)value.DataType : null;
+                        return producer.FindAttribute("value")?.T is TensorProto value ? (TensorProto.Types.DataType)value.DataType : null;
                     case string op when TypePreserving.Contains(op) && producer.Input.Count > 0:
                         name = producer.Input[0];
                         break;

@@ -24,27 +24,34 @@ public static class OnnxPreprocessor
     public static int FoldBatchNormalization(OnnxModel model)
     {
         ArgumentNullException.ThrowIfNull(model);
+        if (model.Opset is > 0 and < 9)
+        {
+            throw new NotSupportedException($"The model imports opset {model.Opset}; BatchNormalization before opset 9 has other semantics (spatial). Upgrade it first with OnnxOpsetUpgrader.Upgrade(model).");
+        }
+
         OnnxGraphEditor editor = new(model);
         GraphProto graph = editor.Graph;
-        Dictionary<string, TensorProto> initializers = graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
-        Dictionary<string, int> uses = graph.Node.SelectMany(n => n.Input).Concat(graph.Output.Select(o => o.Name)).GroupBy(n => n, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
+        HashSet<string> outputs = new(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
+        Dictionary<string, int> uses = graph.AllNodes().SelectMany(n => n.Input).GroupBy(n => n, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
         Dictionary<string, NodeProto> producers = graph.Node.SelectMany(n => n.Output.Select(o => (Output: o, Node: n))).ToDictionary(p => p.Output, p => p.Node, StringComparer.Ordinal);
         int folded = 0;
-        foreach (NodeProto norm in graph.Node.Where(n => n.OpType == "BatchNormalization" && n.Domain is "" or "ai.onnx" && n.Output.Count == 1 && n.Input.Count == 5))
+        foreach (NodeProto norm in graph.Node.Where(n => n.OpType == "BatchNormalization" && n.IsDefaultDomain() && n.Output.Count == 1 && n.Input.Count == 5 && n.FindAttribute("training_mode")?.I is null or 0))
         {
-            if (!producers.TryGetValue(norm.Input[0], out NodeProto? conv) || conv.OpType != "Conv" || uses[norm.Input[0]] != 1
-                || !initializers.ContainsKey(conv.Input[1]) || (conv.Input.Count > 2 && !initializers.ContainsKey(conv.Input[2]))
-                || !norm.Input.Skip(1).All(initializers.ContainsKey))
+            bool hasBias = false;
+            if (!producers.TryGetValue(norm.Input[0], out NodeProto? conv) || conv.OpType != "Conv" || !conv.IsDefaultDomain() || uses[norm.Input[0]] != 1 || outputs.Contains(norm.Input[0])
+                || editor.ConstantShape(conv.Input[1]) is not { Count: >= 3 } shape
+                || ((hasBias = conv.Input.Count > 2 && conv.Input[2].Length > 0) && !editor.IsFloatConstant(conv.Input[2]))
+                || !norm.Input.Skip(1).All(editor.IsFloatConstant))
             {
                 continue;
             }
 
-            float[] weight = model.ReadFloats(initializers[conv.Input[1]]);
-            long[] dims = [.. initializers[conv.Input[1]].Dims];
+            long[] dims = [.. shape];
+            float[] weight = editor.ReadConstant(conv.Input[1]);
             int channels = checked((int)dims[0]);
-            float[][] p = [.. norm.Input.Skip(1).Select(name => Parameter(model, initializers[name], channels, norm.Name))];
-            float[] bias = conv.Input.Count > 2 && conv.Input[2].Length > 0 ? Parameter(model, initializers[conv.Input[2]], channels, conv.Name) : new float[channels];
-            double epsilon = norm.Attribute.FirstOrDefault(a => a.Name == "epsilon")?.F ?? 1e-5;
+            float[][] p = [.. norm.Input.Skip(1).Select(name => Parameter(editor, name, channels, norm.Name))];
+            float[] bias = hasBias ? Parameter(editor, conv.Input[2], channels, conv.Name) : new float[channels];
+            double epsilon = norm.FindAttribute("epsilon")?.F ?? 1e-5;
             int perChannel = weight.Length / channels;
             float[] foldedBias = new float[channels];
             for (int c = 0; c < channels; c++)
@@ -58,12 +65,15 @@ public static class OnnxPreprocessor
                 foldedBias[c] = (float)(((bias[c] - (double)p[2][c]) * factor) + p[1][c]);
             }
 
-            string weightName = editor.AddInitializer(conv.Input[1] + "_folded", TensorProto.Types.DataType.Float, dims, MemoryMarshal.AsBytes<float>(weight));
-            string biasName = editor.AddInitializer((conv.Input.Count > 2 ? conv.Input[2] : conv.Name + "_bias") + "_folded", TensorProto.Types.DataType.Float, [channels], MemoryMarshal.AsBytes<float>(foldedBias));
-            editor.Rewire(conv, 1, weightName);
-            if (conv.Input.Count > 2)
+            editor.Rewire(conv, 1, editor.AddInitializer(conv.Input[1] + "_folded", TensorProto.Types.DataType.Float, dims, MemoryMarshal.AsBytes<float>(weight)));
+            string biasName = editor.AddInitializer((hasBias ? conv.Input[2] : conv.Name + "_bias") + "_folded", TensorProto.Types.DataType.Float, [channels], MemoryMarshal.AsBytes<float>(foldedBias));
+            if (hasBias)
             {
                 editor.Rewire(conv, 2, biasName);
+            }
+            else if (conv.Input.Count > 2)
+            {
+                conv.Input[2] = biasName;
             }
             else
             {
@@ -85,11 +95,11 @@ public static class OnnxPreprocessor
         return folded;
     }
 
-    private static float[] Parameter(OnnxModel model, TensorProto tensor, int channels, string node)
+    private static float[] Parameter(OnnxGraphEditor editor, string name, int channels, string node)
     {
-        float[] values = model.ReadFloats(tensor);
+        float[] values = editor.ReadConstant(name);
         return values.Length == channels
             ? values
-            : throw new InvalidDataException(FormattableString.Invariant($"Node '{node}': parameter '{tensor.Name}' has {values.Length} values for {channels} channels."));
+            : throw new InvalidDataException(FormattableString.Invariant($"Node '{node}': parameter '{name}' has {values.Length} values for {channels} channels."));
     }
 }

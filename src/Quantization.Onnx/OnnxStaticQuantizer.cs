@@ -7,12 +7,12 @@ using Quantization.Onnx.Protos;
 
 namespace Quantization.Onnx;
 
-/// <summary>Rules for <see cref="OnnxStaticQuantizer"/>.</summary>
-public sealed class OnnxStaticQuantizationOptions
+/// <summary>
+/// Rules for <see cref="OnnxStaticQuantizer"/>: the weight rules it inherits (which nodes, schemes, convention, bias
+/// correction, calibration settings; the include and exclude patterns govern activations too), and the activations'.
+/// </summary>
+public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOptions
 {
-    /// <summary>Gets the rules for weights: which nodes, their schemes and convention. Its include and exclude patterns also govern activations.</summary>
-    public OnnxWeightQuantizationOptions Weights { get; } = new();
-
     /// <summary>
     /// Gets the operator types whose float activation inputs get a QuantizeLinear/DequantizeLinear pair: Conv,
     /// ConvTranspose, MatMul, Gemm, Add, MaxPool, AveragePool and GlobalAveragePool by default, the operators ONNX
@@ -26,14 +26,21 @@ public sealed class OnnxStaticQuantizationOptions
     /// <summary>Gets or sets the factory of each activation's observer, given <see cref="ActivationScheme"/>; a <see cref="MinMaxObserver"/> unless set.</summary>
     public Func<QuantizationScheme, IQuantizationObserver> CreateObserver { get; set; } = scheme => new MinMaxObserver(scheme);
 
-    /// <summary>
-    /// Gets or sets a value indicating whether the calibration also measures each quantized layer's input means and
-    /// the biases take back the mean shift that rounding the weights causes (see <see cref="OnnxWeightQuantizer.QuantizeAsync"/>); on by default.
-    /// </summary>
-    public bool BiasCorrection { get; set; } = true;
+    /// <inheritdoc/>
+    /// <exception cref="NotSupportedException">The activation scheme is not int8 or uint8 per tensor, or GPTQ is asked for.</exception>
+    internal override void Validate()
+    {
+        base.Validate();
+        if (Gptq is not null)
+        {
+            throw new NotSupportedException("Static W8A8 rounds weights to nearest (with bias correction); GPTQ is applied by OnnxWeightQuantizer.QuantizeAsync.");
+        }
 
-    /// <summary>Gets how the calibration data runs through ONNX Runtime.</summary>
-    public OnnxCalibrationOptions Calibration { get; } = new();
+        if (ActivationScheme.Granularity.Kind != GranularityKind.PerTensor || ActivationScheme.Type is not (QuantizedType.Int8 or QuantizedType.UInt8))
+        {
+            throw new NotSupportedException($"QDQ activations are int8 or uint8 per tensor; the activation scheme is {ActivationScheme}.");
+        }
+    }
 }
 
 /// <summary>What <see cref="OnnxStaticQuantizer"/> did.</summary>
@@ -83,17 +90,7 @@ public static class OnnxStaticQuantizer
         options ??= new OnnxStaticQuantizationOptions();
         Validate(model, options);
         IReadOnlyDictionary<string, QuantizationParameters> parameters;
-        BiasCorrection? correction = null;
-        if (options.BiasCorrection)
-        {
-            correction = new BiasCorrection();
-            OnnxGraphEditor editor = new(model, readOnly: true);
-            foreach (NodeProto node in editor.Graph.Node.Where(n => options.Weights.Selects(n) && OnnxWeightQuantizer.WeightOf(editor, n) is not null))
-            {
-                correction.Track(node);
-            }
-        }
-
+        BiasCorrection? correction = OnnxWeightQuantizer.TrackLayerInputs(model, options).Correction;
         string[] tensors = [.. ActivationCandidates(model, options).Union(correction?.TensorNames ?? [], StringComparer.Ordinal)];
         using (OnnxCalibrator calibrator = new(model, tensors, name => options.CreateObserver(options.ActivationScheme), options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: correction))
         {
@@ -145,43 +142,59 @@ public static class OnnxStaticQuantizer
         int raised = 0;
         foreach (NodeProto node in editor.Graph.Node.ToList())
         {
-            if (!options.Weights.Selects(node) || OnnxWeightQuantizer.WeightOf(editor, node) is not string weightName)
+            if (!options.Selects(node) || OnnxWeightQuantizer.WeightOf(editor, node) is not string weightName)
             {
                 continue;
             }
 
             (float[] values, int[] shape) = editor.Take(weightName);
-            QuantizationScheme scheme = OnnxWeightQuantizer.WeightScheme(node, shape.Length, options.Weights);
+            QuantizationScheme scheme = OnnxWeightQuantizer.WeightScheme(node, shape.Length, options);
             int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
             QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
             float[]? shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
             if (node.OpType is "Conv" or "ConvTranspose" or "Gemm" && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input) && Bias(editor, node, quantized.Parameters.Count, shift) is float[] bias)
             {
-                // An int32 bias with scale s_x·s_w; where that overflows, the weight scales are raised and the shift recomputed.
-                (QuantizationParameters fitted, int count) = FitBias(quantized.Parameters, Sum(bias, shift), input.Scale);
-                if (count > 0)
+                // An int32 bias with scale s_x·s_w; where that overflows, the weight scales are raised, which changes the
+                // rounding and so the shift: fit again until nothing more needs raising.
+                float[] total = Sum(bias, shift);
+                for (int attempt = 0; attempt < 4; attempt++)
                 {
+                    (QuantizationParameters fitted, int count) = FitBias(quantized.Parameters, total, input.Scale);
+                    if (count == 0)
+                    {
+                        break;
+                    }
+
                     quantized = QuantizedTensor.Quantize(values, shape, scheme, fitted, weightName);
                     shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
+                    total = Sum(bias, shift);
                     raised += count;
                 }
 
-                string name = node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : node.Output[0] + "_bias";
-                string dequantized = AddInt32Bias(editor, name, Sum(bias, shift), input.Scale, quantized.Parameters);
-                if (node.Input.Count > 2)
+                bool hasBias = node.Input.Count > 2 && node.Input[2].Length > 0;
+                string name = hasBias ? node.Input[2] : node.Output[0] + "_bias";
+                string dequantized = AddInt32Bias(editor, name, total, input.Scale, quantized.Parameters);
+                if (hasBias)
                 {
                     editor.Rewire(node, 2, dequantized);
+                }
+                else if (node.Input.Count > 2)
+                {
+                    node.Input[2] = dequantized;
                 }
                 else
                 {
                     node.Input.Add(dequantized);
                 }
 
-                biases.Add(name);
+                if (!biases.Contains(name))
+                {
+                    biases.Add(name);
+                }
             }
             else if (shift is not null)
             {
-                BiasCorrection.Apply(editor, node, shift);
+                BiasCorrection.Apply(editor, node, shift, shape.Length);
             }
 
             editor.AddDequantized(weightName, quantized, axis);
@@ -218,20 +231,12 @@ public static class OnnxStaticQuantizer
 
     private static void Validate(OnnxModel model, OnnxStaticQuantizationOptions options)
     {
+        options.Validate();
         OnnxWeightQuantizer.RequirePerAxisDequantize(model);
-        if (options.Weights.Gptq is not null)
-        {
-            throw new NotSupportedException("Static W8A8 rounds weights to nearest (with bias correction); GPTQ is applied by OnnxWeightQuantizer.QuantizeAsync.");
-        }
-
-        if (options.ActivationScheme.Granularity.Kind != GranularityKind.PerTensor || options.ActivationScheme.Type is not (QuantizedType.Int8 or QuantizedType.UInt8))
-        {
-            throw new NotSupportedException($"QDQ activations are int8 or uint8 per tensor; the activation scheme is {options.ActivationScheme}.");
-        }
     }
 
     private static bool IsActivationNode(NodeProto node, OnnxStaticQuantizationOptions options) =>
-        options.ActivationOpTypes.Contains(node.OpType) && node.Domain is "" or "ai.onnx" && options.Weights.SelectsName(node);
+        options.ActivationOpTypes.Contains(node.OpType) && node.IsDefaultDomain() && options.SelectsName(node);
 
     /// <summary>The inputs of a node that carry activations: the data input of weighted operators, every non-constant input of the others.</summary>
     private static IEnumerable<string> ActivationInputs(NodeProto node, OnnxGraphEditor editor)
@@ -260,7 +265,7 @@ public static class OnnxStaticQuantizer
     private static (QuantizationParameters Parameters, int Raised) FitBias(QuantizationParameters weight, float[] bias, float inputScale)
     {
         float[] scales = weight.Scales.ToArray();
-        int raised = 0;
+        HashSet<int> raised = [];
         for (int c = 0; c < bias.Length; c++)
         {
             int p = scales.Length == 1 ? 0 : c;
@@ -269,11 +274,11 @@ public static class OnnxStaticQuantizer
             {
                 // Rounded up to a float that is at least the bound, so the bias stays within the limit.
                 scales[p] = MathF.BitIncrement((float)needed);
-                raised++;
+                raised.Add(p);
             }
         }
 
-        return (new QuantizationParameters(scales, weight.ZeroPoints), raised);
+        return (new QuantizationParameters(scales, weight.ZeroPoints), raised.Count);
     }
 
     /// <summary>Adds the bias as int32 with scale s_x·s_w (zero point 0) and its DequantizeLinear along axis 0; returns the dequantized value's name.</summary>

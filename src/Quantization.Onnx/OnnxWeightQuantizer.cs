@@ -5,10 +5,13 @@ using Quantization.Onnx.Protos;
 
 namespace Quantization.Onnx;
 
-/// <summary>Rules for <see cref="OnnxWeightQuantizer"/> (and the weights of <see cref="OnnxStaticQuantizer"/>).</summary>
-public sealed class OnnxWeightQuantizationOptions
+/// <summary>Rules for <see cref="OnnxWeightQuantizer"/>, and the weight rules of <see cref="OnnxStaticQuantizationOptions"/>.</summary>
+public class OnnxWeightQuantizationOptions
 {
-    /// <summary>Gets the operator types whose weights are quantized: Conv, ConvTranspose, MatMul and Gemm by default (no other operator has weights this quantizer knows).</summary>
+    /// <summary>The operators whose weights the quantizers know.</summary>
+    private static readonly string[] WeightedOperators = ["Conv", "ConvTranspose", "MatMul", "Gemm"];
+
+    /// <summary>Gets the operator types whose weights are quantized: Conv, ConvTranspose, MatMul and Gemm by default; remove some to keep them in float (no other operator is accepted).</summary>
     public ISet<string> OpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Conv", "ConvTranspose", "MatMul", "Gemm" };
 
     /// <summary>Gets node-name patterns to quantize; when empty, every node of <see cref="OpTypes"/> is.</summary>
@@ -27,14 +30,33 @@ public sealed class OnnxWeightQuantizationOptions
     public NumericConvention Convention { get; set; } = NumericConvention.Onnx;
 
     /// <summary>
+    /// Gets or sets a value indicating whether, when there is calibration data, each quantized layer's bias takes back
+    /// the mean shift ΔW·E[x] that rounding its weight causes (empirical bias correction); on by default. Applies to
+    /// Conv, MatMul with a 2-D weight and Gemm without transA and with alpha = beta = 1.
+    /// </summary>
+    public bool BiasCorrection { get; set; } = true;
+
+    /// <summary>
     /// Gets or sets the GPTQ settings, or <see langword="null"/> (the default) to round to nearest. With calibration
     /// data (<see cref="OnnxWeightQuantizer.QuantizeAsync"/>), the weights of MatMul and Gemm nodes are then rounded by
-    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest; Conv weights are rounded to nearest.
+    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest; Conv weights are rounded to
+    /// nearest. The input axis of each weight comes from its node, whatever <see cref="GptqOptions.InputAxis"/> says.
     /// </summary>
     public GptqOptions? Gptq { get; set; }
 
-    /// <summary>Gets how <see cref="OnnxWeightQuantizer.QuantizeAsync"/> runs its calibration data (<see cref="OnnxStaticQuantizer"/> has its own).</summary>
+    /// <summary>Gets how calibration data runs through ONNX Runtime.</summary>
     public OnnxCalibrationOptions Calibration { get; } = new();
+
+    /// <summary>Checks the rules.</summary>
+    /// <exception cref="ArgumentException"><see cref="OpTypes"/> names an operator the quantizers do not know.</exception>
+    internal virtual void Validate()
+    {
+        string[] unknown = [.. OpTypes.Where(op => !WeightedOperators.Contains(op))];
+        if (unknown.Length > 0)
+        {
+            throw new ArgumentException($"OpTypes may hold only {string.Join(", ", WeightedOperators)}; not {string.Join(", ", unknown)}.", "options");
+        }
+    }
 
     /// <summary>Whether the rules select a node: its type is one of <see cref="OpTypes"/> and <see cref="SelectsName"/>.</summary>
     internal bool Selects(NodeProto node) => OpTypes.Contains(node.OpType) && SelectsName(node);
@@ -75,16 +97,19 @@ public static class OnnxWeightQuantizer
     /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
-    /// <exception cref="InvalidDataException">A weight's stored data does not match its shape.</exception>
+    /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> is set (GPTQ needs the calibration data of <see cref="QuantizeAsync"/>).</exception>
+    /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
+    /// <remarks>A weight that several nodes share is quantized once, along the channel axis of the first of them.</remarks>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new OnnxWeightQuantizationOptions();
+        options.Validate();
         RequirePerAxisDequantize(model);
         if (options.Gptq is not null)
         {
-            throw new InvalidOperationException("GPTQ needs calibration data: call QuantizeAsync, or set Gptq to null to round to nearest.");
+            throw new NotSupportedException("GPTQ needs calibration data: call QuantizeAsync, or set Gptq to null to round to nearest.");
         }
 
         return Quantize(model, options, correction: null, hessians: null);
@@ -103,9 +128,11 @@ public static class OnnxWeightQuantizer
     /// <param name="cancellationToken">Cancels calibration; the model is then unchanged.</param>
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="calibrationData"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
     /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
-    /// <exception cref="InvalidDataException">A weight's stored data does not match its shape.</exception>
+    /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails on the model or a feed.</exception>
+    /// <remarks>Each calibration run executes synchronously on the calling thread; wrap the call in <see cref="Task.Run(Func{Task})"/> to keep a UI responsive.</remarks>
     public static async Task<IReadOnlyList<OnnxWeightReport>> QuantizeAsync(
         OnnxModel model,
         ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
@@ -116,27 +143,39 @@ public static class OnnxWeightQuantizer
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(calibrationData);
         options ??= new OnnxWeightQuantizationOptions();
+        options.Validate();
         RequirePerAxisDequantize(model);
-        BiasCorrection correction = new();
-        GptqHessians? hessians = options.Gptq is null ? null : new GptqHessians();
-        OnnxGraphEditor editor = new(model, readOnly: true);
-        foreach (NodeProto node in editor.Graph.Node.Where(n => options.Selects(n) && WeightOf(editor, n) is not null))
-        {
-            correction.Track(node);
-            IReadOnlyList<long> dims = editor.ConstantShape(node.Input[1])!;
-            if (hessians is not null && GptqHessians.Supports(node, dims.Count))
-            {
-                bool transposed = node.OpType == "Gemm" && node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1;
-                hessians.Track(node, checked((int)dims[transposed ? 1 : 0]));
-            }
-        }
-
-        using (OnnxCalibrator calibrator = new(model, correction.TensorNames, createObserver: null, options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: hessians is null ? correction : new Tee(correction, hessians)))
+        (BiasCorrection? correction, GptqHessians? hessians) = TrackLayerInputs(model, options);
+        string[] tensors = [.. (correction?.TensorNames ?? []).Union(hessians?.TensorNames ?? [], StringComparer.Ordinal)];
+        using (OnnxCalibrator calibrator = new(model, tensors, createObserver: null, options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: new Tee([.. new IActivationRecorder?[] { correction, hessians }.OfType<IActivationRecorder>()])))
         {
             await calibrator.RunAsync(calibrationData, progress, cancellationToken).ConfigureAwait(false);
         }
 
         return Quantize(model, options, correction, hessians, cancellationToken);
+    }
+
+    /// <summary>The statistics of the quantized layers' inputs that the options ask for: means for bias correction, Hessians for GPTQ.</summary>
+    internal static (BiasCorrection? Correction, GptqHessians? Hessians) TrackLayerInputs(OnnxModel model, OnnxWeightQuantizationOptions options)
+    {
+        BiasCorrection? correction = options.BiasCorrection ? new BiasCorrection() : null;
+        GptqHessians? hessians = options.Gptq is null ? null : new GptqHessians();
+        OnnxGraphEditor editor = new(model, readOnly: true);
+        foreach (NodeProto node in editor.Graph.Node.Where(n => options.Selects(n) && WeightOf(editor, n) is not null))
+        {
+            IReadOnlyList<long> dims = editor.ConstantShape(node.Input[1])!;
+            if (correction is not null && BiasCorrection.Supports(node, dims.Count))
+            {
+                correction.Track(node);
+            }
+
+            if (hessians is not null && GptqHessians.Supports(node, dims.Count))
+            {
+                hessians.Track(node, checked((int)dims[node.GemmTransB() ? 1 : 0]));
+            }
+        }
+
+        return (correction, hessians);
     }
 
     private static List<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions options, BiasCorrection? correction, GptqHessians? hessians, CancellationToken cancellationToken = default)
@@ -159,7 +198,7 @@ public static class OnnxWeightQuantizer
             editor.AddDequantized(weightName, quantized, axis);
             if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
             {
-                BiasCorrection.Apply(editor, node, shift);
+                BiasCorrection.Apply(editor, node, shift, shape.Length);
             }
 
             reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
@@ -175,7 +214,7 @@ public static class OnnxWeightQuantizer
         DampeningFraction = options.DampeningFraction,
         BlockSize = options.BlockSize,
         ActivationOrder = options.ActivationOrder,
-        InputAxis = node.OpType == "Gemm" && node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1 ? 1 : 0,
+        InputAxis = node.GemmTransB() ? 1 : 0,
     };
 
     /// <summary>Throws unless the model imports opset 13 or later, which per-axis DequantizeLinear needs.</summary>
@@ -214,7 +253,7 @@ public static class OnnxWeightQuantizer
     {
         "ConvTranspose" => 1,
         "MatMul" => rank - 1,
-        "Gemm" => node.Attribute.FirstOrDefault(a => a.Name == "transB")?.I == 1 ? 0 : 1,
+        "Gemm" => node.GemmTransB() ? 0 : 1,
         _ => 0,
     };
 }

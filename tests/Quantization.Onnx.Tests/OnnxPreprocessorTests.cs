@@ -59,7 +59,24 @@ public class OnnxPreprocessorTests
         mean.Dims.Clear();
         mean.Dims.Add(2);
         mean.RawData = Tensor("mean", [1f, 2f], 2).RawData;
-        Assert.Contains("'mean'", Assert.Throws<InvalidDataException>(() => OnnxPreprocessor.FoldBatchNormalization(OnnxModel.Parse(proto.ToByteArray()))).Message, StringComparison.Ordinal);
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        Assert.Contains("'mean'", Assert.Throws<InvalidDataException>(() => OnnxPreprocessor.FoldBatchNormalization(model)).Message, StringComparison.Ordinal);
+        Assert.Equal(proto, model.Proto);
+    }
+
+    [Fact]
+    public void FoldBatchNormalization_LeavesTrainingModeAlone_AndRefusesOldOpsets()
+    {
+        ModelProto training = ConvNorm(withBias: true);
+        training.OpsetImport[0].Version = 15;
+        training.Graph.Node[1].Attribute.Add(Int("training_mode", 1));
+        OnnxModel model = OnnxModel.Parse(training.ToByteArray());
+        Assert.Equal(0, OnnxPreprocessor.FoldBatchNormalization(model));
+        Assert.Equal(training, model.Proto);
+
+        ModelProto old = ConvNorm(withBias: true);
+        old.OpsetImport[0].Version = 8;
+        Assert.Contains("OnnxOpsetUpgrader", Assert.Throws<NotSupportedException>(() => OnnxPreprocessor.FoldBatchNormalization(OnnxModel.Parse(old.ToByteArray()))).Message, StringComparison.Ordinal);
     }
 
     /// <summary>image [1, 3, 6, 6] -> Conv(w [4, 3, 3, 3], b?, pads 1) = conv -> BatchNormalization = out.</summary>

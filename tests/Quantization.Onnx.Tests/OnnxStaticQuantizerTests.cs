@@ -90,6 +90,19 @@ public class OnnxStaticQuantizerTests
     }
 
     [Fact]
+    public void ACorruptSecondWeight_FailsByName_AfterTheFirstWasQuantized_AndLeavesTheModelAsItWas()
+    {
+        ModelProto proto = ResidualBlock();
+        TensorProto w2 = proto.Graph.Initializer.Single(t => t.Name == "w2");
+        w2.RawData = ByteString.CopyFrom(w2.RawData.Span[..64]);
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        IReadOnlyList<string> activations = OnnxStaticQuantizer.ActivationCandidates(model);
+        Dictionary<string, QuantizationParameters> parameters = activations.ToDictionary(a => a, _ => new QuantizationParameters(0.01f, 128));
+        Assert.Contains("'w2'", Assert.Throws<InvalidDataException>(() => OnnxStaticQuantizer.Quantize(model, parameters)).Message, StringComparison.Ordinal);
+        Assert.Equal(proto, model.Proto);
+    }
+
+    [Fact]
     public void BadParameters_AndSchemes_AreRejected()
     {
         OnnxModel model = OnnxModel.Parse(ResidualBlock().ToByteArray());
