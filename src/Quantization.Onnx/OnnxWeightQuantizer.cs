@@ -11,6 +11,8 @@ public class OnnxWeightQuantizationOptions
     /// <summary>The operators whose weights the quantizers know.</summary>
     private static readonly string[] WeightedOperators = ["Conv", "ConvTranspose", "MatMul", "Gemm"];
 
+    private QuantizationScheme _scheme = QuantizationScheme.Int8PerChannel();
+
     /// <summary>Gets the operator types whose weights are quantized: Conv, ConvTranspose, MatMul and Gemm by default; remove some to keep them in float (no other operator is accepted).</summary>
     public ISet<string> OpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Conv", "ConvTranspose", "MatMul", "Gemm" };
 
@@ -20,14 +22,21 @@ public class OnnxWeightQuantizationOptions
     /// <summary>Gets node-name patterns whose nodes stay in float; they win over everything else.</summary>
     public IList<NamePattern> ExcludeNodes { get; } = [];
 
-    /// <summary>
-    /// Gets per-node schemes, by node name, that replace the default symmetric int8 per channel for that node's weight.
-    /// A per-channel scheme is applied on the operator's channel axis whatever axis it names; per-tensor is allowed too.
-    /// </summary>
+    /// <summary>Gets per-node schemes, by node name, that replace <see cref="Scheme"/> for that node's weight.</summary>
     public IDictionary<string, QuantizationScheme> NodeSchemes { get; } = new Dictionary<string, QuantizationScheme>(StringComparer.Ordinal);
 
-    /// <summary>Gets or sets the numeric convention of the weight parameters; <see cref="NumericConvention.Onnx"/> by default.</summary>
-    public NumericConvention Convention { get; set; } = NumericConvention.Onnx;
+    /// <summary>
+    /// Gets or sets the weights' scheme unless <see cref="NodeSchemes"/> names one for the node: symmetric int8 per
+    /// channel with ONNX Runtime's arithmetic by default. Per channel means the operator's output-channel axis, whatever
+    /// axis the scheme names; per tensor is allowed too; per group needs blocked DequantizeLinear (opset 21) and is not
+    /// supported.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">The value is <see langword="null"/>.</exception>
+    public QuantizationScheme Scheme
+    {
+        get => _scheme;
+        set => _scheme = value ?? throw new ArgumentNullException(nameof(value));
+    }
 
     /// <summary>
     /// Gets or sets a value indicating whether, when there is calibration data, each quantized layer's bias takes back
@@ -231,15 +240,11 @@ public static class OnnxWeightQuantizer
     internal static string? WeightOf(OnnxGraphEditor editor, NodeProto node) =>
         node.OpType is "Conv" or "ConvTranspose" or "MatMul" or "Gemm" && node.Input.Count >= 2 && editor.ConstantShape(node.Input[1]) is { Count: >= 2 } ? node.Input[1] : null;
 
-    /// <summary>The weight's scheme: the node's override or symmetric int8, per output channel on the operator's channel axis.</summary>
+    /// <summary>The weight's scheme: the node's own or the default, per channel on the operator's channel axis.</summary>
     internal static QuantizationScheme WeightScheme(NodeProto node, int rank, OnnxWeightQuantizationOptions options)
     {
         int axis = ChannelAxis(node, rank);
-        if (!options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? scheme))
-        {
-            return new QuantizationScheme(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerChannel(axis), options.Convention);
-        }
-
+        QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
         return scheme.Granularity.Kind switch
         {
             GranularityKind.PerTensor => scheme,
