@@ -11,7 +11,7 @@ public sealed class CheckpointQuantizerTests : IDisposable
     public static TheoryData<SafeTensorDataType, string> Cases()
     {
         TheoryData<SafeTensorDataType, string> cases = [];
-        foreach (SafeTensorDataType type in new[] { SafeTensorDataType.Float16, SafeTensorDataType.BFloat16, SafeTensorDataType.Float32 })
+        foreach (SafeTensorDataType type in new[] { SafeTensorDataType.Float16, SafeTensorDataType.BFloat16, SafeTensorDataType.Float32, SafeTensorDataType.Float64 })
         {
             foreach (string scheme in Schemes.Keys)
             {
@@ -132,6 +132,9 @@ public sealed class CheckpointQuantizerTests : IDisposable
                 ushort[] bfloats = [.. values.Select(v => (ushort)(BitConverter.SingleToUInt32Bits(v) >> 16))];
                 writer.Write<ushort>(bfloats);
                 return [.. bfloats.Select(b => BitConverter.UInt32BitsToSingle((uint)b << 16))];
+            case SafeTensorDataType.Float64:
+                writer.Write<double>([.. values.Select(v => (double)v)]);
+                return values;
             default:
                 writer.Write<float>(values);
                 return values;
