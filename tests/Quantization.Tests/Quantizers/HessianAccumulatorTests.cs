@@ -1,13 +1,8 @@
-using System.Diagnostics;
-using System.Numerics;
-
 using CsCheck;
-
-using Xunit.Abstractions;
 
 namespace Quantization.Tests.Quantizers;
 
-public class HessianAccumulatorTests(ITestOutputHelper output)
+public class HessianAccumulatorTests
 {
     /// <summary>Rows, features, activations with outliers, and cut points that split the rows into several Add calls.</summary>
     private static readonly Gen<(int Rows, int Features, float[] X, int[] Cuts)> Cases =
@@ -104,24 +99,18 @@ public class HessianAccumulatorTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void Add_6000TokensOf1536Features_TakesWellUnderASecondOrTwo()
+    public void Add_6000TokensOf1536Features_InBatches_MatchesDirectSums()
     {
+        // A MiniLM-sized layer (performance belongs in benchmarks; this checks the blocked, parallel path at scale).
         const int Rows = 6000, K = 1536;
         float[] x = GptqTestData.Gaussian(new Random(1), Rows * K);
-        HessianAccumulator warmup = new(K);
-        warmup.Add(x.AsSpan(0, 64 * K), [64, K]);
-
         HessianAccumulator accumulator = new(K);
-        Stopwatch stopwatch = Stopwatch.StartNew();
         for (int batch = 0; batch < Rows / 120; batch++)
         {
             accumulator.Add(x.AsSpan(batch * 120 * K, 120 * K), [1, 120, K]);
         }
 
-        stopwatch.Stop();
         Assert.Equal(Rows, accumulator.Rows);
-        output.WriteLine($"Hessian of {Rows} x {K}: {stopwatch.Elapsed.TotalMilliseconds:F0} ms ({Vector<double>.Count} doubles per vector)");
-        Assert.True(stopwatch.Elapsed < TimeSpan.FromSeconds(3), $"took {stopwatch.Elapsed}");
 
         // Spot-check a few entries against a direct sum.
         double[] h = accumulator.ToMatrix();
