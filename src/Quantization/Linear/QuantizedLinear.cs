@@ -23,7 +23,7 @@ namespace Quantization;
 /// float accumulator, updated with one fused multiply-add per step; the four are added as <c>(a0 + a1) + (a2 + a3)</c>.
 /// </para>
 /// <para>
-/// Forward is blocked for cache: one panel (32 x inFeatures bytes) is read once per block of up to 16 tokens while it
+/// Forward is blocked for cache: one panel (32 x inFeatures bytes) is read once per block of up to 48 tokens while it
 /// stays in cache, and tokens are quantized once per call. With <see cref="MaxDegreeOfParallelism"/> above 1 the panels
 /// are split between threads; every output is computed the same way, so the results are the same bits. An instance
 /// is immutable apart from that setting, and <see cref="Forward"/> may be called from several threads at once.
@@ -31,8 +31,8 @@ namespace Quantization;
 /// </remarks>
 public sealed class QuantizedLinear
 {
-    /// <summary>Tokens computed per pass over a panel.</summary>
-    private const int TokenBlock = 16;
+    /// <summary>Tokens computed per pass over a panel (the kernels' sums for them fit on the stack).</summary>
+    private const int TokenBlock = 48;
 
     private static readonly QuantizationScheme ActivationScheme = QuantizationScheme.Int8PerTensor();
 
