@@ -38,45 +38,35 @@ public class LinearBenchmarks : IDisposable
     [Params(1, 2)]
     public int Threads { get; set; }
 
-    [GlobalSetup]
-    public void Setup()
-    {
-        Random random = new(42);
-        _floatWeights = new float[FloatCopies][];
-        for (int c = 0; c < FloatCopies; c++)
-        {
-            _floatWeights[c] = new float[Features * Features];
-            for (int i = 0; i < _floatWeights[c].Length; i++)
-            {
-                _floatWeights[c][i] = (float)(random.NextDouble() + random.NextDouble() + random.NextDouble() - 1.5);
-            }
-        }
+    [GlobalSetup(Target = nameof(Fp32TensorPrimitives))]
+    public void SetupFloat() => CreateFloatWeightsAndInput();
 
+    [GlobalSetup(Targets = [nameof(W8A8), nameof(W8A16)])]
+    public void SetupLayers()
+    {
+        CreateFloatWeightsAndInput();
         _layers = new QuantizedLinear[Int8Copies];
-        _ortU8S8 = new OrtMatMul[Int8Copies];
-        _ortS8S8 = new OrtMatMul[Int8Copies];
         for (int c = 0; c < Int8Copies; c++)
         {
-            QuantizedTensor weight = QuantizedTensor.Quantize(_floatWeights[c % FloatCopies], [Features, Features], QuantizationScheme.Int8PerChannel());
-            _layers[c] = new QuantizedLinear(weight) { MaxDegreeOfParallelism = Threads };
-            sbyte[] q = weight.GetInt8Data().ToArray();
-            _ortU8S8[c] = OrtMatMul.Integer(q, Features, Features, M, Threads, unsignedActivations: true);
-            _ortS8S8[c] = OrtMatMul.Integer(q, Features, Features, M, Threads, unsignedActivations: false);
+            _layers[c] = new QuantizedLinear(QuantizeCopy(c)) { MaxDegreeOfParallelism = Threads };
         }
+    }
 
+    [GlobalSetup(Target = nameof(OrtMatMulIntegerU8S8))]
+    public void SetupOrtU8S8() => _ortU8S8 = CreateOrtInteger(unsignedActivations: true);
+
+    [GlobalSetup(Target = nameof(OrtMatMulIntegerS8S8))]
+    public void SetupOrtS8S8() => _ortS8S8 = CreateOrtInteger(unsignedActivations: false);
+
+    [GlobalSetup(Target = nameof(OrtMatMulFp32))]
+    public void SetupOrtFloat()
+    {
+        CreateFloatWeightsAndInput();
         _ortFloat = new OrtMatMul[FloatCopies];
         for (int c = 0; c < FloatCopies; c++)
         {
             _ortFloat[c] = OrtMatMul.Float(_floatWeights[c], Features, Features, M, Threads);
         }
-
-        _input = new float[M * Features];
-        for (int i = 0; i < _input.Length; i++)
-        {
-            _input[i] = (float)(random.NextDouble() - 0.5);
-        }
-
-        _output = new float[M * Features];
     }
 
     [GlobalCleanup]
@@ -121,6 +111,44 @@ public class LinearBenchmarks : IDisposable
     public void OrtMatMulFp32() => _ortFloat[Next(FloatCopies)].Run();
 
     private int Next(int copies) => _next++ % copies;
+
+    private void CreateFloatWeightsAndInput()
+    {
+        Random random = new(42);
+        _floatWeights = new float[FloatCopies][];
+        for (int c = 0; c < FloatCopies; c++)
+        {
+            _floatWeights[c] = new float[Features * Features];
+            for (int i = 0; i < _floatWeights[c].Length; i++)
+            {
+                _floatWeights[c][i] = (float)(random.NextDouble() + random.NextDouble() + random.NextDouble() - 1.5);
+            }
+        }
+
+        _input = new float[M * Features];
+        for (int i = 0; i < _input.Length; i++)
+        {
+            _input[i] = (float)(random.NextDouble() - 0.5);
+        }
+
+        _output = new float[M * Features];
+    }
+
+    /// <summary>Copy <paramref name="copy"/> of the int8 weight: the fp32 copies quantized per output channel (each int8 copy its own memory).</summary>
+    private QuantizedTensor QuantizeCopy(int copy) =>
+        QuantizedTensor.Quantize(_floatWeights[copy % FloatCopies], [Features, Features], QuantizationScheme.Int8PerChannel());
+
+    private OrtMatMul[] CreateOrtInteger(bool unsignedActivations)
+    {
+        CreateFloatWeightsAndInput();
+        OrtMatMul[] sessions = new OrtMatMul[Int8Copies];
+        for (int c = 0; c < Int8Copies; c++)
+        {
+            sessions[c] = OrtMatMul.Integer(QuantizeCopy(c).GetInt8Data().ToArray(), Features, Features, M, Threads, unsignedActivations);
+        }
+
+        return sessions;
+    }
 
     /// <summary>Rows [first, end) of the output: each weight row is read once and dotted with every token while it is in cache.</summary>
     private void DotRows(float[] weight, int first, int end)

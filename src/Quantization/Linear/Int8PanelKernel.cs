@@ -82,7 +82,7 @@ internal static class Int8PanelKernel
                     VnniStepRange(ref Unsafe.Add(ref w, first * PackedInt8Weight.StepBytes), Math.Min(VnniStepBlock, steps - first), ref Unsafe.Add(ref x, first * PackedInt8Weight.StepFeatures), stride, tokens, sums);
                 }
 
-                RemoveActivationOffset(weight.RowSums.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
+                RemoveActivationOffset(weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
                 break;
             case Int8KernelPath.Vector512:
                 for (int token = 0; token < tokens; token++)
@@ -116,15 +116,12 @@ internal static class Int8PanelKernel
     }
 
     /// <summary>The AVX-VNNI sums are of (x + 128) * w: subtract 128 x the channel's weight sum (exact in int32).</summary>
-    private static void RemoveActivationOffset(ReadOnlySpan<int> rowSums, int tokens, Span<int> sums)
+    private static void RemoveActivationOffset(ReadOnlySpan<int> offsets, int tokens, Span<int> sums)
     {
         for (int t = 0; t < tokens; t++)
         {
             Span<int> row = sums.Slice(t * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows);
-            for (int c = 0; c < row.Length; c++)
-            {
-                row[c] -= 128 * rowSums[c];
-            }
+            TensorPrimitives.Subtract(row, offsets, row);
         }
     }
 

@@ -35,7 +35,7 @@ internal sealed class PackedInt8Weight
         Steps = (inFeatures + StepFeatures - 1) / StepFeatures;
         Panels = (outFeatures + PanelRows - 1) / PanelRows;
         _data = new sbyte[(long)Panels * Steps * StepBytes];
-        RowSums = new int[Panels * PanelRows];
+        ActivationOffsets = new int[Panels * PanelRows];
         for (int n = 0; n < outFeatures; n++)
         {
             ReadOnlySpan<sbyte> row = weight.Slice(n * inFeatures, inFeatures);
@@ -48,7 +48,7 @@ internal sealed class PackedInt8Weight
                 sum += row[k];
             }
 
-            RowSums[n] = sum;
+            ActivationOffsets[n] = 128 * sum;
         }
     }
 
@@ -70,8 +70,8 @@ internal sealed class PackedInt8Weight
     /// <summary>Gets the bytes of one panel.</summary>
     public int PanelBytes => Steps * StepBytes;
 
-    /// <summary>Gets the sum of each output channel's weights (zero for padding channels): what offsetting the activations by 128 adds to a dot product, per unit.</summary>
-    public int[] RowSums { get; }
+    /// <summary>Gets 128 x the sum of each output channel's weights (zero for padding channels): what offsetting the activations by 128 adds to a dot product.</summary>
+    public int[] ActivationOffsets { get; }
 
     /// <summary>Gets the first byte of a panel.</summary>
     /// <param name="panel">The panel index.</param>

@@ -161,6 +161,13 @@ public class QuantizedLinearTests
         Assert.Throws<ArgumentException>("weight", () => new QuantizedLinear(tensor));
     }
 
+    [Fact]
+    public void Constructor_SymmetricSchemeWithNonZeroZeroPoint_Throws()
+    {
+        QuantizedTensor tensor = new(new byte[6], [2, 3], QuantizationScheme.Int8PerChannel(), new QuantizationParameters([1f, 1f], [0, 3]));
+        Assert.Throws<ArgumentException>("weight", () => new QuantizedLinear(tensor));
+    }
+
     private static double[] Fp32Linear(float[] weight, float[] input, int tokens, int n, int k)
     {
         double[] output = new double[tokens * n];
