@@ -172,6 +172,70 @@ internal static class ScalarReference
         return (data, scales, zeroPoints);
     }
 
+    /// <summary>An int8 dot product summed in int32 (unchecked: int32 addition wraps, the same on every path).</summary>
+    public static int DotInt8(ReadOnlySpan<sbyte> x, ReadOnlySpan<sbyte> y)
+    {
+        int sum = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            sum = unchecked(sum + (x[i] * y[i]));
+        }
+
+        return sum;
+    }
+
+    /// <summary>
+    /// The W8A8 linear layer: each token quantized symmetric int8 [-127, 127] (ONNX), exact int32 dot products with the
+    /// int8 weight rows, then fma((float)sum, s_x * s_w, b).
+    /// </summary>
+    public static float[] LinearW8A8(float[] input, int tokens, sbyte[] weight, float[] weightScales, float[] bias, int outFeatures, int inFeatures)
+    {
+        float[] output = new float[tokens * outFeatures];
+        sbyte[] q = new sbyte[inFeatures];
+        for (int t = 0; t < tokens; t++)
+        {
+            float[] row = input.AsSpan(t * inFeatures, inFeatures).ToArray();
+            (float min, float max) = MinMax(row);
+            (float scale, _, float factor) = Parameters(min, max, -127, 127, symmetric: true, NumericConvention.Onnx);
+            for (int k = 0; k < inFeatures; k++)
+            {
+                q[k] = (sbyte)QuantizeWithFactor(row[k], factor, 0, -128, 127, NumericConvention.Onnx);
+            }
+
+            for (int n = 0; n < outFeatures; n++)
+            {
+                int sum = DotInt8(q, weight.AsSpan(n * inFeatures, inFeatures));
+                output[(t * outFeatures) + n] = MathF.FusedMultiplyAdd(sum, scale * weightScales[n], bias[n]);
+            }
+        }
+
+        return output;
+    }
+
+    /// <summary>
+    /// The W8A16 linear layer: per output channel, four float accumulators (feature index mod 4) each updated with one
+    /// fused multiply-add in feature order, added as (a0 + a1) + (a2 + a3), then fma(sum, s_w, b).
+    /// </summary>
+    public static float[] LinearW8A16(float[] input, int tokens, sbyte[] weight, float[] weightScales, float[] bias, int outFeatures, int inFeatures)
+    {
+        float[] output = new float[tokens * outFeatures];
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int n = 0; n < outFeatures; n++)
+            {
+                float[] a = new float[4];
+                for (int k = 0; k < inFeatures; k++)
+                {
+                    a[k % 4] = MathF.FusedMultiplyAdd(weight[(n * inFeatures) + k], input[(t * inFeatures) + k], a[k % 4]);
+                }
+
+                output[(t * outFeatures) + n] = MathF.FusedMultiplyAdd((a[0] + a[1]) + (a[2] + a[3]), weightScales[n], bias[n]);
+            }
+        }
+
+        return output;
+    }
+
     private static bool IsDivide(NumericConvention convention) =>
         convention == NumericConvention.Onnx || convention == NumericConvention.GoldenStick;
 

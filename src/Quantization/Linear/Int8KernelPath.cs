@@ -1,0 +1,55 @@
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Quantization;
+
+/// <summary>The implementations of the W8A8 panel kernel; every one gives the same int32 sums.</summary>
+internal enum Int8KernelPath
+{
+    /// <summary>One multiply-add per weight.</summary>
+    Scalar,
+
+    /// <summary>Portable 128-bit vectors: bytes widened to int32 lanes, one lane per (channel, feature mod 4).</summary>
+    Vector128,
+
+    /// <summary>AVX2 <c>vpmaddwd</c> on weights and activations widened to int16: pairs of products summed exactly into int32.</summary>
+    Vector256,
+
+    /// <summary>AVX-512BW <c>vpmaddwd</c> on widened int16, 32 products per instruction.</summary>
+    Vector512,
+
+    /// <summary>
+    /// AVX-VNNI <c>vpdpbusd</c> (256-bit, the VEX form .NET exposes): unsigned activation bytes (the int8 value + 128)
+    /// times signed weight bytes, four products summed into each int32 lane with no intermediate saturation (unlike
+    /// <c>vpmaddubsw</c>, whose int16 pair sums saturate); the 128 x row-sum offset is subtracted afterwards.
+    /// </summary>
+    AvxVnni,
+}
+
+/// <summary>Chooses and describes the W8A8 kernel paths.</summary>
+internal static class Int8KernelPaths
+{
+    /// <summary>Gets the fastest path this machine runs: AVX-VNNI when present (it fuses multiply, pair-sum and accumulate, 32 products per instruction), else the widest vector tier.</summary>
+    public static Int8KernelPath Best =>
+        IsSupported(Int8KernelPath.AvxVnni) ? Int8KernelPath.AvxVnni
+        : QuantizationPrimitives.ActiveSimdTier switch
+        {
+            SimdTier.Vector512 => Int8KernelPath.Vector512,
+            SimdTier.Vector256 => Int8KernelPath.Vector256,
+            SimdTier.Vector128 => Int8KernelPath.Vector128,
+            _ => Int8KernelPath.Scalar,
+        };
+
+    /// <summary>Gets whether this machine, with this process's settings, runs a path.</summary>
+    /// <param name="path">The path.</param>
+    /// <returns><see langword="true"/> when the path can run.</returns>
+    public static bool IsSupported(Int8KernelPath path) => path switch
+    {
+        Int8KernelPath.Scalar => true,
+        Int8KernelPath.Vector128 => Vector128.IsHardwareAccelerated,
+        Int8KernelPath.Vector256 => Vector256.IsHardwareAccelerated && Avx2.IsSupported,
+        Int8KernelPath.Vector512 => Vector512.IsHardwareAccelerated && Avx512BW.IsSupported,
+        Int8KernelPath.AvxVnni => Vector256.IsHardwareAccelerated && AvxVnni.IsSupported,
+        _ => false,
+    };
+}

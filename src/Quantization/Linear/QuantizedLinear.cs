@@ -1,0 +1,372 @@
+using System.Buffers;
+using System.Runtime.Intrinsics;
+
+namespace Quantization;
+
+/// <summary>
+/// A linear layer, <c>y = x W^T + b</c>, with a symmetric int8 weight [outFeatures, inFeatures] (one scale per output
+/// channel) and an optional float bias: the int8 compute kernels of inference, for one token (GEMV) or many (GEMM).
+/// </summary>
+/// <remarks>
+/// <para>
+/// <see cref="QuantizedLinearMode.W8A8"/> quantizes each token's activations to int8 inside the call and sums int8 x int8
+/// products exactly in int32 (the same sums on every SIMD tier, including for -128 and 127); the output is
+/// <c>fma((float)sum, s_x[t] * s_w[n], b[n])</c>. <see cref="QuantizedLinearMode.W8A16"/> keeps float activations and
+/// converts the weight to float inside the dot product; the output is <c>fma(dot(x, q_w), s_w[n], b[n])</c>, with the
+/// same bits on every tier too (see the kernel's summation order below).
+/// </para>
+/// <para>
+/// The weight is repacked once, at construction, into panels of 32 output channels; inside a panel, for each group of
+/// four input features, the 32 channels' four weights lie side by side (<c>[panel][k / 4][channel % 32][k % 4]</c>).
+/// One pass over a panel is one sequential stream, and a 256-bit vector of it is 8 channels x 4 features, the shape the
+/// AVX-VNNI instruction <c>vpdpbusd</c> sums into eight int32 lanes. In W8A16 each (channel, feature mod 4) has its own
+/// float accumulator, updated with one fused multiply-add per step; the four are added as <c>(a0 + a1) + (a2 + a3)</c>.
+/// </para>
+/// <para>
+/// Forward is blocked for cache: one panel (32 x inFeatures bytes) is read once per block of up to 48 tokens while it
+/// stays in cache, and tokens are quantized once per call. With <see cref="MaxDegreeOfParallelism"/> above 1 the panels
+/// are split between threads; every output is computed the same way, so the results are the same bits. An instance
+/// is immutable apart from that setting, and <see cref="Forward"/> may be called from several threads at once.
+/// </para>
+/// </remarks>
+public sealed class QuantizedLinear
+{
+    /// <summary>Tokens computed per pass over a panel (the kernels' sums for them fit on the stack).</summary>
+    private const int TokenBlock = 48;
+
+    private static readonly QuantizationScheme ActivationScheme = QuantizationScheme.Int8PerTensor();
+
+    private readonly PackedInt8Weight _weight;
+    private readonly float[] _scales;
+    private readonly float[] _bias;
+    private int _maxDegreeOfParallelism = 1;
+
+    /// <summary>Initializes a new instance of the <see cref="QuantizedLinear"/> class from a quantized weight.</summary>
+    /// <param name="weight">
+    /// The weight, shape [outFeatures, inFeatures], symmetric int8 (zero points 0), per channel along axis 0 or per tensor:
+    /// <see cref="QuantizationScheme.Int8PerChannel"/> with axis 0 is the usual scheme. Its data is repacked (copied).
+    /// </param>
+    /// <param name="bias">The bias, <c>outFeatures</c> values, or empty for none.</param>
+    /// <exception cref="ArgumentNullException"><paramref name="weight"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">The weight is not a 2-D symmetric int8 tensor (zero points 0) quantized per tensor or per output channel, or the bias has the wrong length.</exception>
+    /// <exception cref="NonFiniteValueException">The bias contains NaN or an infinity.</exception>
+    public QuantizedLinear(QuantizedTensor weight, ReadOnlySpan<float> bias = default)
+    {
+        ArgumentNullException.ThrowIfNull(weight);
+        ReadOnlySpan<int> shape = weight.Shape;
+        QuantizationScheme scheme = weight.Scheme;
+        if (shape.Length != 2 || shape[0] == 0 || shape[1] == 0)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(weight.Name)} must be a non-empty [outFeatures, inFeatures] matrix, not [{string.Join(", ", weight.Shape.ToArray())}]."), nameof(weight));
+        }
+
+        bool perChannel = scheme.Granularity.Kind == GranularityKind.PerChannel && scheme.Granularity.Axis is 0 or -2;
+        if (scheme.Type != QuantizedType.Int8 || !scheme.Symmetric || !(perChannel || scheme.Granularity.Kind == GranularityKind.PerTensor))
+        {
+            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must be symmetric int8, per tensor or per output channel (axis 0), not {scheme.Type} {(scheme.Symmetric ? "symmetric" : "asymmetric")} {scheme.Granularity}.", nameof(weight));
+        }
+
+        if (weight.Parameters.ZeroPoints.ContainsAnyExcept(0))
+        {
+            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must have zero points of 0 (symmetric quantization).", nameof(weight));
+        }
+
+        OutFeatures = shape[0];
+        InFeatures = shape[1];
+        _weight = new PackedInt8Weight(weight.GetInt8Data(), OutFeatures, InFeatures);
+        int padded = _weight.Panels * PackedInt8Weight.PanelRows;
+        _scales = new float[padded];
+        ReadOnlySpan<float> scales = weight.Parameters.Scales;
+        for (int n = 0; n < OutFeatures; n++)
+        {
+            _scales[n] = perChannel ? scales[n] : scales[0];
+        }
+
+        if (!bias.IsEmpty && bias.Length != OutFeatures)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"The bias has {bias.Length} values but the layer has {OutFeatures} output features."), nameof(bias));
+        }
+
+        QuantizationPrimitives.ThrowIfNonFinite(bias, "bias", nameof(bias));
+        _bias = new float[padded];
+        bias.CopyTo(_bias);
+        HasBias = !bias.IsEmpty;
+    }
+
+    /// <summary>Gets the number of input features (K).</summary>
+    public int InFeatures { get; }
+
+    /// <summary>Gets the number of output features (N).</summary>
+    public int OutFeatures { get; }
+
+    /// <summary>Gets a value indicating whether the layer adds a bias.</summary>
+    public bool HasBias { get; }
+
+    /// <summary>Gets or sets the most threads one <see cref="Forward"/> call uses; 1 (the default) runs on the calling thread.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value is below 1.</exception>
+    public int MaxDegreeOfParallelism
+    {
+        get => _maxDegreeOfParallelism;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfLessThan(value, 1);
+            _maxDegreeOfParallelism = value;
+        }
+    }
+
+    /// <summary>Gets or sets the W8A8 kernel path; the fastest supported one unless a test chooses another.</summary>
+    internal Int8KernelPath Int8Path { get; set; } = Int8KernelPaths.Best;
+
+    /// <summary>Gets or sets the W8A16 kernel tier; the active SIMD tier unless a test chooses another.</summary>
+    internal SimdTier FloatTier { get; set; } = QuantizationPrimitives.ActiveSimdTier;
+
+    /// <summary>
+    /// Creates a layer from a float weight: quantizes it per output channel, symmetric int8 over [-127, 127]
+    /// (<see cref="QuantizationScheme.Int8PerChannel"/>, ONNX Runtime's arithmetic).
+    /// </summary>
+    /// <param name="weight">The weight, row-major [outFeatures, inFeatures] (PyTorch's <c>nn.Linear</c> layout).</param>
+    /// <param name="outFeatures">The number of output features; positive.</param>
+    /// <param name="inFeatures">The number of input features; positive.</param>
+    /// <param name="bias">The bias, <paramref name="outFeatures"/> values, or empty for none.</param>
+    /// <param name="name">A name for the weight, used in exception messages.</param>
+    /// <returns>The layer.</returns>
+    /// <exception cref="ArgumentOutOfRangeException">A feature count is not positive.</exception>
+    /// <exception cref="ArgumentException">The weight does not have <c>outFeatures x inFeatures</c> values, or the bias has the wrong length.</exception>
+    /// <exception cref="NonFiniteValueException">The weight or the bias contains NaN or an infinity.</exception>
+    public static QuantizedLinear Create(ReadOnlySpan<float> weight, int outFeatures, int inFeatures, ReadOnlySpan<float> bias = default, string? name = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(outFeatures, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(inFeatures, 1);
+        if ((long)outFeatures * inFeatures != weight.Length)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"The weight has {weight.Length} values but [{outFeatures}, {inFeatures}] needs {(long)outFeatures * inFeatures}."), nameof(weight));
+        }
+
+        return new QuantizedLinear(QuantizedTensor.Quantize(weight, [outFeatures, inFeatures], QuantizationScheme.Int8PerChannel(), name), bias);
+    }
+
+    /// <summary>Computes <c>output = input W^T + b</c> for <paramref name="tokens"/> rows of input.</summary>
+    /// <param name="input">The activations, row-major [tokens, <see cref="InFeatures"/>].</param>
+    /// <param name="output">Receives the outputs, row-major [tokens, <see cref="OutFeatures"/>].</param>
+    /// <param name="tokens">The number of tokens (rows); 1 is a GEMV.</param>
+    /// <param name="mode">Whether the activations are quantized (<see cref="QuantizedLinearMode.W8A8"/>) or stay float (<see cref="QuantizedLinearMode.W8A16"/>).</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="tokens"/> is negative or <paramref name="mode"/> is not defined.</exception>
+    /// <exception cref="ArgumentException">A span does not have <paramref name="tokens"/> rows of the layer's width.</exception>
+    /// <exception cref="NonFiniteValueException">The input contains NaN or an infinity (the output is then not written).</exception>
+    public void Forward(ReadOnlySpan<float> input, Span<float> output, int tokens, QuantizedLinearMode mode)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(tokens);
+        if (!Enum.IsDefined(mode))
+        {
+            throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown linear mode.");
+        }
+
+        if ((long)tokens * InFeatures != input.Length)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"The input has {input.Length} values but {tokens} tokens of {InFeatures} features need {(long)tokens * InFeatures}."), nameof(input));
+        }
+
+        if ((long)tokens * OutFeatures != output.Length)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"The output has {output.Length} values but {tokens} tokens of {OutFeatures} features need {(long)tokens * OutFeatures}."), nameof(output));
+        }
+
+        for (int t = 0; t < tokens; t++)
+        {
+            ReadOnlySpan<float> row = input.Slice(t * InFeatures, InFeatures);
+            if (QuantizationPrimitives.MinMaxCore(row, out _, out _))
+            {
+                QuantizationPrimitives.ThrowIfNonFinite(row, nameof(input), nameof(input), (long)t * InFeatures);
+            }
+        }
+
+        if (tokens == 0)
+        {
+            return;
+        }
+
+        int padded = _weight.PaddedInFeatures;
+        float[] tokenScales = ArrayPool<float>.Shared.Rent(tokens);
+        byte[]? activations = null;
+        float[]? floats = null;
+        try
+        {
+            if (mode == QuantizedLinearMode.W8A8)
+            {
+                activations = QuantizeActivations(input, tokens, tokenScales);
+            }
+            else
+            {
+                floats = ArrayPool<float>.Shared.Rent(tokens * padded);
+                for (int t = 0; t < tokens; t++)
+                {
+                    Span<float> row = floats.AsSpan(t * padded, padded);
+                    input.Slice(t * InFeatures, InFeatures).CopyTo(row);
+                    row[InFeatures..].Clear();
+                }
+            }
+
+            PanelWork work = new(this, mode, activations, floats, tokenScales, tokens);
+            Run(work, output);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(tokenScales);
+            if (activations is not null)
+            {
+                ArrayPool<byte>.Shared.Return(activations);
+            }
+
+            if (floats is not null)
+            {
+                ArrayPool<float>.Shared.Return(floats);
+            }
+        }
+    }
+
+    /// <summary>Quantizes each token (symmetric int8, one scale per token) into padded rows, prepared for the W8A8 path.</summary>
+    private byte[] QuantizeActivations(ReadOnlySpan<float> input, int tokens, float[] tokenScales)
+    {
+        int padded = _weight.PaddedInFeatures;
+        sbyte[] quantized = ArrayPool<sbyte>.Shared.Rent(tokens * padded);
+        try
+        {
+            Span<sbyte> zeroPoint = stackalloc sbyte[1];
+            ReadOnlySpan<int> shape = [InFeatures];
+            for (int t = 0; t < tokens; t++)
+            {
+                Span<sbyte> row = quantized.AsSpan(t * padded, padded);
+                QuantizationPrimitives.QuantizeDynamic(input.Slice(t * InFeatures, InFeatures), shape, ActivationScheme, row[..InFeatures], tokenScales.AsSpan(t, 1), zeroPoint);
+                row[InFeatures..].Clear();
+            }
+
+            Int8KernelPath path = Int8Path;
+            int length = tokens * padded;
+            byte[] prepared = ArrayPool<byte>.Shared.Rent(length * Int8PanelKernel.ActivationBytes(path));
+            Int8PanelKernel.PrepareActivations(path, quantized.AsSpan(0, length), prepared.AsSpan(0, length * Int8PanelKernel.ActivationBytes(path)));
+            return prepared;
+        }
+        finally
+        {
+            ArrayPool<sbyte>.Shared.Return(quantized);
+        }
+    }
+
+    /// <summary>Runs every panel, on this thread or split into contiguous ranges between threads.</summary>
+    private void Run(PanelWork work, Span<float> output)
+    {
+        int panels = _weight.Panels;
+        int degree = Math.Min(_maxDegreeOfParallelism, panels);
+        if (degree <= 1)
+        {
+            work.Run(0, panels, output);
+            return;
+        }
+
+        // Several chunks per thread, so a thread slowed by a neighbour on a shared machine does not hold up the call.
+        int chunks = Math.Min(panels, degree * 4);
+        float[] shared = ArrayPool<float>.Shared.Rent(output.Length);
+        try
+        {
+            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = degree }, chunk =>
+                work.Run(panels * chunk / chunks, panels * (chunk + 1) / chunks, shared.AsSpan(0, work.Tokens * OutFeatures)));
+            shared.AsSpan(0, output.Length).CopyTo(output);
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(shared);
+        }
+    }
+
+    /// <summary>One Forward call's prepared inputs; computes the outputs of a range of panels.</summary>
+    private readonly struct PanelWork(QuantizedLinear layer, QuantizedLinearMode mode, byte[]? activations, float[]? floats, float[] tokenScales, int tokens)
+    {
+        public int Tokens => tokens;
+
+        public void Run(int firstPanel, int endPanel, Span<float> output)
+        {
+            if (mode == QuantizedLinearMode.W8A8)
+            {
+                RunInt8(firstPanel, endPanel, output);
+            }
+            else
+            {
+                RunWeightOnly(firstPanel, endPanel, output);
+            }
+        }
+
+        private void RunInt8(int firstPanel, int endPanel, Span<float> output)
+        {
+            PackedInt8Weight weight = layer._weight;
+            Int8KernelPath path = layer.Int8Path;
+            int stride = weight.PaddedInFeatures * Int8PanelKernel.ActivationBytes(path);
+            int outFeatures = layer.OutFeatures;
+            Span<int> sums = stackalloc int[TokenBlock * PackedInt8Weight.PanelRows];
+            for (int p = firstPanel; p < endPanel; p++)
+            {
+                int first = p * PackedInt8Weight.PanelRows;
+                int channels = Math.Min(PackedInt8Weight.PanelRows, outFeatures - first);
+                ReadOnlySpan<float> scales = layer._scales.AsSpan(first, channels);
+                ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
+                for (int t0 = 0; t0 < tokens; t0 += TokenBlock)
+                {
+                    int block = Math.Min(TokenBlock, tokens - t0);
+                    Int8PanelKernel.Accumulate(path, weight, p, activations.AsSpan(t0 * stride, block * stride), block, sums);
+                    for (int t = 0; t < block; t++)
+                    {
+                        Dequantize(sums.Slice(t * PackedInt8Weight.PanelRows, channels), tokenScales[t0 + t], scales, bias, output.Slice(((t0 + t) * outFeatures) + first, channels));
+                    }
+                }
+            }
+        }
+
+        /// <summary>
+        /// <c>y[c] = fma((float)sum[c], tokenScale * scale[c], bias[c])</c>; a whole panel's 32 channels in 256-bit
+        /// vectors (the same operations lane by lane, so the same bits), a partial panel one channel at a time.
+        /// </summary>
+        private static void Dequantize(ReadOnlySpan<int> sums, float tokenScale, ReadOnlySpan<float> scales, ReadOnlySpan<float> bias, Span<float> y)
+        {
+            int c = 0;
+            if (Vector256.IsHardwareAccelerated && y.Length == PackedInt8Weight.PanelRows)
+            {
+                Vector256<float> factor = Vector256.Create(tokenScale);
+                for (; c < PackedInt8Weight.PanelRows; c += Vector256<float>.Count)
+                {
+                    Vector256<float> sum = Vector256.ConvertToSingle(Vector256.Create(sums.Slice(c, Vector256<int>.Count)));
+                    Vector256<float> scale = factor * Vector256.Create(scales.Slice(c, Vector256<float>.Count));
+                    Vector256.FusedMultiplyAdd(sum, scale, Vector256.Create(bias.Slice(c, Vector256<float>.Count))).CopyTo(y.Slice(c, Vector256<float>.Count));
+                }
+            }
+
+            for (; c < y.Length; c++)
+            {
+                y[c] = MathF.FusedMultiplyAdd(sums[c], tokenScale * scales[c], bias[c]);
+            }
+        }
+
+        private void RunWeightOnly(int firstPanel, int endPanel, Span<float> output)
+        {
+            PackedInt8Weight weight = layer._weight;
+            int padded = weight.PaddedInFeatures;
+            int outFeatures = layer.OutFeatures;
+            Span<float> lanes = stackalloc float[WeightOnlyPanelKernel.Lanes];
+            for (int p = firstPanel; p < endPanel; p++)
+            {
+                int first = p * PackedInt8Weight.PanelRows;
+                int channels = Math.Min(PackedInt8Weight.PanelRows, outFeatures - first);
+                ReadOnlySpan<float> scales = layer._scales.AsSpan(first, channels);
+                ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
+                for (int t = 0; t < tokens; t++)
+                {
+                    WeightOnlyPanelKernel.Accumulate(layer.FloatTier, weight, p, floats.AsSpan(t * padded, padded), lanes);
+                    Span<float> y = output.Slice((t * outFeatures) + first, channels);
+                    for (int c = 0; c < channels; c++)
+                    {
+                        ReadOnlySpan<float> l = lanes.Slice(c * PackedInt8Weight.StepFeatures, PackedInt8Weight.StepFeatures);
+                        y[c] = MathF.FusedMultiplyAdd((l[0] + l[1]) + (l[2] + l[3]), scales[c], bias[c]);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Quantization;
+
+/// <summary>
+/// The W8A16 (weight-only) kernel: float activations times int8 weights converted to float on the fly, for one panel
+/// of a <see cref="PackedInt8Weight"/>. The per-channel scale is applied after the dot product, so it is not in the loop.
+/// </summary>
+/// <remarks>
+/// Every path keeps one float accumulator per (channel, feature mod 4) and adds each step to it with one fused
+/// multiply-add, in step order: the packed layout puts those four features of a channel side by side, so a 512-bit
+/// vector holds 4 channels, a 256-bit one 2 and a 128-bit one 1, and the scalar path does the same sums one at a time.
+/// The results are therefore the same bits on every tier.
+/// </remarks>
+internal static class WeightOnlyPanelKernel
+{
+    /// <summary>Accumulators per token: one per (channel, feature mod 4).</summary>
+    public const int Lanes = PackedInt8Weight.PanelRows * PackedInt8Weight.StepFeatures;
+
+    /// <summary>Computes the partial sums of one activation row with one panel's channels.</summary>
+    /// <param name="tier">The vector tier to run.</param>
+    /// <param name="weight">The packed weight.</param>
+    /// <param name="panel">The panel index.</param>
+    /// <param name="x">One token's activations, padded to <see cref="PackedInt8Weight.PaddedInFeatures"/> with zeros.</param>
+    /// <param name="lanes">Receives the <see cref="Lanes"/> partial sums, channel-major.</param>
+    public static unsafe void Accumulate(SimdTier tier, PackedInt8Weight weight, int panel, ReadOnlySpan<float> x, Span<float> lanes)
+    {
+        Debug.Assert(x.Length == weight.PaddedInFeatures, "One padded row.");
+        Debug.Assert(lanes.Length == Lanes, "One accumulator per lane.");
+        ref sbyte w = ref weight.GetPanel(panel);
+        fixed (float* xp = x)
+        {
+            switch (tier)
+            {
+                case SimdTier.Vector512:
+                    Vector512Panel(ref w, weight.Steps, xp, lanes);
+                    break;
+                case SimdTier.Vector256:
+                    Vector256Panel(ref w, weight.Steps, xp, lanes);
+                    break;
+                case SimdTier.Vector128:
+                    Vector128Panel(ref w, weight.Steps, xp, lanes);
+                    break;
+                default:
+                    ScalarPanel(ref w, weight.Steps, xp, lanes);
+                    break;
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Widen16(ref sbyte w, int offset) =>
+        Vector512.ConvertToSingle(Avx512F.ConvertToVector512Int32(Vector128.LoadUnsafe(ref w, (nuint)offset)));
+
+    /// <summary>Eight accumulators of 4 channels x 4 features: the whole panel in one pass.</summary>
+    private static unsafe void Vector512Panel(ref sbyte w, int steps, float* x, Span<float> lanes)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        for (int s = 0; s < steps; s++)
+        {
+            Vector512<float> p = Avx512F.BroadcastVector128ToVector512(x + (s * PackedInt8Weight.StepFeatures));
+            a0 = Vector512.FusedMultiplyAdd(Widen16(ref w, 0), p, a0);
+            a1 = Vector512.FusedMultiplyAdd(Widen16(ref w, 16), p, a1);
+            a2 = Vector512.FusedMultiplyAdd(Widen16(ref w, 32), p, a2);
+            a3 = Vector512.FusedMultiplyAdd(Widen16(ref w, 48), p, a3);
+            a4 = Vector512.FusedMultiplyAdd(Widen16(ref w, 64), p, a4);
+            a5 = Vector512.FusedMultiplyAdd(Widen16(ref w, 80), p, a5);
+            a6 = Vector512.FusedMultiplyAdd(Widen16(ref w, 96), p, a6);
+            a7 = Vector512.FusedMultiplyAdd(Widen16(ref w, 112), p, a7);
+            w = ref Unsafe.Add(ref w, PackedInt8Weight.StepBytes);
+        }
+
+        ref float l = ref MemoryMarshal.GetReference(lanes);
+        a0.StoreUnsafe(ref l, 0);
+        a1.StoreUnsafe(ref l, 16);
+        a2.StoreUnsafe(ref l, 32);
+        a3.StoreUnsafe(ref l, 48);
+        a4.StoreUnsafe(ref l, 64);
+        a5.StoreUnsafe(ref l, 80);
+        a6.StoreUnsafe(ref l, 96);
+        a7.StoreUnsafe(ref l, 112);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen8(ref sbyte w, int offset) =>
+        Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<long>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref w, offset)))).AsSByte()));
+
+    /// <summary>Eight accumulators of 2 channels x 4 features: two passes of 16 channels per panel.</summary>
+    private static unsafe void Vector256Panel(ref sbyte w, int steps, float* x, Span<float> lanes)
+    {
+        const int ChannelsPerPass = 16;
+        for (int first = 0; first < PackedInt8Weight.PanelRows; first += ChannelsPerPass)
+        {
+            ref sbyte wp = ref Unsafe.Add(ref w, first * PackedInt8Weight.StepFeatures);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int s = 0; s < steps; s++)
+            {
+                Vector256<float> p = Avx.BroadcastVector128ToVector256(x + (s * PackedInt8Weight.StepFeatures));
+                a0 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 0), p, a0);
+                a1 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 8), p, a1);
+                a2 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 16), p, a2);
+                a3 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 24), p, a3);
+                a4 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 32), p, a4);
+                a5 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 40), p, a5);
+                a6 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 48), p, a6);
+                a7 = Vector256.FusedMultiplyAdd(Widen8(ref wp, 56), p, a7);
+                wp = ref Unsafe.Add(ref wp, PackedInt8Weight.StepBytes);
+            }
+
+            ref float l = ref Unsafe.Add(ref MemoryMarshal.GetReference(lanes), first * PackedInt8Weight.StepFeatures);
+            a0.StoreUnsafe(ref l, 0);
+            a1.StoreUnsafe(ref l, 8);
+            a2.StoreUnsafe(ref l, 16);
+            a3.StoreUnsafe(ref l, 24);
+            a4.StoreUnsafe(ref l, 32);
+            a5.StoreUnsafe(ref l, 40);
+            a6.StoreUnsafe(ref l, 48);
+            a7.StoreUnsafe(ref l, 56);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> Widen4(ref sbyte w, int offset) =>
+        Vector128.ConvertToSingle(Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref w, offset)))).AsSByte())));
+
+    /// <summary>Portable: eight accumulators of 1 channel x 4 features, four passes of 8 channels per panel.</summary>
+    private static unsafe void Vector128Panel(ref sbyte w, int steps, float* x, Span<float> lanes)
+    {
+        const int ChannelsPerPass = 8;
+        for (int first = 0; first < PackedInt8Weight.PanelRows; first += ChannelsPerPass)
+        {
+            ref sbyte wp = ref Unsafe.Add(ref w, first * PackedInt8Weight.StepFeatures);
+            Vector128<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int s = 0; s < steps; s++)
+            {
+                Vector128<float> p = Vector128.Load(x + (s * PackedInt8Weight.StepFeatures));
+                a0 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 0), p, a0);
+                a1 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 4), p, a1);
+                a2 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 8), p, a2);
+                a3 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 12), p, a3);
+                a4 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 16), p, a4);
+                a5 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 20), p, a5);
+                a6 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 24), p, a6);
+                a7 = Vector128.FusedMultiplyAdd(Widen4(ref wp, 28), p, a7);
+                wp = ref Unsafe.Add(ref wp, PackedInt8Weight.StepBytes);
+            }
+
+            ref float l = ref Unsafe.Add(ref MemoryMarshal.GetReference(lanes), first * PackedInt8Weight.StepFeatures);
+            a0.StoreUnsafe(ref l, 0);
+            a1.StoreUnsafe(ref l, 4);
+            a2.StoreUnsafe(ref l, 8);
+            a3.StoreUnsafe(ref l, 12);
+            a4.StoreUnsafe(ref l, 16);
+            a5.StoreUnsafe(ref l, 20);
+            a6.StoreUnsafe(ref l, 24);
+            a7.StoreUnsafe(ref l, 28);
+        }
+    }
+
+    private static unsafe void ScalarPanel(ref sbyte w, int steps, float* x, Span<float> lanes)
+    {
+        lanes.Clear();
+        for (int s = 0; s < steps; s++)
+        {
+            for (int lane = 0; lane < Lanes; lane++)
+            {
+                float xv = x[(s * PackedInt8Weight.StepFeatures) + (lane % PackedInt8Weight.StepFeatures)];
+                lanes[lane] = MathF.FusedMultiplyAdd(Unsafe.Add(ref w, lane), xv, lanes[lane]);
+            }
+
+            w = ref Unsafe.Add(ref w, PackedInt8Weight.StepBytes);
+        }
+    }
+}
