@@ -1,0 +1,73 @@
+using System.Diagnostics;
+using System.Numerics.Tensors;
+
+namespace Quantization;
+
+/// <summary>
+/// The kernels of decode attention on a KV cache: dot products of one query token's heads with key rows
+/// (<see cref="Dots(ReadOnlySpan{sbyte}, ReadOnlySpan{short}, int, Span{int}, int)"/>), the softmax, and the weighted sum of
+/// value rows (<see cref="WeightedSum(ReadOnlySpan{sbyte}, int, ReadOnlySpan{float}, int, int, Span{float})"/>). Each kernel
+/// serves all the query heads of a grouped-query-attention group in one pass over the keys or values they share.
+/// </summary>
+/// <remarks>
+/// Int8 keys meet the query quantized to int16 (<see cref="QuantizeQuery"/>): the dots are exact int32 sums, the same on
+/// every SIMD tier. The float steps (softmax, weighted sums) follow the scalar reference within float rounding.
+/// Arguments are checked by the callers (the caches); the kernels only assert.
+/// </remarks>
+internal static partial class AttentionPrimitives
+{
+    /// <summary>The largest int16 magnitude a quantized query uses.</summary>
+    public const int QueryLevels = short.MaxValue;
+
+    /// <summary>
+    /// The largest head dimension whose int8-by-int16 dots stay exact in int32: 128 * 32767 * 512 &lt; 2^31.
+    /// </summary>
+    public const int MaxHeadDim = 512;
+
+    /// <summary>
+    /// Quantizes one query head to int16, symmetric: <c>q16[d] = round_half_even(x[d] / s)</c> with
+    /// <c>x[d] = query[d] * channelScales[d]</c> (or <c>query[d]</c> when there are no channel scales) and
+    /// <c>s = max |x| / 32767</c>; an all-zero head gets s = 0 and zeros.
+    /// </summary>
+    /// <returns>The scale s: a dot with the int16 query times s is the dot with x.</returns>
+    public static float QuantizeQuery(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, Span<short> destination)
+    {
+        Debug.Assert(destination.Length == query.Length && (channelScales.IsEmpty || channelScales.Length == query.Length), "One value per element.");
+        float amax = 0f;
+        for (int d = 0; d < query.Length; d++)
+        {
+            amax = MathF.Max(amax, MathF.Abs(Scaled(query, channelScales, d)));
+        }
+
+        if (amax == 0f)
+        {
+            destination.Clear();
+            return 0f;
+        }
+
+        float scale = amax / QueryLevels;
+        for (int d = 0; d < query.Length; d++)
+        {
+            float y = Scaled(query, channelScales, d) / scale;
+            destination[d] = (short)Math.Clamp(MathF.Round(y), -QueryLevels, QueryLevels);
+        }
+
+        return scale;
+    }
+
+    /// <summary>
+    /// Turns scores into softmax probabilities in place: <c>p[t] = exp(s[t] - max s) / sum</c>, subtracting the maximum so
+    /// that no exponential overflows.
+    /// </summary>
+    public static void Softmax(Span<float> scores)
+    {
+        Debug.Assert(!scores.IsEmpty, "A softmax needs at least one score.");
+        float max = TensorPrimitives.Max(scores);
+        TensorPrimitives.Subtract(scores, max, scores);
+        TensorPrimitives.Exp(scores, scores);
+        TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
+    }
+
+    private static float Scaled(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, int d) =>
+        channelScales.IsEmpty ? query[d] : query[d] * channelScales[d];
+}
