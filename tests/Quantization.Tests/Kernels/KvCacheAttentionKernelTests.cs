@@ -35,8 +35,7 @@ public class KvCacheAttentionKernelTests
     public void Int8Attend_IsCloseToExactAttentionOnTheDequantizedData()
     {
         // The int16 query rounds each element by at most 1 / 65534 of the head's largest (scaled) element, about 1/250
-        // of the int8 keys' own rounding; through sharp softmaxes over outlier channels that stays within a few 1e-3 of
-        // the output, where the int8 rounding of K and V itself moves it by about 1e-2.
+        // of the int8 keys' own rounding; through sharp softmaxes over outlier channels that stays below 1e-3.
         Gen.Select(KvCacheCases.Options, Gen.Int[1, 150], Gen.Int[0, 1000]).Sample(t =>
         {
             (KvCacheOptions options, int tokens, int seed) = t;
@@ -46,7 +45,7 @@ public class KvCacheAttentionKernelTests
             float[] query = KvCacheCases.Query(options, seed + 1);
             float[] output = new float[query.Length];
             cache.Attend(0, query, output);
-            KvCacheCases.AssertClose(output, reference.AttendDequantized(0, query), options.HeadDim, 5e-3, options.Scheme.ToString());
+            KvCacheCases.AssertClose(output, reference.AttendDequantized(0, query), options.HeadDim, 1e-3, options.Scheme.ToString());
         }, iter: 40);
     }
 
@@ -88,9 +87,8 @@ public class KvCacheAttentionKernelTests
     }
 
     [Fact]
-    public void FloatAttend_MatchesExactAttentionInDouble()
+    public void FloatAttend_MatchesExactAttentionInDoubleWithin1e5()
     {
-        // Float scores of magnitude up to ~100 (outlier channels) carry ~100 * 2^-24 of rounding into the softmax.
         Gen.Select(KvCacheCases.Options, Gen.Int[1, 150], Gen.Int[0, 1000]).Sample(t =>
         {
             (KvCacheOptions shape, int tokens, int seed) = t;
@@ -104,7 +102,7 @@ public class KvCacheAttentionKernelTests
             float[] query = KvCacheCases.Query(options, seed);
             float[] output = new float[query.Length];
             cache.Attend(0, query, output);
-            KvCacheCases.AssertClose(output, reference.AttendDequantized(0, query), options.HeadDim, 1e-4, "fp32");
+            KvCacheCases.AssertClose(output, reference.AttendDequantized(0, query), options.HeadDim, 1e-5, "fp32");
         }, iter: 40);
     }
 

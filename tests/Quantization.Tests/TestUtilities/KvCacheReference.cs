@@ -47,10 +47,12 @@ internal sealed class KvCacheReference
     /// s = max |x| / 32767, round half to even), exact integer dots, per-token key scales, then softmax and the weighted
     /// sum of values in double.
     /// </summary>
-    public double[] Attend(int layer, float[] query)
+    /// <returns>The output, and for each query head the size of its weighted sums, <c>max_d sum_t p_t |v_t[d]|</c>: the scale that float rounding errors grow with.</returns>
+    public (double[] Output, double[] Magnitudes) Attend(int layer, float[] query)
     {
         int group = _options.QueryHeadsPerKvHead, dim = _options.HeadDim;
         double[] output = new double[query.Length];
+        double[] magnitudes = new double[_options.QueryHeads];
         float inverseSqrt = 1f / MathF.Sqrt(dim);
         for (int head = 0; head < _options.KvHeads; head++)
         {
@@ -97,24 +99,29 @@ internal sealed class KvCacheReference
                 double max = scores.Max();
                 double[] p = [.. scores.Select(s => Math.Exp(s - max))];
                 double sum = p.Sum();
+                double[] magnitude = new double[dim];
                 for (int t = 0; t < keys.Tokens; t++)
                 {
                     for (int d = 0; d < dim; d++)
                     {
                         output[(qh * dim) + d] += p[t] / sum * values.Value(t, d);
+                        magnitude[d] += p[t] / sum * Math.Abs(values.Value(t, d));
                     }
                 }
+
+                magnitudes[qh] = magnitude.Max();
             }
         }
 
-        return output;
+        return (output, magnitudes);
     }
 
     /// <summary>Plain attention in double on the dequantized keys and values with the unquantized query.</summary>
-    public double[] AttendDequantized(int layer, float[] query)
+    public (double[] Output, double[] Magnitudes) AttendDequantized(int layer, float[] query)
     {
         int group = _options.QueryHeadsPerKvHead, dim = _options.HeadDim;
         double[] output = new double[query.Length];
+        double[] magnitudes = new double[_options.QueryHeads];
         for (int head = 0; head < _options.KvHeads; head++)
         {
             Stored keys = Keys(layer, head), values = Values(layer, head);
@@ -133,17 +140,21 @@ internal sealed class KvCacheReference
                 double max = scores.Max();
                 double[] p = [.. scores.Select(s => Math.Exp(s - max))];
                 double sum = p.Sum();
+                double[] magnitude = new double[dim];
                 for (int t = 0; t < keys.Tokens; t++)
                 {
                     for (int d = 0; d < dim; d++)
                     {
                         output[(qh * dim) + d] += p[t] / sum * values.Value(t, d);
+                        magnitude[d] += p[t] / sum * Math.Abs(values.Value(t, d));
                     }
                 }
+
+                magnitudes[qh] = magnitude.Max();
             }
         }
 
-        return output;
+        return (output, magnitudes);
     }
 
     private Stored Store(int layer, int head, bool keys)
