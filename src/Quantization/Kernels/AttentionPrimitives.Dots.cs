@@ -99,10 +99,11 @@ internal static partial class AttentionPrimitives
                     d = TOp.MultiplyAdd(d, k, ref qd, i);
                 }
 
-                dots[(j * dotStride) + t] = TOp.Sum(a) + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qa, vectorEnd, dim);
-                dots[((j + 1) * dotStride) + t] = TOp.Sum(b) + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qb, vectorEnd, dim);
-                dots[((j + 2) * dotStride) + t] = TOp.Sum(c) + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qc, vectorEnd, dim);
-                dots[((j + 3) * dotStride) + t] = TOp.Sum(d) + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qd, vectorEnd, dim);
+                (TResult sa, TResult sb, TResult sc, TResult sd) = TOp.Sum4(a, b, c, d);
+                dots[(j * dotStride) + t] = sa + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qa, vectorEnd, dim);
+                dots[((j + 1) * dotStride) + t] = sb + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qb, vectorEnd, dim);
+                dots[((j + 2) * dotStride) + t] = sc + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qc, vectorEnd, dim);
+                dots[((j + 3) * dotStride) + t] = sd + Tail<TKey, TQuery, TResult, TTail>(ref row, ref qd, vectorEnd, dim);
             }
 
             for (; j < heads; j++)

@@ -31,6 +31,9 @@ internal interface IDotOperator<TKey, TQuery, TWide, TAcc, TResult>
     static abstract TAcc MultiplyAdd(TAcc acc, TWide key, ref TQuery query, nuint i);
 
     static abstract TResult Sum(TAcc acc);
+
+    /// <summary>Sums four accumulators at once: one reduction tree for the four query heads of a step.</summary>
+    static abstract (TResult A, TResult B, TResult C, TResult D) Sum4(TAcc a, TAcc b, TAcc c, TAcc d);
 }
 
 /// <summary>
@@ -52,6 +55,13 @@ internal interface IWeightedSumOperator<TValue, TVector>
     static abstract void Store(TVector x, ref float output, nuint i);
 
     static abstract TVector MultiplyAdd(TVector acc, TVector x, float weight);
+}
+
+/// <summary>Helpers of the four-way reductions.</summary>
+internal static class Reductions
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (T A, T B, T C, T D) Elements<T>(Vector128<T> sums) => (sums.ToScalar(), sums.GetElement(1), sums.GetElement(2), sums.GetElement(3));
 }
 
 /// <summary>Loads of a few sbytes into the low lanes of a vector, never reading past them.</summary>
@@ -91,6 +101,11 @@ internal readonly struct Int8Dot512 : IDotOperator<sbyte, short, Vector512<short
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Sum(Vector512<int> acc) => Vector512.Sum(acc);
+
+    /// <summary>Halves each accumulator to 256 bits, then three vphaddd build [a, b, c, d] in both lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (int A, int B, int C, int D) Sum4(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d) =>
+        Int8Dot256.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper());
 }
 
 /// <summary>16 int8 keys a step (AVX2).</summary>
@@ -111,6 +126,13 @@ internal readonly struct Int8Dot256 : IDotOperator<sbyte, short, Vector256<short
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Sum(Vector256<int> acc) => Vector256.Sum(acc);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (int A, int B, int C, int D) Sum4(Vector256<int> a, Vector256<int> b, Vector256<int> c, Vector256<int> d)
+    {
+        Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a, b), Avx2.HorizontalAdd(c, d));
+        return Reductions.Elements(sums.GetLower() + sums.GetUpper());
+    }
 }
 
 /// <summary>8 int8 keys a step (SSE4.1).</summary>
@@ -131,6 +153,12 @@ internal readonly struct Int8Dot128 : IDotOperator<sbyte, short, Vector128<short
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static int Sum(Vector128<int> acc) => Vector128.Sum(acc);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static (int A, int B, int C, int D) Sum4(Vector128<int> a, Vector128<int> b, Vector128<int> c, Vector128<int> d)
+    {
+        return Reductions.Elements(Ssse3.HorizontalAdd(Ssse3.HorizontalAdd(a, b), Ssse3.HorizontalAdd(c, d)));
+    }
 }
 
 /// <summary>One int8 key a step: the scalar path and every vector path's tail.</summary>
@@ -147,6 +175,8 @@ internal readonly struct Int8DotScalar : IDotOperator<sbyte, short, int, int, in
     public static int MultiplyAdd(int acc, int key, ref short query, nuint i) => acc + (key * Unsafe.Add(ref query, i));
 
     public static int Sum(int acc) => acc;
+
+    public static (int A, int B, int C, int D) Sum4(int a, int b, int c, int d) => (a, b, c, d);
 }
 
 /// <summary>16 float keys a step.</summary>
@@ -164,6 +194,9 @@ internal readonly struct FloatDot512 : IDotOperator<float, float, Vector512<floa
         Vector512.FusedMultiplyAdd(key, Vector512.LoadUnsafe(ref query, i), acc);
 
     public static float Sum(Vector512<float> acc) => Vector512.Sum(acc);
+
+    public static (float A, float B, float C, float D) Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) =>
+        FloatDot256.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper());
 }
 
 /// <summary>8 float keys a step.</summary>
@@ -181,6 +214,17 @@ internal readonly struct FloatDot256 : IDotOperator<float, float, Vector256<floa
         Vector256.FusedMultiplyAdd(key, Vector256.LoadUnsafe(ref query, i), acc);
 
     public static float Sum(Vector256<float> acc) => Vector256.Sum(acc);
+
+    public static (float A, float B, float C, float D) Sum4(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d)
+    {
+        if (!Avx.IsSupported)
+        {
+            return (Sum(a), Sum(b), Sum(c), Sum(d));
+        }
+
+        Vector256<float> sums = Avx.HorizontalAdd(Avx.HorizontalAdd(a, b), Avx.HorizontalAdd(c, d));
+        return Reductions.Elements(sums.GetLower() + sums.GetUpper());
+    }
 }
 
 /// <summary>4 float keys a step.</summary>
@@ -198,6 +242,9 @@ internal readonly struct FloatDot128 : IDotOperator<float, float, Vector128<floa
         Vector128.FusedMultiplyAdd(key, Vector128.LoadUnsafe(ref query, i), acc);
 
     public static float Sum(Vector128<float> acc) => Vector128.Sum(acc);
+
+    public static (float A, float B, float C, float D) Sum4(Vector128<float> a, Vector128<float> b, Vector128<float> c, Vector128<float> d) =>
+        Sse3.IsSupported ? Reductions.Elements(Sse3.HorizontalAdd(Sse3.HorizontalAdd(a, b), Sse3.HorizontalAdd(c, d))) : (Sum(a), Sum(b), Sum(c), Sum(d));
 }
 
 /// <summary>One float key a step.</summary>
@@ -214,6 +261,8 @@ internal readonly struct FloatDotScalar : IDotOperator<float, float, float, floa
     public static float MultiplyAdd(float acc, float key, ref float query, nuint i) => MathF.FusedMultiplyAdd(key, Unsafe.Add(ref query, i), acc);
 
     public static float Sum(float acc) => acc;
+
+    public static (float A, float B, float C, float D) Sum4(float a, float b, float c, float d) => (a, b, c, d);
 }
 
 // Int8 values widened to float: vpmovsxbd sign-extends 16 (8, 4) bytes to int32 lanes in one instruction, straight

@@ -1,5 +1,8 @@
 using System.Diagnostics;
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
@@ -66,6 +69,42 @@ internal static partial class AttentionPrimitives
         TensorPrimitives.Subtract(scores, max, scores);
         TensorPrimitives.Exp(scores, scores);
         TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
+    }
+
+    /// <summary>
+    /// scores[t] = dots[t] * factor (* tokenScales[t] when there are per-token key scales): an int dot of a quantized
+    /// query becomes a score.
+    /// </summary>
+    public static void ScaleDots(ReadOnlySpan<int> dots, float factor, ReadOnlySpan<float> tokenScales, Span<float> scores)
+    {
+        TensorPrimitives.ConvertTruncating(dots, scores);
+        TensorPrimitives.Multiply(scores, factor, scores);
+        if (!tokenScales.IsEmpty)
+        {
+            TensorPrimitives.Multiply(scores, tokenScales, scores);
+        }
+    }
+
+    /// <summary>
+    /// Asks for every cache line of <paramref name="data"/> (x86; elsewhere nothing). Attention walks a cache block by
+    /// block, and each KV head's rows of a block are a few KiB at an unrelated address that the hardware prefetchers do
+    /// not guess; asking for the next block while this one is computed keeps memory busy. Prefetches never fault, and a
+    /// stale address after a GC move only wastes them.
+    /// </summary>
+    public static unsafe void Prefetch<T>(ReadOnlySpan<T> data)
+        where T : unmanaged
+    {
+        if (!Sse.IsSupported)
+        {
+            return;
+        }
+
+        byte* start = (byte*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(data));
+        nuint bytes = (nuint)data.Length * (nuint)sizeof(T);
+        for (nuint i = 0; i < bytes; i += 64)
+        {
+            Sse.Prefetch0(start + i);
+        }
     }
 
     private static float Scaled(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, int d) =>

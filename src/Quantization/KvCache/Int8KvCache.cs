@@ -402,6 +402,7 @@ public sealed class Int8KvCache : IDisposable
             KvCacheBlock block = _blocks[layer][b];
             int tokens = Math.Min(tokensPerBlock, quantized - first);
             ReadOnlySpan<sbyte> keys = block.Keys.AsSpan(head * tokensPerBlock * dim, tokens * dim);
+            PrefetchNext(layer, head, b, keys: true);
             if (scheme.Kind == KvCacheSchemeKind.Kivi)
             {
                 int groupSize = scheme.GroupSize;
@@ -438,6 +439,7 @@ public sealed class Int8KvCache : IDisposable
         {
             KvCacheBlock block = _blocks[layer][b];
             int tokens = Math.Min(tokensPerBlock, quantized - first);
+            PrefetchNext(layer, head, b, keys: false);
             if (scheme.Kind != KvCacheSchemeKind.StaticPerChannel)
             {
                 ReadOnlySpan<float> valueScales = block.ValueScales.AsSpan(head * tokensPerBlock, tokens);
@@ -466,6 +468,22 @@ public sealed class Int8KvCache : IDisposable
         }
     }
 
+    /// <summary>Asks for a KV head's keys (and their scales) or values of the block after <paramref name="block"/>, if there is one.</summary>
+    private void PrefetchNext(int layer, int head, int block, bool keys)
+    {
+        if (block + 1 >= _blocks[layer].Count)
+        {
+            return;
+        }
+
+        KvCacheBlock next = _blocks[layer][block + 1];
+        int rows = _options.BlockTokens * _options.HeadDim;
+        AttentionPrimitives.Prefetch<sbyte>((keys ? next.Keys : next.Values).AsSpan(head * rows, rows));
+        float[] scales = keys ? next.KeyScales : next.ValueScales;
+        int perHead = scales.Length / _options.KvHeads;
+        AttentionPrimitives.Prefetch<float>(scales.AsSpan(head * perHead, perHead));
+    }
+
     /// <summary>Quantizes each query head (channel scales folded in) to int16 and gets the factor that turns its int dots into scores.</summary>
     private static void PrepareQueries(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, float inverseSqrtDim, Span<short> destination, Span<float> factors)
     {
@@ -481,13 +499,7 @@ public sealed class Int8KvCache : IDisposable
     {
         for (int j = 0; j < factors.Length; j++)
         {
-            ReadOnlySpan<int> row = dots.Slice(j * tokens, tokens);
-            Span<float> target = scores.Slice((j * count) + first, tokens);
-            float factor = factors[j];
-            for (int t = 0; t < tokens; t++)
-            {
-                target[t] = tokenScales.IsEmpty ? row[t] * factor : row[t] * factor * tokenScales[t];
-            }
+            AttentionPrimitives.ScaleDots(dots.Slice(j * tokens, tokens), factors[j], tokenScales, scores.Slice((j * count) + first, tokens));
         }
     }
 
