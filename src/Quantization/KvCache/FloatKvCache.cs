@@ -96,6 +96,9 @@ public sealed class FloatKvCache
         _counts[layer] = count + tokens;
     }
 
+    /// <summary>Forgets every token of every layer, so the cache can serve a new sequence.</summary>
+    public void Clear() => Array.Clear(_counts);
+
     /// <summary>Computes attention for one query token on a layer: for each query head, <c>softmax(q . K / sqrt(headDim)) . V</c>.</summary>
     /// <param name="layer">The layer.</param>
     /// <param name="query">The query, [query heads, head dim].</param>

@@ -197,6 +197,14 @@ public sealed class Int8KvCache : IDisposable
     /// <exception cref="ArgumentException">The destination does not hold the layer's tokens x head dim elements.</exception>
     public void DequantizeValues(int layer, int kvHead, Span<float> destination) => Dequantize(layer, kvHead, destination, keys: false);
 
+    /// <summary>Forgets every token of every layer and returns the blocks to the pool, so the cache can serve a new sequence.</summary>
+    /// <exception cref="ObjectDisposedException">The cache has been disposed.</exception>
+    public void Clear()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ReturnBlocks();
+    }
+
     /// <summary>Returns the cache's blocks to the pool; the cache cannot be used afterwards.</summary>
     public void Dispose()
     {
@@ -206,14 +214,21 @@ public sealed class Int8KvCache : IDisposable
         }
 
         _disposed = true;
+        ReturnBlocks();
+        ArrayPool<float>.Shared.Return(_windowKeys);
+        ArrayPool<float>.Shared.Return(_windowValues);
+    }
+
+    private void ReturnBlocks()
+    {
         foreach (List<KvCacheBlock> blocks in _blocks)
         {
             _pool.Return(blocks);
             blocks.Clear();
         }
 
-        ArrayPool<float>.Shared.Return(_windowKeys);
-        ArrayPool<float>.Shared.Return(_windowValues);
+        Array.Clear(_quantized);
+        Array.Clear(_resident);
     }
 
     private static int BlocksFor(KvCacheOptions options) =>

@@ -24,6 +24,13 @@ public class KvCacheBlockPoolTests
         second.Append(0, data, data, 20);
         Assert.Equal(4, pool.CreatedBlocks);
         Assert.Equal(3, pool.RentedBlocks);
+
+        second.Clear();
+        Assert.Equal(0, pool.RentedBlocks);
+        Assert.Equal(0, second.Count);
+        second.Append(1, data, data, 20);
+        Assert.Equal(20, second.GetCount(1));
+        Assert.Equal(4, pool.CreatedBlocks);
     }
 
     [Fact]
