@@ -32,16 +32,24 @@ internal static partial class AttentionPrimitives
     /// <c>x[d] = query[d] * channelScales[d]</c> (or <c>query[d]</c> when there are no channel scales) and
     /// <c>s = max |x| / 32767</c>; an all-zero head gets s = 0 and zeros.
     /// </summary>
+    /// <remarks>
+    /// Every step is an exactly rounded IEEE operation (multiply, divide, round to integer), so the vector and scalar
+    /// paths of <see cref="TensorPrimitives"/> give the same int16 values. |x / s| stays within 32767 plus the scale's
+    /// rounding (far below 0.5), so no clamp is needed.
+    /// </remarks>
     /// <returns>The scale s: a dot with the int16 query times s is the dot with x.</returns>
-    public static float QuantizeQuery(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, Span<short> destination)
+    public static float QuantizeQuery(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, Span<float> scratch, Span<short> destination)
     {
-        Debug.Assert(destination.Length == query.Length && (channelScales.IsEmpty || channelScales.Length == query.Length), "One value per element.");
-        float amax = 0f;
-        for (int d = 0; d < query.Length; d++)
+        Debug.Assert(destination.Length == query.Length && scratch.Length == query.Length, "One value per element.");
+        Debug.Assert(channelScales.IsEmpty || channelScales.Length == query.Length, "One channel scale per element.");
+        ReadOnlySpan<float> x = query;
+        if (!channelScales.IsEmpty)
         {
-            amax = MathF.Max(amax, MathF.Abs(Scaled(query, channelScales, d)));
+            TensorPrimitives.Multiply(query, channelScales, scratch);
+            x = scratch;
         }
 
+        float amax = MathF.Abs(TensorPrimitives.MaxMagnitude(x));
         if (amax == 0f)
         {
             destination.Clear();
@@ -49,12 +57,9 @@ internal static partial class AttentionPrimitives
         }
 
         float scale = amax / QueryLevels;
-        for (int d = 0; d < query.Length; d++)
-        {
-            float y = Scaled(query, channelScales, d) / scale;
-            destination[d] = (short)Math.Clamp(MathF.Round(y), -QueryLevels, QueryLevels);
-        }
-
+        TensorPrimitives.Divide(x, scale, scratch);
+        TensorPrimitives.Round(scratch, scratch);
+        TensorPrimitives.ConvertTruncating<float, short>(scratch, destination);
         return scale;
     }
 
@@ -107,6 +112,4 @@ internal static partial class AttentionPrimitives
         }
     }
 
-    private static float Scaled(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, int d) =>
-        channelScales.IsEmpty ? query[d] : query[d] * channelScales[d];
 }

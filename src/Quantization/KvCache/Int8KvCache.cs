@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Numerics.Tensors;
 
 using static System.FormattableString;
 
@@ -409,7 +410,7 @@ public sealed class Int8KvCache : IDisposable
             : [];
         if (scheme.Kind != KvCacheSchemeKind.Kivi)
         {
-            PrepareQueries(query, channelScales, inverseSqrtDim, scratch.Queries, factors);
+            PrepareQueries(query, channelScales, inverseSqrtDim, scratch, factors);
         }
 
         for (int first = 0, b = 0; first < quantized; first += tokensPerBlock, b++)
@@ -423,7 +424,7 @@ public sealed class Int8KvCache : IDisposable
                 int groupSize = scheme.GroupSize;
                 for (int g = 0; g * groupSize < tokens; g++)
                 {
-                    PrepareQueries(query, block.KeyScales.AsSpan(KeyGroupOffset(head, g), dim), inverseSqrtDim, scratch.Queries, factors);
+                    PrepareQueries(query, block.KeyScales.AsSpan(KeyGroupOffset(head, g), dim), inverseSqrtDim, scratch, factors);
                     AttentionPrimitives.Dots(keys.Slice(g * groupSize * dim, groupSize * dim), scratch.Queries, dim, scratch.Dots, groupSize);
                     ScaleDots(scratch.Dots, groupSize, factors, [], scores, count, first + (g * groupSize));
                 }
@@ -440,7 +441,7 @@ public sealed class Int8KvCache : IDisposable
         ReadOnlySpan<float> windowKeys = resident > 0 ? _windowKeys.AsSpan(WindowOffset(layer, head, 0), resident * dim) : [];
         if (resident > 0)
         {
-            System.Numerics.Tensors.TensorPrimitives.Multiply(query, inverseSqrtDim, scratch.FloatQueries);
+            TensorPrimitives.Multiply(query, inverseSqrtDim, scratch.FloatQueries);
             AttentionPrimitives.Dots(windowKeys, scratch.FloatQueries, dim, scores[quantized..], count);
         }
 
@@ -461,7 +462,7 @@ public sealed class Int8KvCache : IDisposable
                 for (int j = 0; j < group; j++)
                 {
                     Span<float> weights = scores.Slice((j * count) + first, tokens);
-                    System.Numerics.Tensors.TensorPrimitives.Multiply(weights, valueScales, weights);
+                    TensorPrimitives.Multiply(weights, valueScales, weights);
                 }
             }
 
@@ -473,7 +474,7 @@ public sealed class Int8KvCache : IDisposable
             ReadOnlySpan<float> valueScales = scheme.ValueScales.Slice(((layer * _options.KvHeads) + head) * dim, dim);
             for (int j = 0; j < group; j++)
             {
-                System.Numerics.Tensors.TensorPrimitives.Multiply(output.Slice(j * dim, dim), valueScales, output.Slice(j * dim, dim));
+                TensorPrimitives.Multiply(output.Slice(j * dim, dim), valueScales, output.Slice(j * dim, dim));
             }
         }
 
@@ -500,12 +501,12 @@ public sealed class Int8KvCache : IDisposable
     }
 
     /// <summary>Quantizes each query head (channel scales folded in) to int16 and gets the factor that turns its int dots into scores.</summary>
-    private static void PrepareQueries(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, float inverseSqrtDim, Span<short> destination, Span<float> factors)
+    private static void PrepareQueries(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, float inverseSqrtDim, in AttentionScratch scratch, Span<float> factors)
     {
         int dim = query.Length / factors.Length;
         for (int j = 0; j < factors.Length; j++)
         {
-            factors[j] = AttentionPrimitives.QuantizeQuery(query.Slice(j * dim, dim), channelScales, destination.Slice(j * dim, dim)) * inverseSqrtDim;
+            factors[j] = AttentionPrimitives.QuantizeQuery(query.Slice(j * dim, dim), channelScales, scratch.FloatQueries.Slice(j * dim, dim), scratch.Queries.Slice(j * dim, dim)) * inverseSqrtDim;
         }
     }
 
