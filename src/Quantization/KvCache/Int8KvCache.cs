@@ -71,7 +71,19 @@ public sealed class Int8KvCache : IDisposable
     public KvCacheOptions Options => _options;
 
     /// <summary>Gets the tokens every layer holds (the smallest layer count; between decode steps all layers agree).</summary>
-    public int Count => _quantized.Zip(_resident, (q, r) => q + r).Min();
+    public int Count
+    {
+        get
+        {
+            int count = int.MaxValue;
+            for (int layer = 0; layer < _options.Layers; layer++)
+            {
+                count = Math.Min(count, _quantized[layer] + _resident[layer]);
+            }
+
+            return count;
+        }
+    }
 
     /// <summary>
     /// Gets the bytes one token takes in the quantized history, all layers: int8 keys and values plus their scales
