@@ -112,13 +112,16 @@ public class KvCacheAttentionKernelTests
         KvCacheOptions options = new(1, 1, 4, 64, 16);
         using Int8KvCache cache = new(options);
         float[] keys = [.. Enumerable.Range(0, 64).Select(i => 1e4f * (i % 2 == 0 ? 1 : -1))];
+        float[] opposite = [.. keys.Select(k => -k)];
         cache.Append(0, keys, keys);
-        cache.Append(0, [.. keys.Select(k => -k)], keys);
+        cache.Append(0, opposite, opposite);
         float[] query = [.. Enumerable.Range(0, 256).Select(i => 1e4f * (i % 2 == 0 ? 1 : -1))];
         float[] output = new float[256];
         cache.Attend(0, query, output);
+        // Scores of about +-8e8: a softmax without the max subtraction overflows; with it, all weight goes to token 0.
         Assert.All(output, o => Assert.True(float.IsFinite(o)));
         Assert.Equal(1e4f, output[0], 1e4f * 1e-5f);
+        Assert.Equal(-1e4f, output[1], 1e4f * 1e-5f);
     }
 
     internal static void AppendBoth(Int8KvCache cache, KvCacheReference reference, KvCacheOptions options, int layer, int tokens, int seed)
