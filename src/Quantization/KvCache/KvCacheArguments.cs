@@ -1,0 +1,74 @@
+using static System.FormattableString;
+
+namespace Quantization;
+
+/// <summary>The argument checks that <see cref="Int8KvCache"/> and <see cref="FloatKvCache"/> share.</summary>
+internal static class KvCacheArguments
+{
+    /// <summary>Checks an append: the layer, the token count, the K/V lengths, the token limit and finite data.</summary>
+    public static void ValidateAppend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
+    {
+        ValidateLayer(options, layer);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        long expected = (long)tokens * options.TokenWidth;
+        ValidateLength(keys.Length, expected, tokens, options, nameof(keys));
+        ValidateLength(values.Length, expected, tokens, options, nameof(values));
+        if ((long)count + tokens > options.MaxTokens)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, Invariant($"Layer {layer} holds {count} tokens; appending {tokens} would exceed the cache's MaxTokens of {options.MaxTokens}."));
+        }
+
+        QuantizationPrimitives.ThrowIfNonFinite(keys, Invariant($"keys (layer {layer})"), nameof(keys));
+        QuantizationPrimitives.ThrowIfNonFinite(values, Invariant($"values (layer {layer})"), nameof(values));
+    }
+
+    /// <summary>Checks an attention call: the layer, a non-empty layer, the query and output lengths and a finite query.</summary>
+    public static void ValidateAttend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> query, Span<float> output)
+    {
+        ValidateLayer(options, layer);
+        int expected = options.QueryHeads * options.HeadDim;
+        if (query.Length != expected)
+        {
+            throw new ArgumentException(Invariant($"The query has {query.Length} elements but the cache needs query heads {options.QueryHeads} x head dim {options.HeadDim} = {expected}."), nameof(query));
+        }
+
+        if (output.Length != expected)
+        {
+            throw new ArgumentException(Invariant($"The output has {output.Length} elements but the cache needs query heads {options.QueryHeads} x head dim {options.HeadDim} = {expected}."), nameof(output));
+        }
+
+        if (count == 0)
+        {
+            throw new InvalidOperationException(Invariant($"Layer {layer} holds no tokens yet; append the current token's keys and values before attending."));
+        }
+
+        QuantizationPrimitives.ThrowIfNonFinite(query, Invariant($"query (layer {layer})"), nameof(query));
+    }
+
+    /// <summary>Checks a request for one KV head's rows: the layer, the head and the destination length.</summary>
+    public static void ValidateHeadRows(KvCacheOptions options, int layer, int kvHead, int count, Span<float> destination)
+    {
+        ValidateLayer(options, layer);
+        ArgumentOutOfRangeException.ThrowIfNegative(kvHead);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(kvHead, options.KvHeads);
+        long expected = (long)count * options.HeadDim;
+        if (destination.Length != expected)
+        {
+            throw new ArgumentException(Invariant($"The destination has {destination.Length} elements but layer {layer} holds {count} tokens x head dim {options.HeadDim} = {expected}."), nameof(destination));
+        }
+    }
+
+    public static void ValidateLayer(KvCacheOptions options, int layer)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(layer);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(layer, options.Layers);
+    }
+
+    private static void ValidateLength(int length, long expected, int tokens, KvCacheOptions options, string paramName)
+    {
+        if (length != expected)
+        {
+            throw new ArgumentException(Invariant($"{paramName} has {length} elements but {tokens} tokens x KV heads {options.KvHeads} x head dim {options.HeadDim} = {expected} were expected, laid out [tokens, KV heads, head dim]."), paramName);
+        }
+    }
+}
