@@ -10,7 +10,7 @@ public static partial class QuantizationPrimitives
     /// <summary>Computes the exact dot product of two int8 vectors, <c>sum_i x[i] * y[i]</c>, in int32 arithmetic.</summary>
     /// <param name="x">The first vector.</param>
     /// <param name="y">The second vector; the same length.</param>
-    /// <returns>The sum. It cannot overflow below 133,144 elements; beyond that int32 addition wraps, the same on every tier.</returns>
+    /// <returns>The sum. It cannot overflow up to 131,071 elements (131,072 products of -128 · -128 reach 2^31); beyond that int32 addition wraps, the same on every tier.</returns>
     /// <exception cref="ArgumentException">The lengths differ.</exception>
     /// <remarks>
     /// Every value of both types is allowed, -128 included: the bytes are widened to int16 and <c>vpmaddwd</c> sums adjacent

@@ -10,7 +10,7 @@ namespace Quantization;
 /// <summary>
 /// The W8A8 kernel: exact int32 dot products of int8 activations (tokens) with one panel of a
 /// <see cref="PackedInt8Weight"/>. Every path gives the same sums, <c>sum_k x[t, k] * w[n, k]</c> in int32 arithmetic
-/// (which wraps identically on every path; it cannot overflow below 133,000 input features).
+/// (which wraps identically on every path; with activations in [-127, 127] it cannot overflow below 133,000 input features).
 /// </summary>
 /// <remarks>
 /// The activations are first prepared for the path (<see cref="PrepareActivations"/>): unsigned bytes (value + 128)

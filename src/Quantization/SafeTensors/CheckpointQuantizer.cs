@@ -78,6 +78,7 @@ public static class CheckpointQuantizer
     /// <param name="cancellationToken">Cancels between blocks; the shard being written is then not left behind.</param>
     /// <returns>A report per tensor.</returns>
     /// <exception cref="InvalidDataException">The input is not a valid checkpoint, or its <c>config.json</c> is not a JSON object.</exception>
+    /// <exception cref="IOException">The output directory already holds a checkpoint (the input itself, say).</exception>
     /// <exception cref="NotSupportedException">The scheme is not one the format holds.</exception>
     /// <exception cref="NonFiniteValueException">A weight holds NaN or infinity.</exception>
     public static IReadOnlyList<CheckpointTensorReport> Quantize(string input, string outputDirectory, CheckpointQuantizationOptions? options = null, IProgress<CheckpointProgress>? progress = null, CancellationToken cancellationToken = default)
@@ -87,6 +88,12 @@ public static class CheckpointQuantizer
         options ??= new CheckpointQuantizationOptions();
         options.Validate();
         using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(input);
+        if (Directory.Exists(outputDirectory) && (File.Exists(Path.Combine(outputDirectory, SafeTensorsCheckpoint.IndexFileName)) || Directory.EnumerateFiles(outputDirectory, "*.safetensors").Any()))
+        {
+            // Writing over a checkpoint would mix it with this one, or destroy the input itself.
+            throw new IOException($"'{outputDirectory}' already holds a checkpoint; quantize into a new or empty directory.");
+        }
+
         Directory.CreateDirectory(outputDirectory);
         long total = checkpoint.Tensors.Sum(t => t.Tensor.Length), done = 0;
         List<CheckpointTensorReport> reports = [];
@@ -111,7 +118,8 @@ public static class CheckpointQuantizer
             }
         }
 
-        if (checkpoint.Files.Count > 1)
+        // An index unless the output is the one file a loader looks for without one.
+        if (checkpoint.Files.Count > 1 || Path.GetFileName(checkpoint.Files[0].Path) != SafeTensorsCheckpoint.SingleFileName)
         {
             SafeTensorsCheckpoint.WriteIndex(Path.Combine(outputDirectory, SafeTensorsCheckpoint.IndexFileName), weightMap, reports.Sum(r => r.BytesAfter));
         }

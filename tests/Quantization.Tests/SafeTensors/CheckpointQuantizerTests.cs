@@ -72,6 +72,25 @@ public sealed class CheckpointQuantizerTests : IDisposable
         Assert.Contains("layers.1.mlp.weight", e.Message, StringComparison.Ordinal);
         Assert.Equal([SafeTensorsCheckpoint.ShardFileName(0, 2)], Directory.GetFiles(output).Select(Path.GetFileName));
         Assert.Throws<NotSupportedException>(() => CheckpointQuantizer.Quantize(input, output, new CheckpointQuantizationOptions { Scheme = QuantizationScheme.Int8PerChannel(1) }));
+
+        // Never over a checkpoint, the input least of all.
+        Assert.Contains("already holds a checkpoint", Assert.Throws<IOException>(() => CheckpointQuantizer.Quantize(input, input)).Message, StringComparison.Ordinal);
+        Assert.Throws<IOException>(() => CheckpointQuantizer.Quantize(input, output));
+    }
+
+    [Fact]
+    public void OneShardUnderAnotherName_GetsAnIndex_SoTheDirectoryOpens()
+    {
+        string input = Path.Combine(_directory, "weights.safetensors"), output = Path.Combine(_directory, "out");
+        using (SafeTensorsWriter writer = SafeTensorsWriter.Create(input, [new("layer.weight", SafeTensorDataType.Float32, [4, 8])]))
+        {
+            writer.Write<float>([.. Enumerable.Range(0, 32).Select(i => (float)i)]);
+            writer.Commit();
+        }
+
+        CheckpointQuantizer.Quantize(input, output);
+        using SafeTensorsCheckpoint quantized = SafeTensorsCheckpoint.Open(output);
+        Assert.Equal(2, quantized.Tensors.Count());
     }
 
     /// <summary>Two shards with an index and a config: an embedding, a norm and a [96, 64] weight per layer.</summary>
