@@ -96,20 +96,7 @@ internal sealed class KvCacheReference
                     scores[t] = dot * (double)(qs * inverseSqrt) * (perToken ? keys.Scale[t, 0] : 1.0);
                 }
 
-                double max = scores.Max();
-                double[] p = [.. scores.Select(s => Math.Exp(s - max))];
-                double sum = p.Sum();
-                double[] magnitude = new double[dim];
-                for (int t = 0; t < keys.Tokens; t++)
-                {
-                    for (int d = 0; d < dim; d++)
-                    {
-                        output[(qh * dim) + d] += p[t] / sum * values.Value(t, d);
-                        magnitude[d] += p[t] / sum * Math.Abs(values.Value(t, d));
-                    }
-                }
-
-                magnitudes[qh] = magnitude.Max();
+                magnitudes[qh] = SoftmaxWeightedSum(scores, values, output.AsSpan(qh * dim, dim));
             }
         }
 
@@ -137,24 +124,30 @@ internal sealed class KvCacheReference
                     }
                 }
 
-                double max = scores.Max();
-                double[] p = [.. scores.Select(s => Math.Exp(s - max))];
-                double sum = p.Sum();
-                double[] magnitude = new double[dim];
-                for (int t = 0; t < keys.Tokens; t++)
-                {
-                    for (int d = 0; d < dim; d++)
-                    {
-                        output[(qh * dim) + d] += p[t] / sum * values.Value(t, d);
-                        magnitude[d] += p[t] / sum * Math.Abs(values.Value(t, d));
-                    }
-                }
-
-                magnitudes[qh] = magnitude.Max();
+                magnitudes[qh] = SoftmaxWeightedSum(scores, values, output.AsSpan(qh * dim, dim));
             }
         }
 
         return (output, magnitudes);
+    }
+
+    /// <summary>Adds softmax(scores) · values to the output head; returns the largest Σ p·|v| over its dimensions, the scale its error is measured against.</summary>
+    private static double SoftmaxWeightedSum(double[] scores, Stored values, Span<double> output)
+    {
+        double max = scores.Max();
+        double[] p = [.. scores.Select(s => Math.Exp(s - max))];
+        double sum = p.Sum();
+        double[] magnitude = new double[output.Length];
+        for (int t = 0; t < scores.Length; t++)
+        {
+            for (int d = 0; d < output.Length; d++)
+            {
+                output[d] += p[t] / sum * values.Value(t, d);
+                magnitude[d] += p[t] / sum * Math.Abs(values.Value(t, d));
+            }
+        }
+
+        return magnitude.Max();
     }
 
     private Stored Store(int layer, int head, bool keys)
