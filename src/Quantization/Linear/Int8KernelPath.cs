@@ -24,14 +24,25 @@ internal enum Int8KernelPath
     /// <c>vpmaddubsw</c>, whose int16 pair sums saturate); the 128 x row-sum offset is subtracted afterwards.
     /// </summary>
     AvxVnni,
+
+    /// <summary>
+    /// AVX-512 VNNI <c>vpdpbusd</c> (512-bit), assembled at run time (<see cref="Avx512VnniKernel"/>): the same
+    /// arithmetic as <see cref="AvxVnni"/> on twice the lanes, tiles of up to eight tokens.
+    /// </summary>
+    Avx512Vnni,
 }
 
 /// <summary>Chooses and describes the W8A8 kernel paths.</summary>
 internal static class Int8KernelPaths
 {
-    /// <summary>Gets the fastest path this machine runs: AVX-VNNI when present (it fuses multiply, pair-sum and accumulate, 32 products per instruction), else the widest vector tier.</summary>
+    /// <summary>
+    /// Gets the fastest path this machine runs: AVX-512 VNNI when its kernels could be built (64 products per
+    /// instruction), else AVX-VNNI (it fuses multiply, pair-sum and accumulate, 32 products per instruction), else the
+    /// widest vector tier.
+    /// </summary>
     public static Int8KernelPath Best =>
-        IsSupported(Int8KernelPath.AvxVnni) ? Int8KernelPath.AvxVnni
+        IsSupported(Int8KernelPath.Avx512Vnni) ? Int8KernelPath.Avx512Vnni
+        : IsSupported(Int8KernelPath.AvxVnni) ? Int8KernelPath.AvxVnni
         : QuantizationPrimitives.ActiveSimdTier switch
         {
             SimdTier.Vector512 => Int8KernelPath.Vector512,
@@ -50,6 +61,7 @@ internal static class Int8KernelPaths
         Int8KernelPath.Vector256 => Vector256.IsHardwareAccelerated && Avx2.IsSupported,
         Int8KernelPath.Vector512 => Vector512.IsHardwareAccelerated && Avx512BW.IsSupported,
         Int8KernelPath.AvxVnni => Vector256.IsHardwareAccelerated && AvxVnni.IsSupported,
+        Int8KernelPath.Avx512Vnni => Avx512VnniKernel.IsSupported,
         _ => false,
     };
 }

@@ -45,7 +45,7 @@ internal static class Int8PanelKernel
         Debug.Assert(prepared.Length == quantized.Length * ActivationBytes(path), "The prepared buffer fits the path.");
         switch (path)
         {
-            case Int8KernelPath.AvxVnni:
+            case Int8KernelPath.AvxVnni or Int8KernelPath.Avx512Vnni:
                 TensorPrimitives.Xor(MemoryMarshal.AsBytes(quantized), (byte)0x80, prepared);
                 break;
             case Int8KernelPath.Vector512 or Int8KernelPath.Vector256:
@@ -75,6 +75,10 @@ internal static class Int8PanelKernel
         int steps = weight.Steps;
         switch (path)
         {
+            case Int8KernelPath.Avx512Vnni:
+                Avx512VnniTiles(ref w, steps, activations, stride, tokens, sums);
+                RemoveActivationOffset(weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
+                break;
             case Int8KernelPath.AvxVnni:
                 sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
                 for (int first = 0; first < steps; first += VnniStepBlock)
@@ -112,6 +116,22 @@ internal static class Int8PanelKernel
                 }
 
                 break;
+        }
+    }
+
+    /// <summary>Runs the AVX-512 VNNI kernel over all steps, for tiles of up to eight tokens.</summary>
+    private static unsafe void Avx512VnniTiles(ref sbyte w, int steps, ReadOnlySpan<byte> activations, int stride, int tokens, Span<int> sums)
+    {
+        sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
+        fixed (byte* x = activations)
+        fixed (int* s = sums)
+        {
+            // The packed weight lives in pinned memory.
+            sbyte* panel = (sbyte*)Unsafe.AsPointer(ref w);
+            for (int t = 0; t < tokens; t += Avx512VnniKernel.MaxTokens)
+            {
+                Avx512VnniKernel.Accumulate(panel, x + ((long)t * stride), stride, steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
+            }
         }
     }
 

@@ -1,3 +1,6 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace Quantization;
 
 /// <summary>
@@ -22,7 +25,11 @@ internal sealed class PackedInt8Weight
     /// <summary>Bytes per step of one panel.</summary>
     public const int StepBytes = PanelRows * StepFeatures;
 
+    /// <summary>The alignment of the first panel, a cache line: no vector load of a panel straddles two lines.</summary>
+    private const int Alignment = 64;
+
     private readonly sbyte[] _data;
+    private readonly int _offset;
 
     /// <summary>Initializes a new instance of the <see cref="PackedInt8Weight"/> class by repacking a row-major weight.</summary>
     /// <param name="weight">The weight, row-major [outFeatures, inFeatures].</param>
@@ -34,12 +41,14 @@ internal sealed class PackedInt8Weight
         InFeatures = inFeatures;
         Steps = (inFeatures + StepFeatures - 1) / StepFeatures;
         Panels = (outFeatures + PanelRows - 1) / PanelRows;
-        _data = new sbyte[(long)Panels * Steps * StepBytes];
+        // Pinned, so that the AVX-512 VNNI kernel can be handed its address, and one line longer, to align it.
+        _data = GC.AllocateArray<sbyte>(checked((Panels * Steps * StepBytes) + Alignment - 1), pinned: true);
+        _offset = AlignmentOffset(_data);
         ActivationOffsets = new int[Panels * PanelRows];
         for (int n = 0; n < outFeatures; n++)
         {
             ReadOnlySpan<sbyte> row = weight.Slice(n * inFeatures, inFeatures);
-            Span<sbyte> panel = _data.AsSpan((n / PanelRows) * PanelBytes, PanelBytes);
+            Span<sbyte> panel = _data.AsSpan(_offset + ((n / PanelRows) * PanelBytes), PanelBytes);
             int channelOffset = (n % PanelRows) * StepFeatures;
             int sum = 0;
             for (int k = 0; k < inFeatures; k++)
@@ -76,5 +85,11 @@ internal sealed class PackedInt8Weight
     /// <summary>Gets the first byte of a panel.</summary>
     /// <param name="panel">The panel index.</param>
     /// <returns>A reference to the panel's first byte.</returns>
-    public ref sbyte GetPanel(int panel) => ref _data[(long)panel * PanelBytes];
+    public ref sbyte GetPanel(int panel) => ref _data[_offset + (panel * PanelBytes)];
+
+    private static unsafe int AlignmentOffset(sbyte[] pinned)
+    {
+        nuint address = (nuint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+        return (int)((Alignment - (address % Alignment)) % Alignment);
+    }
 }
