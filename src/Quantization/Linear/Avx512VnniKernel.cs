@@ -8,19 +8,20 @@ namespace Quantization;
 /// <summary>
 /// The W8A8 panel kernel in AVX-512 VNNI (512-bit <c>vpdpbusd</c>), which .NET 10 does not expose as an intrinsic:
 /// the kernel is assembled at run time into executable memory, as oneDNN's JIT kernels are, and called through a
-/// function pointer. On a CPU with full-width AVX-512 (AMD Zen 5, Intel server cores) it runs twice the multiply-adds
-/// per cycle of the 256-bit AVX-VNNI form.
+/// function pointer. Where the AVX-512 units are full width (AMD Zen 5, which this was measured on; Zen 4 splits
+/// each 512-bit operation in two) it runs twice the multiply-adds per cycle of the 256-bit AVX-VNNI form.
 /// </summary>
 /// <remarks>
 /// <para>
 /// One kernel per token count T = 1..<see cref="MaxTokens"/> computes T tokens x one panel (32 channels) over a range
-/// of steps. Per step it loads the panel's 128 bytes as two 512-bit vectors (16 channels x 4 features each), broadcasts
-/// each token's four activation bytes (the int8 value + 128, unsigned) to all lanes and adds
-/// <c>vpdpbusd</c>: lane c gets the four products of channel c, summed exactly into int32 with no intermediate
-/// saturation. The accumulators (2T registers) are loaded from and stored to the caller's sums, so ranges of steps chain.
+/// of steps, and one per T = 1..<see cref="MaxPairedTokens"/> two panels at once. Per step it loads each panel's 128
+/// bytes as two 512-bit vectors (16 channels x 4 features each), broadcasts each token's four activation bytes (the int8
+/// value + 128, unsigned) to all lanes and adds <c>vpdpbusd</c>: lane c gets the four products of channel c, summed
+/// exactly into int32 with no intermediate saturation. The accumulators are loaded from and stored to the caller's
+/// sums, so ranges of steps chain.
 /// </para>
 /// <para>
-/// The code uses only registers the System V ABI leaves to the callee to clobber (rax, rcx, rdx, rsi, rdi, r8-r10,
+/// The code uses only registers the System V ABI leaves to the callee to clobber (rax, rcx, rdx, rsi, rdi, r8-r11,
 /// zmm0-31) and ends with <c>vzeroupper</c>. It is built on Linux x64 when the CPU reports AVX-512BW and AVX512_VNNI
 /// and the runtime enables AVX-512 (<c>DOTNET_EnableAVX512=0</c> turns it off); anywhere else, or where the system
 /// refuses executable pages, <see cref="IsSupported"/> is false and the intrinsic paths run.
@@ -28,65 +29,88 @@ namespace Quantization;
 /// </remarks>
 internal static unsafe class Avx512VnniKernel
 {
-    /// <summary>The most tokens one call computes: 2 x 8 accumulators, 8 broadcast activations and 2 weight vectors fill 26 of the 32 registers.</summary>
+    /// <summary>The most tokens one call computes on one panel: 2 x 8 accumulators and 8 broadcast activations, with the weight vectors in registers 28-31.</summary>
     public const int MaxTokens = 8;
 
-    private const int Rax = 0, Rcx = 1, Rdx = 2, Rsi = 6, R9 = 9, R10 = 10;
-    private const int WeightLow = 30, WeightHigh = 31, FirstBroadcast = 16;
+    /// <summary>The most tokens one call computes on two panels at once (the same 16 accumulators).</summary>
+    public const int MaxPairedTokens = 4;
+
+    private const int Rax = 0, Rcx = 1, Rdx = 2, Rsi = 6, R9 = 9, R10 = 10, R11 = 11;
+    private const int FirstBroadcast = 16, FirstWeight = 28;
+    private const int NoIndex = -1;
 
     private static readonly IntPtr[]? Kernels = Build();
 
     /// <summary>Gets a value indicating whether the kernels run on this machine and process.</summary>
     public static bool IsSupported => Kernels is not null;
 
-    /// <summary>Adds <paramref name="steps"/> steps of one panel to the sums of <paramref name="tokens"/> tokens.</summary>
-    /// <param name="weights">The panel's first step to read (pinned memory).</param>
+    /// <summary>Adds <paramref name="steps"/> steps of one panel, or of two read side by side, to the sums of <paramref name="tokens"/> tokens.</summary>
+    /// <param name="weights">The (first) panel's first step to read (pinned memory).</param>
+    /// <param name="secondPanel">With two panels, the bytes from the first panel's step to the second's; 0 for one panel.</param>
     /// <param name="activations">The first token's first activation byte to read, prepared as unsigned bytes (value + 128).</param>
     /// <param name="stride">The bytes from one token's activations to the next.</param>
     /// <param name="steps">The number of steps; positive.</param>
-    /// <param name="tokens">The number of tokens, 1 to <see cref="MaxTokens"/>.</param>
-    /// <param name="sums">The tokens' 32 sums each, token-major: read, added to and written back.</param>
-    public static void Accumulate(sbyte* weights, byte* activations, int stride, int steps, int tokens, int* sums)
+    /// <param name="tokens">The number of tokens, 1 to <see cref="MaxTokens"/> (<see cref="MaxPairedTokens"/> with two panels).</param>
+    /// <param name="sums">
+    /// The sums, 32 per token, token-major, then with two panels the second panel's the same way: read, added to and
+    /// written back.
+    /// </param>
+    /// <remarks>
+    /// Two panels read at once are two streams from memory, which the hardware prefetchers keep further ahead than one: a
+    /// single token's dot products (decoding) are bound by memory bandwidth.
+    /// </remarks>
+    public static void Accumulate(sbyte* weights, nint secondPanel, byte* activations, int stride, int steps, int tokens, int* sums)
     {
         Debug.Assert(Kernels is not null, "Callers check IsSupported.");
-        Debug.Assert(steps > 0 && tokens is > 0 and <= MaxTokens, "A step and a token at least, at most MaxTokens.");
-        Arguments arguments = new() { Weights = weights, Activations = activations, Stride = stride, Steps = steps, Sums = sums };
-        ((delegate* unmanaged<Arguments*, void>)Kernels[tokens - 1])(&arguments);
+        int panels = secondPanel == 0 ? 1 : 2;
+        Debug.Assert(steps > 0 && tokens > 0 && tokens <= (panels == 1 ? MaxTokens : MaxPairedTokens), "A step and a token at least, at most the kernels' tokens.");
+        Arguments arguments = new() { Weights = weights, Activations = activations, Stride = stride, Steps = steps, Sums = sums, SecondPanel = secondPanel };
+        ((delegate* unmanaged<Arguments*, void>)Kernels[KernelIndex(tokens, panels)])(&arguments);
     }
 
-    /// <summary>Assembles the code of the kernel for <paramref name="tokens"/> tokens (exposed for its encoding tests).</summary>
-    /// <param name="tokens">The number of tokens, 1 to <see cref="MaxTokens"/>.</param>
+    /// <summary>Assembles the code of the kernel for <paramref name="tokens"/> tokens and one or two panels (exposed for its encoding tests).</summary>
+    /// <param name="tokens">The number of tokens.</param>
+    /// <param name="panels">1 or 2.</param>
     /// <returns>The machine code.</returns>
-    internal static byte[] Assemble(int tokens)
+    internal static byte[] Assemble(int tokens, int panels)
     {
         Assembler a = new();
 
-        // rax = weights, rcx = token 0's activations, rdx = stride, r8 = steps, r9 = sums; rsi and r10 point at tokens 3
-        // and 6, so that token t is [rcx|rsi|r10 + rdx * (t % 3)].
+        // rax = weights, rcx = token 0's activations, rdx = stride, r8 = steps, r9 = sums, r11 = the second panel's
+        // distance; rsi and r10 point at tokens 3 and 6, so that token t is [rcx|rsi|r10 + rdx * (t % 3)].
         a.Bytes(0x48, 0x8B, 0x07);             // mov rax, [rdi]
         a.Bytes(0x48, 0x8B, 0x4F, 0x08);       // mov rcx, [rdi + 8]
         a.Bytes(0x48, 0x8B, 0x57, 0x10);       // mov rdx, [rdi + 16]
         a.Bytes(0x4C, 0x8B, 0x47, 0x18);       // mov r8, [rdi + 24]
         a.Bytes(0x4C, 0x8B, 0x4F, 0x20);       // mov r9, [rdi + 32]
+        a.Bytes(0x4C, 0x8B, 0x5F, 0x28);       // mov r11, [rdi + 40]
         a.Bytes(0x48, 0x8D, 0x34, 0x51);       // lea rsi, [rcx + rdx * 2]
         a.Bytes(0x48, 0x01, 0xD6);             // add rsi, rdx
         a.Bytes(0x4C, 0x8D, 0x14, 0x56);       // lea r10, [rsi + rdx * 2]
         a.Bytes(0x49, 0x01, 0xD2);             // add r10, rdx
-        for (int t = 0; t < tokens; t++)
+
+        // Panel j's token t has accumulators 2v and 2v + 1 (channels 0-15 and 16-31), v = j * tokens + t, and its sums at
+        // [r9 + 128 v].
+        int accumulators = 2 * tokens * panels;
+        for (int v = 0; v < accumulators; v++)
         {
-            a.LoadVector(2 * t, R9, t * 128);
-            a.LoadVector((2 * t) + 1, R9, (t * 128) + 64);
+            a.LoadVector(v, R9, NoIndex, v * 64);
         }
 
         int loop = a.Position;
-        a.LoadVector(WeightLow, Rax, 0);
-        a.LoadVector(WeightHigh, Rax, 64);
+        for (int j = 0; j < 2 * panels; j++)
+        {
+            a.LoadVector(FirstWeight + j, Rax, j < 2 ? NoIndex : R11, (j % 2) * 64);
+        }
+
         for (int t = 0; t < tokens; t++)
         {
             int token = FirstBroadcast + t;
             a.BroadcastDword(token, (t / 3) switch { 0 => Rcx, 1 => Rsi, _ => R10 }, t % 3);
-            a.DotBytes(2 * t, token, WeightLow);
-            a.DotBytes((2 * t) + 1, token, WeightHigh);
+            for (int j = 0; j < 2 * panels; j++)
+            {
+                a.DotBytes((2 * (((j / 2) * tokens) + t)) + (j % 2), token, FirstWeight + j);
+            }
         }
 
         a.Bytes(0x48, 0x05, 0x80, 0x00, 0x00, 0x00); // add rax, 128
@@ -95,16 +119,17 @@ internal static unsafe class Avx512VnniKernel
         a.Bytes(0x49, 0x83, 0xC2, 0x04);             // add r10, 4
         a.Bytes(0x49, 0xFF, 0xC8);                   // dec r8
         a.JumpIfNotZero(loop);
-        for (int t = 0; t < tokens; t++)
+        for (int v = 0; v < accumulators; v++)
         {
-            a.StoreVector(2 * t, R9, t * 128);
-            a.StoreVector((2 * t) + 1, R9, (t * 128) + 64);
+            a.StoreVector(v, R9, v * 64);
         }
 
         a.Bytes(0xC5, 0xF8, 0x77); // vzeroupper
         a.Bytes(0xC3);             // ret
         return a.ToArray();
     }
+
+    private static int KernelIndex(int tokens, int panels) => (panels == 1 ? 0 : MaxTokens) + tokens - 1;
 
     /// <summary>Assembles and maps every kernel, or returns null where they cannot run.</summary>
     private static IntPtr[]? Build()
@@ -115,13 +140,18 @@ internal static unsafe class Avx512VnniKernel
             return null;
         }
 
-        IntPtr[] kernels = new IntPtr[MaxTokens];
-        for (int t = 1; t <= MaxTokens; t++)
+        IntPtr[] kernels = new IntPtr[MaxTokens + MaxPairedTokens];
+        for (int panels = 1; panels <= 2; panels++)
         {
-            kernels[t - 1] = ExecutableMemory.TryCreate(Assemble(t));
-            if (kernels[t - 1] == IntPtr.Zero)
+            for (int t = 1; t <= (panels == 1 ? MaxTokens : MaxPairedTokens); t++)
             {
-                return null;
+                IntPtr kernel = ExecutableMemory.TryCreate(Assemble(t, panels));
+                if (kernel == IntPtr.Zero)
+                {
+                    return null;
+                }
+
+                kernels[KernelIndex(t, panels)] = kernel;
             }
         }
 
@@ -137,6 +167,7 @@ internal static unsafe class Avx512VnniKernel
         public nint Stride;
         public nint Steps;
         public int* Sums;
+        public nint SecondPanel;
     }
 
     /// <summary>
@@ -148,7 +179,6 @@ internal static unsafe class Avx512VnniKernel
     {
         private const int Map0F = 1, Map0F38 = 2;
         private const int Prefix66 = 1, PrefixF3 = 2;
-        private const int NoIndex = -1;
 
         private readonly List<byte> _code = [];
 
@@ -164,8 +194,8 @@ internal static unsafe class Avx512VnniKernel
 
         public byte[] ToArray() => [.. _code];
 
-        /// <summary><c>vmovdqu32 zmm, [base + disp]</c>.</summary>
-        public void LoadVector(int zmm, int baseRegister, int displacement) => Memory(0x6F, Map0F, PrefixF3, zmm, baseRegister, NoIndex, 0, displacement);
+        /// <summary><c>vmovdqu32 zmm, [base + index + disp]</c>.</summary>
+        public void LoadVector(int zmm, int baseRegister, int index, int displacement) => Memory(0x6F, Map0F, PrefixF3, zmm, baseRegister, index, 0, displacement);
 
         /// <summary><c>vmovdqu32 [base + disp], zmm</c>.</summary>
         public void StoreVector(int zmm, int baseRegister, int displacement) => Memory(0x7F, Map0F, PrefixF3, zmm, baseRegister, NoIndex, 0, displacement);

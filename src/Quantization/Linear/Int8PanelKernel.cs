@@ -119,6 +119,40 @@ internal static class Int8PanelKernel
         }
     }
 
+    /// <summary>Gets whether <see cref="AccumulatePair"/> serves a path and token count: AVX-512 VNNI, up to four tokens.</summary>
+    /// <param name="path">The kernel path.</param>
+    /// <param name="tokens">The number of tokens.</param>
+    /// <returns><see langword="true"/> when two panels are best computed together.</returns>
+    public static bool PairsPanels(Int8KernelPath path, int tokens) => path == Int8KernelPath.Avx512Vnni && tokens <= Avx512VnniKernel.MaxPairedTokens;
+
+    /// <summary>
+    /// <see cref="Accumulate"/> for two panels at once, reading them as two streams (see <see cref="PairsPanels"/>):
+    /// the sums of <paramref name="panel"/>, then those of <paramref name="other"/>, <c>tokens x 32</c> each.
+    /// </summary>
+    /// <param name="weight">The packed weight.</param>
+    /// <param name="panel">The first panel.</param>
+    /// <param name="other">The second panel.</param>
+    /// <param name="activations">The activations, prepared for <see cref="Int8KernelPath.Avx512Vnni"/>.</param>
+    /// <param name="tokens">The number of tokens.</param>
+    /// <param name="sums">Receives <c>2 x tokens x 32</c> sums.</param>
+    public static unsafe void AccumulatePair(PackedInt8Weight weight, int panel, int other, ReadOnlySpan<byte> activations, int tokens, Span<int> sums)
+    {
+        Debug.Assert(PairsPanels(Int8KernelPath.Avx512Vnni, tokens) && Int8KernelPaths.IsSupported(Int8KernelPath.Avx512Vnni), "A supported pair.");
+        int rows = tokens * PackedInt8Weight.PanelRows;
+        sums[..(2 * rows)].Clear();
+        fixed (byte* x = activations)
+        fixed (int* s = sums)
+        {
+            // The packed weight lives in pinned memory.
+            sbyte* first = (sbyte*)Unsafe.AsPointer(ref weight.GetPanel(panel));
+            sbyte* second = (sbyte*)Unsafe.AsPointer(ref weight.GetPanel(other));
+            Avx512VnniKernel.Accumulate(first, (nint)(second - first), x, weight.PaddedInFeatures, weight.Steps, tokens, s);
+        }
+
+        RemoveActivationOffset(weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
+        RemoveActivationOffset(weight.ActivationOffsets.AsSpan(other * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums[rows..]);
+    }
+
     /// <summary>Runs the AVX-512 VNNI kernel over all steps, for tiles of up to eight tokens.</summary>
     private static unsafe void Avx512VnniTiles(ref sbyte w, int steps, ReadOnlySpan<byte> activations, int stride, int tokens, Span<int> sums)
     {
@@ -130,7 +164,7 @@ internal static class Int8PanelKernel
             sbyte* panel = (sbyte*)Unsafe.AsPointer(ref w);
             for (int t = 0; t < tokens; t += Avx512VnniKernel.MaxTokens)
             {
-                Avx512VnniKernel.Accumulate(panel, x + ((long)t * stride), stride, steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
+                Avx512VnniKernel.Accumulate(panel, 0, x + ((long)t * stride), stride, steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
             }
         }
     }

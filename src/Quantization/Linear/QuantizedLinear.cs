@@ -300,23 +300,53 @@ public sealed class QuantizedLinear
             PackedInt8Weight weight = layer._weight;
             Int8KernelPath path = layer.Int8Path;
             int stride = weight.PaddedInFeatures * Int8PanelKernel.ActivationBytes(path);
-            int outFeatures = layer.OutFeatures;
             Span<int> sums = stackalloc int[TokenBlock * PackedInt8Weight.PanelRows];
+            if (Int8PanelKernel.PairsPanels(path, tokens))
+            {
+                // Few tokens: the weight streams from memory, faster as two streams, so panel p goes with p + half.
+                int half = (endPanel - firstPanel + 1) / 2;
+                int rows = tokens * PackedInt8Weight.PanelRows;
+                for (int p = firstPanel; p < firstPanel + half; p++)
+                {
+                    int other = p + half;
+                    if (other < endPanel)
+                    {
+                        Int8PanelKernel.AccumulatePair(weight, p, other, activations, tokens, sums);
+                        WritePanel(other, 0, tokens, sums[rows..], output);
+                    }
+                    else
+                    {
+                        Int8PanelKernel.Accumulate(path, weight, p, activations, tokens, sums);
+                    }
+
+                    WritePanel(p, 0, tokens, sums, output);
+                }
+
+                return;
+            }
+
             for (int p = firstPanel; p < endPanel; p++)
             {
-                int first = p * PackedInt8Weight.PanelRows;
-                int channels = Math.Min(PackedInt8Weight.PanelRows, outFeatures - first);
-                ReadOnlySpan<float> scales = layer._scales.AsSpan(first, channels);
-                ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
                 for (int t0 = 0; t0 < tokens; t0 += TokenBlock)
                 {
                     int block = Math.Min(TokenBlock, tokens - t0);
                     Int8PanelKernel.Accumulate(path, weight, p, activations.AsSpan(t0 * stride, block * stride), block, sums);
-                    for (int t = 0; t < block; t++)
-                    {
-                        Dequantize(sums.Slice(t * PackedInt8Weight.PanelRows, channels), tokenScales[t0 + t], scales, bias, output.Slice(((t0 + t) * outFeatures) + first, channels));
-                    }
+                    WritePanel(p, t0, block, sums, output);
                 }
+            }
+        }
+
+        /// <summary>Dequantizes one panel's sums for tokens [t0, t0 + block) into the output.</summary>
+        private void WritePanel(int panel, int t0, int block, ReadOnlySpan<int> sums, Span<float> output)
+        {
+            int outFeatures = layer.OutFeatures;
+            int first = panel * PackedInt8Weight.PanelRows;
+            int channels = Math.Min(PackedInt8Weight.PanelRows, outFeatures - first);
+            ReadOnlySpan<float> scales = layer._scales.AsSpan(first, channels);
+            ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
+            for (int t = 0; t < block; t++)
+            {
+                Dequantize(sums.Slice(t * PackedInt8Weight.PanelRows, channels), tokenScales[t0 + t], scales, bias, output.Slice(((t0 + t) * outFeatures) + first, channels));
             }
         }
 

@@ -11,6 +11,9 @@ public class LinearKernelTests
         { 1, 1 }, { 1, 4 }, { 3, 5 }, { 31, 7 }, { 32, 64 }, { 33, 129 }, { 70, 258 }, { 100, 1027 },
     };
 
+    /// <summary>Token counts that reach every tile of every path: 1 to 5, and whole and partial tiles of eight.</summary>
+    private static readonly int[] TokenCounts = [1, 2, 3, 4, 5, 8, 9, 17];
+
     private static IEnumerable<Int8KernelPath> SupportedInt8Paths =>
         Enum.GetValues<Int8KernelPath>().Where(Int8KernelPaths.IsSupported);
 
@@ -24,16 +27,15 @@ public class LinearKernelTests
         Random random = new((outFeatures * 1000) + inFeatures);
         sbyte[] weight = RandomInt8(random, outFeatures * inFeatures);
         PackedInt8Weight packed = new(weight, outFeatures, inFeatures);
-        const int MaxTokens = 5;
-        sbyte[] activations = RandomInt8(random, MaxTokens * packed.PaddedInFeatures);
-        for (int t = 0; t < MaxTokens; t++)
+        sbyte[] activations = RandomInt8(random, TokenCounts.Max() * packed.PaddedInFeatures);
+        for (int t = 0; t < TokenCounts.Max(); t++)
         {
             activations.AsSpan((t * packed.PaddedInFeatures) + inFeatures, packed.PaddedInFeatures - inFeatures).Clear();
         }
 
         foreach (Int8KernelPath path in SupportedInt8Paths)
         {
-            for (int tokens = 1; tokens <= MaxTokens; tokens++)
+            foreach (int tokens in TokenCounts)
             {
                 int length = tokens * packed.PaddedInFeatures;
                 byte[] prepared = new byte[length * Int8PanelKernel.ActivationBytes(path)];
@@ -89,7 +91,7 @@ public class LinearKernelTests
         QuantizedLinear layer = new(tensor, bias);
         sbyte[] q = tensor.GetInt8Data().ToArray();
         float[] scales = tensor.Parameters.Scales.ToArray();
-        for (int tokens = 1; tokens <= 5; tokens++)
+        foreach (int tokens in TokenCounts)
         {
             float[] input = Gaussian(random, tokens * inFeatures);
             float[] expectedW8A8 = TestUtilities.ScalarReference.LinearW8A8(input, tokens, q, scales, bias, outFeatures, inFeatures);
