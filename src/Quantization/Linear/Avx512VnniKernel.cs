@@ -222,7 +222,7 @@ internal static unsafe class Avx512VnniKernel
         private void Memory(byte opcode, int map, int prefix, int zmm, int baseRegister, int index, int scaleLog2, int displacement)
         {
             Debug.Assert((baseRegister & 7) != 4, "No rsp or r12 base (it would need a SIB byte of its own).");
-            Prefix(map, prefix, zmm, vvvv: 0, rmHigh: baseRegister >> 3, xHigh: index == NoIndex ? 0 : index >> 3, vvvvUnused: true);
+            Prefix(map, prefix, zmm, vvvv: 0, rmHigh: baseRegister >> 3, xHigh: index == NoIndex ? 0 : index >> 3);
             bool disp32 = displacement != 0 || (baseRegister & 7) == 5;
             int mod = disp32 ? 0b10 : 0b00;
             if (index == NoIndex)
@@ -240,13 +240,15 @@ internal static unsafe class Avx512VnniKernel
             }
         }
 
-        /// <summary>The four EVEX bytes, 512-bit, W0, no mask; the register-extension bits are stored inverted.</summary>
-        private void Prefix(int map, int prefix, int reg, int vvvv, int rmHigh, int xHigh, bool vvvvUnused = false)
+        /// <summary>
+        /// The four EVEX bytes, 512-bit, W0, no mask; the register-extension bits are stored inverted, so an unused
+        /// vvvv (memory forms) is register 0.
+        /// </summary>
+        private void Prefix(int map, int prefix, int reg, int vvvv, int rmHigh, int xHigh)
         {
             int p0 = (((~reg >> 3) & 1) << 7) | (((~xHigh) & 1) << 6) | (((~rmHigh) & 1) << 5) | (((~reg >> 4) & 1) << 4) | map;
-            int v = vvvvUnused ? 0 : vvvv;
-            int p1 = ((~v & 0xF) << 3) | 0b100 | prefix;
-            int p2 = (0b10 << 5) | (((~v >> 4) & 1) << 3);
+            int p1 = ((~vvvv & 0xF) << 3) | 0b100 | prefix;
+            int p2 = (0b10 << 5) | (((~vvvv >> 4) & 1) << 3);
             Bytes(0x62, (byte)p0, (byte)p1, (byte)p2);
         }
     }

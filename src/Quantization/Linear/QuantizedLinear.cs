@@ -379,21 +379,27 @@ public sealed class QuantizedLinear
             PackedInt8Weight weight = layer._weight;
             int padded = weight.PaddedInFeatures;
             int outFeatures = layer.OutFeatures;
-            Span<float> lanes = stackalloc float[WeightOnlyPanelKernel.Lanes];
+            SimdTier tier = layer.FloatTier;
+            int perPass = WeightOnlyPanelKernel.MaxTokens(tier);
+            Span<float> lanes = stackalloc float[perPass * WeightOnlyPanelKernel.Lanes];
             for (int p = firstPanel; p < endPanel; p++)
             {
                 int first = p * PackedInt8Weight.PanelRows;
                 int channels = Math.Min(PackedInt8Weight.PanelRows, outFeatures - first);
                 ReadOnlySpan<float> scales = layer._scales.AsSpan(first, channels);
                 ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
-                for (int t = 0; t < tokens; t++)
+                for (int t0 = 0; t0 < tokens; t0 += perPass)
                 {
-                    WeightOnlyPanelKernel.Accumulate(layer.FloatTier, weight, p, floats.AsSpan(t * padded, padded), lanes);
-                    Span<float> y = output.Slice((t * outFeatures) + first, channels);
-                    for (int c = 0; c < channels; c++)
+                    int block = Math.Min(perPass, tokens - t0);
+                    WeightOnlyPanelKernel.Accumulate(tier, weight, p, floats.AsSpan(t0 * padded, block * padded), block, lanes);
+                    for (int t = 0; t < block; t++)
                     {
-                        ReadOnlySpan<float> l = lanes.Slice(c * PackedInt8Weight.StepFeatures, PackedInt8Weight.StepFeatures);
-                        y[c] = MathF.FusedMultiplyAdd((l[0] + l[1]) + (l[2] + l[3]), scales[c], bias[c]);
+                        Span<float> y = output.Slice(((t0 + t) * outFeatures) + first, channels);
+                        for (int c = 0; c < channels; c++)
+                        {
+                            ReadOnlySpan<float> l = lanes.Slice(((t * PackedInt8Weight.PanelRows) + c) * PackedInt8Weight.StepFeatures, PackedInt8Weight.StepFeatures);
+                            y[c] = MathF.FusedMultiplyAdd((l[0] + l[1]) + (l[2] + l[3]), scales[c], bias[c]);
+                        }
                     }
                 }
             }

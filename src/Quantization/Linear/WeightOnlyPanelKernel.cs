@@ -21,21 +21,31 @@ internal static class WeightOnlyPanelKernel
     /// <summary>Accumulators per token: one per (channel, feature mod 4).</summary>
     public const int Lanes = PackedInt8Weight.PanelRows * PackedInt8Weight.StepFeatures;
 
-    /// <summary>Computes the partial sums of one activation row with one panel's channels.</summary>
+    /// <summary>Gets the most tokens one <see cref="Accumulate"/> call computes on a tier.</summary>
+    /// <param name="tier">The vector tier.</param>
+    /// <returns>2 for 512-bit vectors (each weight is converted once for both), else 1.</returns>
+    public static int MaxTokens(SimdTier tier) => tier == SimdTier.Vector512 ? 2 : 1;
+
+    /// <summary>Computes the partial sums of one or two activation rows with one panel's channels.</summary>
     /// <param name="tier">The vector tier to run.</param>
     /// <param name="weight">The packed weight.</param>
     /// <param name="panel">The panel index.</param>
-    /// <param name="x">One token's activations, padded to <see cref="PackedInt8Weight.PaddedInFeatures"/> with zeros.</param>
-    /// <param name="lanes">Receives the <see cref="Lanes"/> partial sums, channel-major.</param>
-    public static unsafe void Accumulate(SimdTier tier, PackedInt8Weight weight, int panel, ReadOnlySpan<float> x, Span<float> lanes)
+    /// <param name="x">The tokens' activations, each padded to <see cref="PackedInt8Weight.PaddedInFeatures"/> with zeros.</param>
+    /// <param name="tokens">The number of tokens, 1 to <see cref="MaxTokens"/>.</param>
+    /// <param name="lanes">Receives <see cref="Lanes"/> partial sums per token, channel-major.</param>
+    public static unsafe void Accumulate(SimdTier tier, PackedInt8Weight weight, int panel, ReadOnlySpan<float> x, int tokens, Span<float> lanes)
     {
-        Debug.Assert(x.Length == weight.PaddedInFeatures, "One padded row.");
-        Debug.Assert(lanes.Length == Lanes, "One accumulator per lane.");
+        Debug.Assert(tokens >= 1 && tokens <= MaxTokens(tier), "As many tokens as the tier computes together.");
+        Debug.Assert(x.Length == tokens * weight.PaddedInFeatures, "One padded row per token.");
+        Debug.Assert(lanes.Length >= tokens * Lanes, "One accumulator per lane and token.");
         ref sbyte w = ref weight.GetPanel(panel);
         fixed (float* xp = x)
         {
             switch (tier)
             {
+                case SimdTier.Vector512 when tokens == 2:
+                    Vector512PanelTwoTokens(ref w, weight.Steps, xp, xp + weight.PaddedInFeatures, lanes);
+                    break;
                 case SimdTier.Vector512:
                     Vector512Panel(ref w, weight.Steps, xp, lanes);
                     break;
@@ -83,6 +93,64 @@ internal static class WeightOnlyPanelKernel
         a5.StoreUnsafe(ref l, 80);
         a6.StoreUnsafe(ref l, 96);
         a7.StoreUnsafe(ref l, 112);
+    }
+
+    /// <summary>
+    /// <see cref="Vector512Panel"/> for two tokens: each step's weights are converted once and feed both tokens' eight
+    /// accumulators (the same fused multiply-adds in the same order per token, so the same bits).
+    /// </summary>
+    private static unsafe void Vector512PanelTwoTokens(ref sbyte w, int steps, float* x0, float* x1, Span<float> lanes)
+    {
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+        for (int s = 0; s < steps; s++)
+        {
+            Vector512<float> p = Avx512F.BroadcastVector128ToVector512(x0 + (s * PackedInt8Weight.StepFeatures));
+            Vector512<float> q = Avx512F.BroadcastVector128ToVector512(x1 + (s * PackedInt8Weight.StepFeatures));
+            Vector512<float> w0 = Widen16(ref w, 0);
+            a0 = Vector512.FusedMultiplyAdd(w0, p, a0);
+            b0 = Vector512.FusedMultiplyAdd(w0, q, b0);
+            Vector512<float> w1 = Widen16(ref w, 16);
+            a1 = Vector512.FusedMultiplyAdd(w1, p, a1);
+            b1 = Vector512.FusedMultiplyAdd(w1, q, b1);
+            Vector512<float> w2 = Widen16(ref w, 32);
+            a2 = Vector512.FusedMultiplyAdd(w2, p, a2);
+            b2 = Vector512.FusedMultiplyAdd(w2, q, b2);
+            Vector512<float> w3 = Widen16(ref w, 48);
+            a3 = Vector512.FusedMultiplyAdd(w3, p, a3);
+            b3 = Vector512.FusedMultiplyAdd(w3, q, b3);
+            Vector512<float> w4 = Widen16(ref w, 64);
+            a4 = Vector512.FusedMultiplyAdd(w4, p, a4);
+            b4 = Vector512.FusedMultiplyAdd(w4, q, b4);
+            Vector512<float> w5 = Widen16(ref w, 80);
+            a5 = Vector512.FusedMultiplyAdd(w5, p, a5);
+            b5 = Vector512.FusedMultiplyAdd(w5, q, b5);
+            Vector512<float> w6 = Widen16(ref w, 96);
+            a6 = Vector512.FusedMultiplyAdd(w6, p, a6);
+            b6 = Vector512.FusedMultiplyAdd(w6, q, b6);
+            Vector512<float> w7 = Widen16(ref w, 112);
+            a7 = Vector512.FusedMultiplyAdd(w7, p, a7);
+            b7 = Vector512.FusedMultiplyAdd(w7, q, b7);
+            w = ref Unsafe.Add(ref w, PackedInt8Weight.StepBytes);
+        }
+
+        ref float l = ref MemoryMarshal.GetReference(lanes);
+        a0.StoreUnsafe(ref l, 0);
+        a1.StoreUnsafe(ref l, 16);
+        a2.StoreUnsafe(ref l, 32);
+        a3.StoreUnsafe(ref l, 48);
+        a4.StoreUnsafe(ref l, 64);
+        a5.StoreUnsafe(ref l, 80);
+        a6.StoreUnsafe(ref l, 96);
+        a7.StoreUnsafe(ref l, 112);
+        b0.StoreUnsafe(ref l, Lanes);
+        b1.StoreUnsafe(ref l, Lanes + 16);
+        b2.StoreUnsafe(ref l, Lanes + 32);
+        b3.StoreUnsafe(ref l, Lanes + 48);
+        b4.StoreUnsafe(ref l, Lanes + 64);
+        b5.StoreUnsafe(ref l, Lanes + 80);
+        b6.StoreUnsafe(ref l, Lanes + 96);
+        b7.StoreUnsafe(ref l, Lanes + 112);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

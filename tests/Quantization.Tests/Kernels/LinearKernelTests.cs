@@ -20,6 +20,19 @@ public class LinearKernelTests
     private static IEnumerable<SimdTier> SupportedTiers =>
         Enum.GetValues<SimdTier>().Where(tier => tier <= QuantizationPrimitives.ActiveSimdTier);
 
+    [Fact]
+    public void BestInt8Path_IsThePathTheRunExpects()
+    {
+        // .ci/run names the path each run's CPU flags and DOTNET_Enable* switch should give, so that a kernel which
+        // silently stopped being chosen (the AVX-512 VNNI one refused executable pages, say) fails here.
+        string? expected = Environment.GetEnvironmentVariable("QUANTIZATION_EXPECTED_INT8_PATH");
+        Assert.True(Int8KernelPaths.IsSupported(Int8KernelPaths.Best));
+        if (!string.IsNullOrEmpty(expected))
+        {
+            Assert.Equal(Enum.Parse<Int8KernelPath>(expected), Int8KernelPaths.Best);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void Int8Sums_EveryPathAndTokenCount_EqualScalarDotsIncludingExtremes(int outFeatures, int inFeatures)
