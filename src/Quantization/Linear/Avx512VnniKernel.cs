@@ -61,9 +61,17 @@ internal static unsafe class Avx512VnniKernel
     /// </remarks>
     public static void Accumulate(sbyte* weights, nint secondPanel, byte* activations, int stride, int steps, int tokens, int* sums)
     {
-        Debug.Assert(Kernels is not null, "Callers check IsSupported.");
+        // Checked in release builds too: a wrong count here would run native code off its buffers (0 steps would loop
+        // until it faults), and the check costs nothing next to a kernel call.
+        if (Kernels is null)
+        {
+            throw new PlatformNotSupportedException("The AVX-512 VNNI kernels do not run on this machine or process.");
+        }
+
         int panels = secondPanel == 0 ? 1 : 2;
-        Debug.Assert(steps > 0 && tokens > 0 && tokens <= (panels == 1 ? MaxTokens : MaxPairedTokens), "A step and a token at least, at most the kernels' tokens.");
+        ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(tokens, panels == 1 ? MaxTokens : MaxPairedTokens);
         Arguments arguments = new() { Weights = weights, Activations = activations, Stride = stride, Steps = steps, Sums = sums, SecondPanel = secondPanel };
         ((delegate* unmanaged<Arguments*, void>)Kernels[KernelIndex(tokens, panels)])(&arguments);
     }
@@ -75,6 +83,7 @@ internal static unsafe class Avx512VnniKernel
     internal static byte[] Assemble(int tokens, int panels)
     {
         Assembler a = new();
+        a.Bytes(0xF3, 0x0F, 0x1E, 0xFA);       // endbr64: a valid target of an indirect call where that is enforced
 
         // rax = weights, rcx = token 0's activations, rdx = stride, r8 = steps, r9 = sums, r11 = the second panel's
         // distance; rsi and r10 point at tokens 3 and 6, so that token t is [rcx|rsi|r10 + rdx * (t % 3)].
@@ -131,7 +140,11 @@ internal static unsafe class Avx512VnniKernel
 
     private static int KernelIndex(int tokens, int panels) => (panels == 1 ? 0 : MaxTokens) + tokens - 1;
 
-    /// <summary>Assembles and maps every kernel, or returns null where they cannot run.</summary>
+    /// <summary>
+    /// Assembles every kernel into one block of executable pages (each kernel at a cache-line boundary, the gaps filled
+    /// with <c>int3</c>), or returns null where they cannot run: not Linux x64, no AVX512_VNNI, AVX-512 turned off, or
+    /// executable pages refused. The intrinsic paths serve there.
+    /// </summary>
     private static IntPtr[]? Build()
     {
         if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64
@@ -140,22 +153,25 @@ internal static unsafe class Avx512VnniKernel
             return null;
         }
 
-        IntPtr[] kernels = new IntPtr[MaxTokens + MaxPairedTokens];
+        const int KernelAlignment = 64;
+        List<byte> code = [];
+        int[] offsets = new int[MaxTokens + MaxPairedTokens];
         for (int panels = 1; panels <= 2; panels++)
         {
             for (int t = 1; t <= (panels == 1 ? MaxTokens : MaxPairedTokens); t++)
             {
-                IntPtr kernel = ExecutableMemory.TryCreate(Assemble(t, panels));
-                if (kernel == IntPtr.Zero)
+                while (code.Count % KernelAlignment != 0)
                 {
-                    return null;
+                    code.Add(0xCC);
                 }
 
-                kernels[KernelIndex(t, panels)] = kernel;
+                offsets[KernelIndex(t, panels)] = code.Count;
+                code.AddRange(Assemble(t, panels));
             }
         }
 
-        return kernels;
+        IntPtr pages = ExecutableMemory.TryCreate(CollectionsMarshal.AsSpan(code));
+        return pages == IntPtr.Zero ? null : Array.ConvertAll(offsets, offset => pages + offset);
     }
 
     /// <summary>The kernel's one argument, read through rdi.</summary>

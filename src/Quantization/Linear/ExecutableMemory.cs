@@ -42,8 +42,9 @@ internal static partial class ExecutableMemory
 
             return pages;
         }
-        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or BadImageFormatException or MarshalDirectiveException)
         {
+            // No usable libc (a musl or unusual system): no executable pages.
             return IntPtr.Zero;
         }
     }

@@ -139,6 +139,7 @@ internal static class Int8PanelKernel
     {
         Debug.Assert(PairsPanels(Int8KernelPath.Avx512Vnni, tokens) && Int8KernelPaths.IsSupported(Int8KernelPath.Avx512Vnni), "A supported pair.");
         int rows = tokens * PackedInt8Weight.PanelRows;
+        ThrowIfShort(activations, tokens, weight.PaddedInFeatures);
         sums[..(2 * rows)].Clear();
         fixed (byte* x = activations)
         fixed (int* s = sums)
@@ -156,6 +157,7 @@ internal static class Int8PanelKernel
     /// <summary>Runs the AVX-512 VNNI kernel over all steps, for tiles of up to eight tokens.</summary>
     private static unsafe void Avx512VnniTiles(ref sbyte w, int steps, ReadOnlySpan<byte> activations, int stride, int tokens, Span<int> sums)
     {
+        ThrowIfShort(activations, tokens, stride);
         sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
         fixed (byte* x = activations)
         fixed (int* s = sums)
@@ -166,6 +168,15 @@ internal static class Int8PanelKernel
             {
                 Avx512VnniKernel.Accumulate(panel, 0, x + ((long)t * stride), stride, steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
             }
+        }
+    }
+
+    /// <summary>Checks, in release builds too, that native code handed these activations stays inside them.</summary>
+    private static void ThrowIfShort(ReadOnlySpan<byte> activations, int tokens, int stride)
+    {
+        if (activations.Length < (long)tokens * stride)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"{tokens} tokens of {stride} prepared activation bytes need {(long)tokens * stride}, not {activations.Length}."), nameof(activations));
         }
     }
 

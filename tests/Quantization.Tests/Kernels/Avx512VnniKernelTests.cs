@@ -17,16 +17,11 @@ public class Avx512VnniKernelTests
         Assert.Equal(hex, Convert.ToHexStringLower(Avx512VnniKernel.Assemble(tokens, panels)));
     }
 
-    [Theory]
+    [Avx512VnniTheory]
     [InlineData(1)]
     [InlineData(2)]
     public unsafe void Accumulate_EveryTileAndStepCount_EqualsScalarDotsAndAddsToTheSums(int panels)
     {
-        if (!Avx512VnniKernel.IsSupported)
-        {
-            return;
-        }
-
         Random random = new(11 * panels);
         foreach (int inFeatures in new[] { 4, 8, 12, 40, 516 })
         {
@@ -75,5 +70,41 @@ public class Avx512VnniKernelTests
         sbyte[] values = new sbyte[length];
         random.NextBytes(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()));
         return values;
+    }
+
+    [Avx512VnniTheory]
+    [InlineData(0, 1)]
+    [InlineData(1, 0)]
+    [InlineData(1, Avx512VnniKernel.MaxTokens + 1)]
+    public unsafe void Accumulate_NoStepOrTooManyTokens_IsRefusedBeforeNativeCodeRuns(int steps, int tokens)
+    {
+        sbyte* weights = stackalloc sbyte[PackedInt8Weight.StepBytes];
+        byte* activations = stackalloc byte[PackedInt8Weight.StepFeatures * (Avx512VnniKernel.MaxTokens + 1)];
+        int* sums = stackalloc int[PackedInt8Weight.PanelRows * (Avx512VnniKernel.MaxTokens + 1)];
+        nint w = (nint)weights, a = (nint)activations, s = (nint)sums;
+        Assert.Throws<ArgumentOutOfRangeException>(() => Avx512VnniKernel.Accumulate((sbyte*)w, 0, (byte*)a, PackedInt8Weight.StepFeatures, steps, tokens, (int*)s));
+    }
+
+    [Avx512VnniTheory]
+    [InlineData(1)]
+    [InlineData(4)]
+    public void AccumulatePair_ActivationsShorterThanTheTokens_IsRefusedBeforeNativeCodeRuns(int tokens)
+    {
+        PackedInt8Weight packed = new(new sbyte[2 * PackedInt8Weight.PanelRows * 8], 2 * PackedInt8Weight.PanelRows, 8);
+        byte[] activations = new byte[(tokens * packed.PaddedInFeatures) - 1];
+        int[] sums = new int[2 * tokens * PackedInt8Weight.PanelRows];
+        Assert.Throws<ArgumentException>(() => Int8PanelKernel.AccumulatePair(packed, 0, 1, activations, tokens, sums));
+    }
+
+    /// <summary>A theory that runs where the AVX-512 VNNI kernels do, and is reported as skipped elsewhere.</summary>
+    private sealed class Avx512VnniTheoryAttribute : TheoryAttribute
+    {
+        public Avx512VnniTheoryAttribute()
+        {
+            if (!Avx512VnniKernel.IsSupported)
+            {
+                Skip = "The AVX-512 VNNI kernels do not run on this machine or process.";
+            }
+        }
     }
 }

@@ -5,6 +5,7 @@
 .intel_syntax noprefix
 .text
 kernel:
+endbr64
 mov rax, [rdi]
 mov rcx, [rdi + 8]
 mov rdx, [rdi + 16]
