@@ -23,8 +23,9 @@ namespace Quantization;
 /// <para>
 /// The code uses only registers the System V ABI leaves to the callee to clobber (rax, rcx, rdx, rsi, rdi, r8-r11,
 /// zmm0-31) and ends with <c>vzeroupper</c>. It is built on Linux x64 when the CPU reports AVX-512BW and AVX512_VNNI
-/// and the runtime enables AVX-512 (<c>DOTNET_EnableAVX512=0</c> turns it off); anywhere else, or where the system
-/// refuses executable pages, <see cref="IsSupported"/> is false and the intrinsic paths run.
+/// and the runtime enables AVX-512 (<c>DOTNET_EnableAVX512=0</c> turns it off); anywhere else, where the system
+/// refuses executable pages, or where the process sets <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/>
+/// (then no page is mapped), <see cref="IsSupported"/> is false and the intrinsic paths run.
 /// </para>
 /// </remarks>
 internal static unsafe class Avx512VnniKernel
@@ -39,10 +40,15 @@ internal static unsafe class Avx512VnniKernel
     private const int FirstBroadcast = 16, FirstWeight = 28;
     private const int NoIndex = -1;
 
-    private static readonly IntPtr[]? Kernels = Build();
+    /// <summary>The kernels, built on first use unless <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/> is set.</summary>
+    private static readonly Lazy<IntPtr[]?> Kernels = new(Build);
 
-    /// <summary>Gets a value indicating whether the kernels run on this machine and process.</summary>
-    public static bool IsSupported => Kernels is not null;
+    /// <summary>
+    /// Gets a value indicating whether the kernels run on this machine and process (and the process has not turned them
+    /// off with <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/>).
+    /// </summary>
+    public static bool IsSupported =>
+        !(AppContext.TryGetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, out bool disabled) && disabled) && Kernels.Value is not null;
 
     /// <summary>Adds <paramref name="steps"/> steps of one panel, or of two read side by side, to the sums of <paramref name="tokens"/> tokens.</summary>
     /// <param name="weights">The (first) panel's first step to read (pinned memory).</param>
@@ -63,17 +69,14 @@ internal static unsafe class Avx512VnniKernel
     {
         // Checked in release builds too: a wrong count here would run native code off its buffers (0 steps would loop
         // until it faults), and the check costs nothing next to a kernel call.
-        if (Kernels is null)
-        {
-            throw new PlatformNotSupportedException("The AVX-512 VNNI kernels do not run on this machine or process.");
-        }
+        IntPtr[] kernels = Kernels.Value ?? throw new PlatformNotSupportedException("The AVX-512 VNNI kernels do not run on this machine or process.");
 
         int panels = secondPanel == 0 ? 1 : 2;
         ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(tokens, panels == 1 ? MaxTokens : MaxPairedTokens);
         Arguments arguments = new() { Weights = weights, Activations = activations, Stride = stride, Steps = steps, Sums = sums, SecondPanel = secondPanel };
-        ((delegate* unmanaged<Arguments*, void>)Kernels[KernelIndex(tokens, panels)])(&arguments);
+        ((delegate* unmanaged<Arguments*, void>)kernels[KernelIndex(tokens, panels)])(&arguments);
     }
 
     /// <summary>Assembles the code of the kernel for <paramref name="tokens"/> tokens and one or two panels (exposed for its encoding tests).</summary>

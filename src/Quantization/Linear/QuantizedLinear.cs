@@ -28,9 +28,26 @@ namespace Quantization;
 /// are split between threads; every output is computed the same way, so the results are the same bits. An instance
 /// is immutable apart from that setting, and <see cref="Forward"/> may be called from several threads at once.
 /// </para>
+/// <para>
+/// W8A8 runs the fastest kernel the machine has: 512-bit <c>vpdpbusd</c> (AVX512_VNNI), then the 256-bit AVX-VNNI form,
+/// then AVX-512BW / AVX2 <c>vpmaddwd</c>, portable vectors and scalar code, all giving the same sums. .NET 10 has no
+/// intrinsic for the 512-bit form, so on Linux x64 the library assembles that kernel at run time into executable
+/// memory (see <see cref="DisableAssembledKernelsSwitch"/> to turn this off). With up to four tokens it reads two
+/// panels at once, as two streams from memory.
+/// </para>
 /// </remarks>
 public sealed class QuantizedLinear
 {
+    /// <summary>
+    /// The name of the <see cref="AppContext"/> switch that keeps the library from assembling its AVX-512 VNNI kernel
+    /// into executable memory, for processes whose policy forbids that: set it before the first layer is created, with
+    /// <c>AppContext.SetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, true)</c> or, in the project file,
+    /// <c>&lt;RuntimeHostConfigurationOption Include="Quantization.DisableAssembledKernels" Value="true" /&gt;</c>. Layers
+    /// created afterwards use the intrinsic paths (AVX-VNNI or narrower), with the same results, more slowly where
+    /// AVX-512 VNNI would have run.
+    /// </summary>
+    public const string DisableAssembledKernelsSwitch = "Quantization.DisableAssembledKernels";
+
     /// <summary>Tokens computed per pass over a panel (the kernels' sums for them fit on the stack).</summary>
     private const int TokenBlock = 48;
 
