@@ -76,8 +76,8 @@ internal static class Int8PanelKernel
         switch (path)
         {
             case Int8KernelPath.Avx512Vnni:
-                Avx512VnniTiles(ref w, steps, activations, stride, tokens, sums);
-                RemoveActivationOffset(weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
+                Avx512VnniTiles(weight, panel, activations, tokens, sums);
+                RemoveActivationOffset(weight, panel, tokens, sums);
                 break;
             case Int8KernelPath.AvxVnni:
                 sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
@@ -86,7 +86,7 @@ internal static class Int8PanelKernel
                     VnniStepRange(ref Unsafe.Add(ref w, first * PackedInt8Weight.StepBytes), Math.Min(VnniStepBlock, steps - first), ref Unsafe.Add(ref x, first * PackedInt8Weight.StepFeatures), stride, tokens, sums);
                 }
 
-                RemoveActivationOffset(weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
+                RemoveActivationOffset(weight, panel, tokens, sums);
                 break;
             case Int8KernelPath.Vector512:
                 for (int token = 0; token < tokens; token++)
@@ -144,29 +144,26 @@ internal static class Int8PanelKernel
         fixed (byte* x = activations)
         fixed (int* s = sums)
         {
-            // The packed weight lives in pinned memory.
-            sbyte* first = (sbyte*)Unsafe.AsPointer(ref weight.GetPanel(panel));
-            sbyte* second = (sbyte*)Unsafe.AsPointer(ref weight.GetPanel(other));
-            Avx512VnniKernel.Accumulate(first, (nint)(second - first), x, weight.PaddedInFeatures, weight.Steps, tokens, s);
+            sbyte* first = weight.GetPanelPointer(panel);
+            Avx512VnniKernel.Accumulate(first, (nint)(weight.GetPanelPointer(other) - first), x, weight.PaddedInFeatures, weight.Steps, tokens, s);
         }
 
-        RemoveActivationOffset(weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums);
-        RemoveActivationOffset(weight.ActivationOffsets.AsSpan(other * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows), tokens, sums[rows..]);
+        RemoveActivationOffset(weight, panel, tokens, sums);
+        RemoveActivationOffset(weight, other, tokens, sums[rows..]);
     }
 
-    /// <summary>Runs the AVX-512 VNNI kernel over all steps, for tiles of up to eight tokens.</summary>
-    private static unsafe void Avx512VnniTiles(ref sbyte w, int steps, ReadOnlySpan<byte> activations, int stride, int tokens, Span<int> sums)
+    /// <summary>Runs the AVX-512 VNNI kernel over all steps of a panel, for tiles of up to eight tokens.</summary>
+    private static unsafe void Avx512VnniTiles(PackedInt8Weight weight, int panel, ReadOnlySpan<byte> activations, int tokens, Span<int> sums)
     {
+        int stride = weight.PaddedInFeatures;
         ThrowIfShort(activations, tokens, stride);
         sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
         fixed (byte* x = activations)
         fixed (int* s = sums)
         {
-            // The packed weight lives in pinned memory.
-            sbyte* panel = (sbyte*)Unsafe.AsPointer(ref w);
             for (int t = 0; t < tokens; t += Avx512VnniKernel.MaxTokens)
             {
-                Avx512VnniKernel.Accumulate(panel, 0, x + ((long)t * stride), stride, steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
+                Avx512VnniKernel.Accumulate(weight.GetPanelPointer(panel), 0, x + ((long)t * stride), stride, weight.Steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
             }
         }
     }
@@ -180,9 +177,10 @@ internal static class Int8PanelKernel
         }
     }
 
-    /// <summary>The AVX-VNNI sums are of (x + 128) * w: subtract 128 x the channel's weight sum (exact in int32).</summary>
-    private static void RemoveActivationOffset(ReadOnlySpan<int> offsets, int tokens, Span<int> sums)
+    /// <summary>The VNNI sums are of (x + 128) * w: subtract 128 x the channel's weight sum (exact in int32).</summary>
+    private static void RemoveActivationOffset(PackedInt8Weight weight, int panel, int tokens, Span<int> sums)
     {
+        ReadOnlySpan<int> offsets = weight.ActivationOffsets.AsSpan(panel * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows);
         for (int t = 0; t < tokens; t++)
         {
             Span<int> row = sums.Slice(t * PackedInt8Weight.PanelRows, PackedInt8Weight.PanelRows);

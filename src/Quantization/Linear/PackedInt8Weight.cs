@@ -87,6 +87,11 @@ internal sealed class PackedInt8Weight
     /// <returns>A reference to the panel's first byte.</returns>
     public ref sbyte GetPanel(int panel) => ref _data[_offset + (panel * PanelBytes)];
 
+    /// <summary>Gets the address of a panel's first byte, for native code: the data is pinned, so it is valid while this instance is alive.</summary>
+    /// <param name="panel">The panel index.</param>
+    /// <returns>The address.</returns>
+    public unsafe sbyte* GetPanelPointer(int panel) => (sbyte*)Unsafe.AsPointer(ref GetPanel(panel));
+
     private static unsafe int AlignmentOffset(sbyte[] pinned)
     {
         nuint address = (nuint)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
