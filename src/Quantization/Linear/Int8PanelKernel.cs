@@ -158,12 +158,13 @@ internal static class Int8PanelKernel
         int stride = weight.PaddedInFeatures;
         ThrowIfShort(activations, tokens, stride);
         sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
+        sbyte* w = weight.GetPanelPointer(panel);
         fixed (byte* x = activations)
         fixed (int* s = sums)
         {
             for (int t = 0; t < tokens; t += Avx512VnniKernel.MaxTokens)
             {
-                Avx512VnniKernel.Accumulate(weight.GetPanelPointer(panel), 0, x + ((long)t * stride), stride, weight.Steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
+                Avx512VnniKernel.Accumulate(w, 0, x + ((long)t * stride), stride, weight.Steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
             }
         }
     }
