@@ -73,6 +73,9 @@ public sealed partial class OnnxModel
         return new OnnxModel(proto, externalDataDirectory);
     }
 
+    /// <summary>Makes a deep copy of the model's messages, with the same external-data directory.</summary>
+    internal OnnxModel Clone() => new(Proto.Clone(), ExternalDataDirectory);
+
     /// <summary>Gets an initializer by name.</summary>
     /// <param name="name">The initializer's name.</param>
     /// <returns>The tensor.</returns>

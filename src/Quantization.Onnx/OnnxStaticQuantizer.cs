@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 
+using Google.Protobuf;
+
 using Microsoft.Extensions.Logging;
 using Microsoft.ML.OnnxRuntime;
 
@@ -8,17 +10,58 @@ using Quantization.Onnx.Protos;
 namespace Quantization.Onnx;
 
 /// <summary>
-/// Rules for <see cref="OnnxStaticQuantizer"/>: the weight rules it inherits (which nodes, schemes, convention, bias
-/// correction, calibration settings; the include and exclude patterns govern activations too), and the activations'.
+/// Rules for <see cref="OnnxStaticQuantizer"/>: the weight rules it inherits (which nodes' weights, schemes, convention,
+/// bias correction, calibration settings; <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/> keeps a node wholly in
+/// float), and the activations' rules, which are separate: which operators, which node names, which observer.
 /// </summary>
+/// <remarks>
+/// By default activations are quantized where ONNX Runtime runs an integer kernel: the inputs of Conv, ConvTranspose,
+/// MatMul and Gemm with a constant weight, and Add and the pools where they sit between such operators (see
+/// <see cref="IntegerPathOpTypes"/>); not a transformer's residual stream, nor the MatMuls of two activations in attention.
+/// </remarks>
 public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOptions
 {
     /// <summary>
-    /// Gets the operator types whose float activation inputs get a QuantizeLinear/DequantizeLinear pair: Conv,
-    /// ConvTranspose, MatMul, Gemm, Add, MaxPool, AveragePool and GlobalAveragePool by default, the operators ONNX
-    /// Runtime's CPU provider runs as integer kernels when they sit between such pairs.
+    /// Gets the operator types whose float activation inputs always get a QuantizeLinear/DequantizeLinear pair: Conv,
+    /// ConvTranspose, MatMul and Gemm by default. Add an operator (for example Add) to quantize its inputs everywhere.
+    /// The data input of Conv, ConvTranspose and Gemm is quantized; a MatMul's non-constant inputs (but see
+    /// <see cref="QuantizeActivationProducts"/>); every non-constant input of other operators.
     /// </summary>
-    public ISet<string> ActivationOpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Conv", "ConvTranspose", "MatMul", "Gemm", "Add", "MaxPool", "AveragePool", "GlobalAveragePool" };
+    public ISet<string> ActivationOpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Conv", "ConvTranspose", "MatMul", "Gemm" };
+
+    /// <summary>
+    /// Gets the operator types whose inputs are quantized only on an integer path: where the node's output reaches,
+    /// through data-movement operators (Relu, Clip, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity) or other
+    /// such nodes, an input quantized by <see cref="ActivationOpTypes"/>. Add, MaxPool, AveragePool and GlobalAveragePool
+    /// by default, which ONNX Runtime's CPU provider runs as QLinearAdd and integer pools: a convolutional network's
+    /// residual Add (Add, Relu, Conv) is quantized, a transformer's residual stream (Add, then a layer normalization) is
+    /// not. A type also in <see cref="ActivationOpTypes"/> is quantized everywhere.
+    /// </summary>
+    public ISet<string> IntegerPathOpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Add", "MaxPool", "AveragePool", "GlobalAveragePool" };
+
+    /// <summary>
+    /// Gets or sets a value indicating whether a MatMul or Gemm whose two operands are both activations (attention's
+    /// scores Q·Kᵀ and context P·V) has them quantized; <see langword="false"/> by default: with one range per tensor
+    /// they lose accuracy and, in ONNX Runtime, gain no speed.
+    /// </summary>
+    public bool QuantizeActivationProducts { get; set; }
+
+    /// <summary>Gets node-name patterns whose activation inputs are quantized; when empty, every node the operator rules choose is.</summary>
+    public IList<NamePattern> ActivationIncludeNodes { get; } = [];
+
+    /// <summary>
+    /// Gets node-name patterns whose activation inputs stay in float (their weights follow the weight rules, so such a
+    /// node runs weight-only, W8A16); <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/> keeps a node wholly in float.
+    /// </summary>
+    public IList<NamePattern> ActivationExcludeNodes { get; } = [];
+
+    /// <summary>
+    /// Gets or sets automatic mixed precision: when set, a sensitivity pass measures each layer's activation quantization
+    /// alone and the fewest layers needed to reach <see cref="OnnxMixedPrecisionOptions.TargetCosine"/> keep float
+    /// activations (see <see cref="OnnxMixedPrecisionOptions"/>); <see langword="null"/> (the default) quantizes every
+    /// activation the rules choose. Needs calibration data (<see cref="OnnxStaticQuantizer.QuantizeAsync"/>).
+    /// </summary>
+    public OnnxMixedPrecisionOptions? MixedPrecision { get; set; }
 
     /// <summary>Gets or sets the activations' scheme: asymmetric uint8 per tensor (ONNX Runtime's default) unless set; it must be per tensor.</summary>
     public QuantizationScheme ActivationScheme { get; set; } = QuantizationScheme.UInt8PerTensorAsymmetric();
@@ -41,6 +84,12 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
             throw new NotSupportedException($"QDQ activations are int8 or uint8 per tensor; the activation scheme is {ActivationScheme}.");
         }
     }
+
+    /// <summary>Whether the activation name patterns select a node's activation inputs (and <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/> does not keep it in float).</summary>
+    internal bool SelectsActivationsOf(NodeProto node) =>
+        (ActivationIncludeNodes.Count == 0 || ActivationIncludeNodes.Any(p => p.IsMatch(node.Name)))
+        && !ActivationExcludeNodes.Any(p => p.IsMatch(node.Name))
+        && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
 }
 
 /// <summary>What <see cref="OnnxStaticQuantizer"/> did.</summary>
@@ -48,7 +97,8 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
 /// <param name="Activations">The parameters of every activation that got a QuantizeLinear/DequantizeLinear pair.</param>
 /// <param name="Biases">The names of the biases stored as int32.</param>
 /// <param name="RaisedWeightScales">How many weight channels had their scale raised so that the bias fits in int32 (see <see cref="OnnxStaticQuantizer"/>).</param>
-public sealed record OnnxStaticQuantizationResult(IReadOnlyList<OnnxWeightReport> Weights, IReadOnlyDictionary<string, ScaleAndZeroPoint> Activations, IReadOnlyList<string> Biases, int RaisedWeightScales);
+/// <param name="MixedPrecision">What the mixed-precision search measured and which layers it kept with float activations, or <see langword="null"/> when <see cref="OnnxStaticQuantizationOptions.MixedPrecision"/> was not set.</param>
+public sealed record OnnxStaticQuantizationResult(IReadOnlyList<OnnxWeightReport> Weights, IReadOnlyDictionary<string, ScaleAndZeroPoint> Activations, IReadOnlyList<string> Biases, int RaisedWeightScales, OnnxMixedPrecisionResult? MixedPrecision = null);
 
 /// <summary>
 /// Static full quantization (W8A8) of an ONNX model in the QDQ format: activations get a QuantizeLinear/DequantizeLinear
@@ -103,7 +153,29 @@ public static class OnnxStaticQuantizer
             parameters = calibrator.ComputeParameters();
         }
 
-        return Quantize(model, parameters, options, correction);
+        if (options.MixedPrecision is not OnnxMixedPrecisionOptions mixed)
+        {
+            return Quantize(model, parameters, options, correction, keepFloat: null);
+        }
+
+        MixedPrecisionSearch.Layer[] layers = [.. Sites(model.Proto.Graph, options)
+            .Where(s => s.Inputs.Any(parameters.ContainsKey))
+            .Select(s => new MixedPrecisionSearch.Layer(ActivationSites.LayerName(s.Node), s.Node.OpType, s.Inputs))];
+        OnnxMixedPrecisionResult search = await MixedPrecisionSearch.RunAsync(
+            model,
+            layers,
+            keep =>
+            {
+                OnnxModel candidate = model.Clone();
+                Quantize(candidate, parameters, options, correction, keep);
+                return candidate.Proto.ToByteArray();
+            },
+            calibrationData,
+            mixed,
+            options.Calibration.SessionOptions,
+            options.Calibration.Logger,
+            cancellationToken).ConfigureAwait(false);
+        return Quantize(model, parameters, options, correction, new HashSet<string>(search.KeptInFloat, StringComparer.Ordinal)) with { MixedPrecision = search };
     }
 
     /// <summary>Quantizes the model in place with activation parameters computed beforehand (by <see cref="OnnxCalibrator"/> or any other means).</summary>
@@ -120,13 +192,21 @@ public static class OnnxStaticQuantizer
         ArgumentNullException.ThrowIfNull(activations);
         options ??= new OnnxStaticQuantizationOptions();
         Validate(model, options);
-        return Quantize(model, activations, options, correction: null);
+        if (options.MixedPrecision is not null)
+        {
+            throw new NotSupportedException("Mixed precision measures the model on calibration data; quantize with QuantizeAsync, or set MixedPrecision to null.");
+        }
+
+        return Quantize(model, activations, options, correction: null, keepFloat: null);
     }
 
-    private static OnnxStaticQuantizationResult Quantize(OnnxModel model, IReadOnlyDictionary<string, QuantizationParameters> activations, OnnxStaticQuantizationOptions options, BiasCorrection? correction)
+    /// <summary>Quantizes the model in place; the layers named in <paramref name="keepFloat"/> (<see cref="ActivationSites.LayerName"/>) keep float activations.</summary>
+    private static OnnxStaticQuantizationResult Quantize(OnnxModel model, IReadOnlyDictionary<string, QuantizationParameters> activations, OnnxStaticQuantizationOptions options, BiasCorrection? correction, IReadOnlySet<string>? keepFloat)
     {
+        OnnxGraphEditor editor = new(model);
+        IReadOnlyList<(NodeProto Node, IReadOnlyList<string> Inputs)> sites = [.. Sites(editor.Graph, options).Where(s => keepFloat?.Contains(ActivationSites.LayerName(s.Node)) != true)];
         Dictionary<string, ScaleAndZeroPoint> used = new(StringComparer.Ordinal);
-        foreach (string name in ActivationCandidates(model, options))
+        foreach (string name in sites.SelectMany(s => s.Inputs).Distinct(StringComparer.Ordinal))
         {
             if (activations.TryGetValue(name, out QuantizationParameters? p))
             {
@@ -136,7 +216,6 @@ public static class OnnxStaticQuantizer
             }
         }
 
-        OnnxGraphEditor editor = new(model);
         List<OnnxWeightReport> weights = [];
         List<string> biases = [];
         int raised = 0;
@@ -152,7 +231,7 @@ public static class OnnxStaticQuantizer
             int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
             QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
             float[]? shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
-            if (node.OpType is "Conv" or "ConvTranspose" or "Gemm" && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input) && Bias(editor, node, quantized.Parameters.Count, shift) is float[] bias)
+            if (node.OpType is "Conv" or "ConvTranspose" or "Gemm" && sites.Any(s => s.Node == node && s.Inputs.Contains(node.Input[0])) && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input) && Bias(editor, node, quantized.Parameters.Count, shift) is float[] bias)
             {
                 // An int32 bias with scale s_x·s_w; where that overflows, the weight scales are raised, which changes the
                 // rounding and so the shift: fit again until nothing more needs raising.
@@ -203,7 +282,7 @@ public static class OnnxStaticQuantizer
 
         foreach ((string name, ScaleAndZeroPoint parameters) in used)
         {
-            NodeProto[] consumers = [.. editor.Graph.Node.Where(n => IsActivationNode(n, options) && ActivationInputs(n, editor).Contains(name))];
+            NodeProto[] consumers = [.. sites.Where(s => s.Inputs.Contains(name)).Select(s => s.Node)];
             editor.AddQuantizeDequantize(name, parameters, options.ActivationScheme.Type, consumers);
         }
 
@@ -211,7 +290,7 @@ public static class OnnxStaticQuantizer
         return new OnnxStaticQuantizationResult(weights, used, biases, raised);
     }
 
-    /// <summary>Lists the activations the rules would quantize: the float, non-constant inputs of the selected nodes (the calibrator later drops those that turn out not to be float).</summary>
+    /// <summary>Lists the activations the rules would quantize (see <see cref="OnnxStaticQuantizationOptions"/>); the calibrator later drops those that turn out not to be float.</summary>
     /// <param name="model">The model.</param>
     /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
     /// <returns>The tensor names, in graph order, each once.</returns>
@@ -219,14 +298,7 @@ public static class OnnxStaticQuantizer
     public static IReadOnlyList<string> ActivationCandidates(OnnxModel model, OnnxStaticQuantizationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        options ??= new OnnxStaticQuantizationOptions();
-        OnnxGraphEditor editor = new(model, readOnly: true);
-        HashSet<string> constants = new(model.Proto.Graph.Initializer.Select(t => t.Name).Concat(model.Proto.Graph.Node.Where(n => n.OpType == "Constant").SelectMany(n => n.Output)), StringComparer.Ordinal);
-        return [.. model.Proto.Graph.Node
-            .Where(n => IsActivationNode(n, options))
-            .SelectMany(n => ActivationInputs(n, editor))
-            .Where(name => !constants.Contains(name))
-            .Distinct(StringComparer.Ordinal)];
+        return [.. Sites(model.Proto.Graph, options ?? new OnnxStaticQuantizationOptions()).SelectMany(s => s.Inputs).Distinct(StringComparer.Ordinal)];
     }
 
     private static void Validate(OnnxModel model, OnnxStaticQuantizationOptions options)
@@ -235,14 +307,11 @@ public static class OnnxStaticQuantizer
         OnnxWeightQuantizer.RequirePerAxisDequantize(model);
     }
 
-    private static bool IsActivationNode(NodeProto node, OnnxStaticQuantizationOptions options) =>
-        options.ActivationOpTypes.Contains(node.OpType) && node.IsDefaultDomain() && options.SelectsName(node);
-
-    /// <summary>The inputs of a node that carry activations: the data input of weighted operators, every non-constant input of the others.</summary>
-    private static IEnumerable<string> ActivationInputs(NodeProto node, OnnxGraphEditor editor)
+    /// <summary>The nodes whose activation inputs the rules quantize, with those inputs (<see cref="ActivationSites"/>).</summary>
+    private static IReadOnlyList<(NodeProto Node, IReadOnlyList<string> Inputs)> Sites(GraphProto graph, OnnxStaticQuantizationOptions options)
     {
-        IEnumerable<string> inputs = node.OpType is "Conv" or "ConvTranspose" or "Gemm" ? node.Input.Take(1) : node.Input;
-        return inputs.Where(i => i.Length > 0 && !editor.IsFloatConstant(i));
+        HashSet<string> constants = new(graph.Initializer.Select(t => t.Name).Concat(graph.Node.Where(n => n.OpType == "Constant").SelectMany(n => n.Output)), StringComparer.Ordinal);
+        return ActivationSites.Find(graph, options, constants.Contains);
     }
 
     /// <summary>

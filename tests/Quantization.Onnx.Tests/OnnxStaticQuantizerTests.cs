@@ -19,8 +19,9 @@ public class OnnxStaticQuantizerTests
         OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
         OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, Images(16, seed: 1, scale: 1));
 
+        // The residual Add sits between Convs (an integer path), so it is quantized; the pool after the last Conv is not.
         Assert.Equal(["conv2", "image", "relu1", "relu2"], result.Activations.Keys.Order(StringComparer.Ordinal));
-        Assert.Equal(["b1", "b2"], result.Biases);
+        Assert.Equal(["b1", "b2", "conv3_bias"], result.Biases);
         Assert.Equal(0, result.RaisedWeightScales);
         Assert.Equal(4, model.Proto.Graph.Node.Count(n => n.OpType == "QuantizeLinear"));
         Assert.Contains(model.Proto.Graph.Initializer, t => t.Name.StartsWith("b1", StringComparison.Ordinal) && t.DataType == (int)TensorProto.Types.DataType.Int32);
@@ -119,7 +120,7 @@ public class OnnxStaticQuantizerTests
 
     private static float[] Conv1Weight() => Random(8 * 3 * 3 * 3, 11);
 
-    /// <summary>image -> Conv(w1, b1) -> Relu = relu1 -> Conv(w2, b2) = conv2; Add(conv2, relu1) -> Relu = relu2 -> GlobalAveragePool = out.</summary>
+    /// <summary>image -> Conv(w1, b1) -> Relu = relu1 -> Conv(w2, b2) = conv2; Add(conv2, relu1) -> Relu = relu2 -> Conv(w3) = conv3 -> GlobalAveragePool = out.</summary>
     private static ModelProto ResidualBlock()
     {
         AttributeProto pads = Ints("pads", 1, 1, 1, 1);
@@ -131,13 +132,15 @@ public class OnnxStaticQuantizerTests
                 Node("Conv", "conv_2", ["relu1", "w2", "b2"], ["conv2"], pads),
                 Node("Add", "add", ["conv2", "relu1"], ["sum"]),
                 Node("Relu", "relu_2", ["sum"], ["relu2"]),
-                Node("GlobalAveragePool", "pool", ["relu2"], ["out"]),
+                Node("Conv", "conv_3", ["relu2", "w3"], ["conv3"], pads),
+                Node("GlobalAveragePool", "pool", ["conv3"], ["out"]),
             ],
             [
                 Tensor("w1", Conv1Weight(), 8, 3, 3, 3),
                 Tensor("b1", Random(8, 12, 10), 8),
                 Tensor("w2", Random(8 * 8 * 3 * 3, 13, 0.5f), 8, 8, 3, 3),
                 Tensor("b2", Random(8, 14, 0.2f), 8),
+                Tensor("w3", Random(8 * 8 * 3 * 3, 15, 0.5f), 8, 8, 3, 3),
             ],
             [Value("image", ImageShape)],
             [Value("out", 1, 8, 1, 1)]);
