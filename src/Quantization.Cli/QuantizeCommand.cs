@@ -31,9 +31,14 @@ internal static class QuantizeCommand
         Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of .npy files, one input batch each, for static ranges and bias correction." };
         Option<bool> gptq = new("--gptq") { Description = "ONNX weight-only with calibration data: round MatMul and Gemm weights with GPTQ." };
         Option<bool> stats = new("--stats") { Description = "Print time, throughput and peak memory." };
+        Option<string[]> weightOps = new("--weight-ops") { Description = "ONNX only: operator types whose weights are quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default.", AllowMultipleArgumentsPerToken = true };
+        Option<string[]> activationOps = new("--activation-ops") { Description = "ONNX static only: operator types whose activation inputs are always quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default. Add and the pools are quantized only between such operators unless listed here.", AllowMultipleArgumentsPerToken = true };
+        Option<string[]> activationInclude = new("--activation-include") { Description = "ONNX static only: quantize the activations of only the nodes matching this glob or re:regex; repeatable." };
+        Option<string[]> keepFloat = new("--keep-float") { Description = "ONNX static only: 'auto' keeps the fewest layers' activations in float to reach --target-cosine on the calibration data; or node-name globs / re:regex whose activations stay in float (their weights stay int8). Repeatable." };
+        Option<double> targetCosine = new("--target-cosine") { Description = "With --keep-float auto: the mean output cosine against the float model to reach on the calibration data.", DefaultValueFactory = _ => 0.999 };
         Command command = new("quantize", "Quantize a model or checkpoint to int8.")
         {
-            input, output, mode, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats,
+            input, output, mode, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
@@ -55,8 +60,14 @@ internal static class QuantizeCommand
             NamePattern[] includes = [.. (parse.GetValue(include) ?? []).Select(p => new NamePattern(p))];
             NamePattern[] excludes = [.. (parse.GetValue(exclude) ?? []).Select(p => new NamePattern(p))];
             long started = Stopwatch.GetTimestamp();
+            OnnxRules rules = new(
+                OpList(parse.GetValue(weightOps)),
+                OpList(parse.GetValue(activationOps)),
+                [.. (parse.GetValue(activationInclude) ?? []).Select(p => new NamePattern(p))],
+                parse.GetValue(keepFloat) ?? [],
+                parse.GetValue(targetCosine));
             long bytes = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, scheme, includes, excludes, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -67,8 +78,17 @@ internal static class QuantizeCommand
         return command;
     }
 
-    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
+    /// <summary>Operator types given comma-separated, repeated or both; <see langword="null"/> when none were given.</summary>
+    private static string[]? OpList(string[]? values) =>
+        values is null or [] ? null : [.. values.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))];
+
+    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
     {
+        if (mode != "static" && rules.UsesActivations)
+        {
+            throw new ArgumentException("--activation-ops, --activation-include, --keep-float and --target-cosine choose activations: they need --mode static.");
+        }
+
         OnnxModel model = OnnxModel.Load(source);
         long opset = model.Opset;
         OnnxOpsetUpgrader.Upgrade(model);
@@ -96,13 +116,18 @@ internal static class QuantizeCommand
             options.ExcludeNodes.Add(pattern);
         }
 
+        rules.ApplyTo(options);
         ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>>? feeds = calibrationDirectory is null ? null : Feeds(model, calibrationDirectory);
         IReadOnlyList<OnnxWeightReport> weights;
         if (options is OnnxStaticQuantizationOptions staticOptions)
         {
             OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, feeds ?? throw new ArgumentException("--mode static needs --calibration-data: a directory of .npy input batches."), staticOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
             weights = result.Weights;
-            Console.WriteLine($"Static W8A8: {result.Activations.Count} activations, {result.Biases.Count} int32 biases.");
+            Console.WriteLine($"Static W8A8: {result.Activations.Count} activations, {result.Biases.Count} int32 biases, {result.RaisedWeightScales} weight scales raised so that biases fit in int32.");
+            if (result.MixedPrecision is OnnxMixedPrecisionResult mixed)
+            {
+                WriteMixedPrecision(mixed);
+            }
         }
         else
         {
@@ -119,6 +144,22 @@ internal static class QuantizeCommand
         Console.Write(report.ToTable());
         Console.WriteLine($"Written {target} ({new FileInfo(target).Length:N0} bytes, from {new FileInfo(source).Length:N0}).");
         return new FileInfo(source).Length;
+    }
+
+    /// <summary>The mixed-precision search's report: the cosines it measured and the layers it kept, each with its cosine when quantized alone.</summary>
+    private static void WriteMixedPrecision(OnnxMixedPrecisionResult mixed)
+    {
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Mixed precision on {mixed.Batches} calibration batches (mean output cosine vs fp32): weights only {mixed.WeightsOnlyCosine:F6}, every activation {mixed.AllQuantizedCosine:F6}, chosen {mixed.FinalCosine:F6} (target {mixed.TargetCosine})."));
+        if (!mixed.ReachesTarget)
+        {
+            Console.WriteLine("The target is out of reach with int8 weights: every layer keeps float activations.");
+        }
+
+        Console.WriteLine(mixed.KeptInFloat.Count == 0 ? "Kept no layer in float." : $"Kept {mixed.KeptInFloat.Count} of {mixed.Layers.Count} layers' activations in float, the most sensitive (output cosine with only that layer's activations quantized):");
+        foreach (OnnxLayerSensitivity layer in mixed.Layers.Where(l => l.KeptInFloat))
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {layer.Node} ({layer.OpType}, input {string.Join(", ", layer.Inputs)}): {layer.Cosine:F6}"));
+        }
     }
 
     /// <summary>One feed per .npy file, for the model's only (non-initializer) input.</summary>
@@ -198,6 +239,57 @@ internal static class QuantizeCommand
             {
                 yield return [NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(array.Data, array.Shape))];
             }
+        }
+    }
+
+    /// <summary>The ONNX rules of the command line beyond the scheme: operator types and activation choices.</summary>
+    private sealed record OnnxRules(string[]? WeightOps, string[]? ActivationOps, NamePattern[] ActivationIncludes, string[] KeepFloat, double TargetCosine)
+    {
+        public bool UsesActivations => ActivationOps is not null || ActivationIncludes.Length > 0 || KeepFloat.Length > 0;
+
+        public void ApplyTo(OnnxWeightQuantizationOptions options)
+        {
+            if (WeightOps is not null)
+            {
+                Replace(options.OpTypes, WeightOps);
+            }
+
+            if (options is not OnnxStaticQuantizationOptions activations)
+            {
+                return;
+            }
+
+            if (ActivationOps is not null)
+            {
+                Replace(activations.ActivationOpTypes, ActivationOps);
+            }
+
+            foreach (NamePattern pattern in ActivationIncludes)
+            {
+                activations.ActivationIncludeNodes.Add(pattern);
+            }
+
+            if (KeepFloat is ["auto"])
+            {
+                activations.MixedPrecision = new OnnxMixedPrecisionOptions { TargetCosine = TargetCosine };
+                return;
+            }
+
+            if (KeepFloat.Contains("auto"))
+            {
+                throw new ArgumentException("--keep-float takes either 'auto' or node-name patterns, not both.");
+            }
+
+            foreach (string pattern in KeepFloat)
+            {
+                activations.ActivationExcludeNodes.Add(new NamePattern(pattern));
+            }
+        }
+
+        private static void Replace(ISet<string> set, string[] values)
+        {
+            set.Clear();
+            set.UnionWith(values);
         }
     }
 }
