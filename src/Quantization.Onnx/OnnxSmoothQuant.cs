@@ -107,7 +107,7 @@ public static class OnnxSmoothQuant
                 int outputs = w.Length / group.Channels;
                 for (int j = 0; j < group.Channels; j++)
                 {
-                    weight[j] = Math.Max(weight[j], TensorPrimitives.MaxMagnitude(w.AsSpan(j * outputs, outputs)));
+                    weight[j] = Math.Max(weight[j], Math.Abs(TensorPrimitives.MaxMagnitude(w.AsSpan(j * outputs, outputs))));
                 }
             }
 
