@@ -64,8 +64,9 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
         return (groups, skipped);
     }
 
-    /// <summary>Gets the current values of a constant input: as earlier folds left them, or as the graph holds them.</summary>
-    public float[] Values(NodeProto node, int input) => Edit(node, input).Values;
+    /// <summary>Gets the current values of a constant input (as earlier folds left them, or as the graph holds them); the caller must not change them.</summary>
+    public float[] Values(NodeProto node, int input) =>
+        _edits.TryGetValue((node, input), out (float[] Values, long[] Dims) edit) ? edit.Values : editor.ReadConstant(node.Input[input]);
 
     /// <summary>Queues the scaling of one group: its producer's constants divided by s, its consumers' weight rows multiplied by s, and, where X has other readers, the Mul by s that restores X for them.</summary>
     /// <param name="group">The group, from <see cref="Find"/> on the same editor.</param>
@@ -277,7 +278,7 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             }
 
             long channels = dims[consumer.GemmTransB() ? 1 : 0];
-            return channels is > 0 and <= int.MaxValue ? ((int)channels, null) : (0, $"'{consumer.Name}' has a weight of shape [{string.Join(", ", dims)}]");
+            return dims.All(d => d is > 0 and <= int.MaxValue) ? ((int)channels, null) : (0, $"'{consumer.Name}' has an empty weight, of shape [{string.Join(", ", dims)}]");
         }
 
         /// <summary>The producer's kind, nodes and constants, or why it cannot take 1/s.</summary>
@@ -362,6 +363,11 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
         /// <summary>Mul(u, γ) with a per-channel constant γ and u a recognised normalization; optionally followed by the β Add.</summary>
         private (Producer?, string?) Affine(NodeProto mul, Constant? add, int channels)
         {
+            if (mul.Input.Count == 2 && !_editor.IsFloatConstant(mul.Input[0]) && !_editor.IsFloatConstant(mul.Input[1]))
+            {
+                return (null, $"'{mul.Name}' (Mul) multiplies two values that are not constants (a gating or Gelu step, or a γ fed at run time), not one value by a per-channel constant");
+            }
+
             if (mul.Input.Count != 2 || ConstantOperand(mul, channels) is not int gamma)
             {
                 return (null, FormattableString.Invariant($"'{mul.Name}' (Mul) does not multiply one value by a float constant of {channels} channels"));

@@ -111,6 +111,12 @@ public static class OnnxSmoothQuant
                 }
             }
 
+            if (Array.FindIndex(weight, w => !double.IsFinite(w)) is int bad and >= 0)
+            {
+                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer.Name, consumers, FormattableString.Invariant($"a weight holds NaN or an infinity in input row {bad}")));
+                continue;
+            }
+
             double alpha = options.Alpha;
             Dictionary<double, double>? errors = null;
             if (sampler?.Sample(group.Input) is (float[] rows, int count) && count > 0)
@@ -153,7 +159,11 @@ public static class OnnxSmoothQuant
             reports[g] = reports[g] with { RestoreNode = folding.Fold(folds[g].Group, folds[g].Scales) };
         }
 
-        folding.Commit();
+        if (folds.Count > 0)
+        {
+            folding.Commit();
+        }
+
         return new OnnxSmoothQuantResult(reports, skipped);
     }
 

@@ -243,6 +243,20 @@ public class OnnxSmoothQuantTests
         Assert.Equal(LayerNormGraph().ToByteArray(), model.Proto.ToByteArray());
     }
 
+    [Fact]
+    public async Task NonFiniteWeight_LeavesTheGroupAlone()
+    {
+        ModelProto proto = LayerNormGraph();
+        float[] wk = Random(Channels * 4, 9);
+        wk[4 * 5] = float.PositiveInfinity;
+        proto.Graph.Initializer[proto.Graph.Initializer.IndexOf(proto.Graph.Initializer.Single(t => t.Name == "wk"))] = Tensor("wk", wk, Channels, 4);
+        (OnnxModel model, OnnxSmoothQuantResult result) = await Smooth(proto, [2, 5, Channels]);
+
+        Assert.Empty(result.Groups);
+        Assert.Contains("input row 5", Assert.Single(result.Skipped).Reason, StringComparison.Ordinal);
+        Assert.Equal(proto.ToByteArray(), model.Proto.ToByteArray());
+    }
+
     /// <summary>Inputs with one outlier channel (1), 30 times the others.</summary>
     private static float[] Input(int seed, int[] shape)
     {
