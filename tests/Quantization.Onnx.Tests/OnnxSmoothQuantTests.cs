@@ -117,6 +117,37 @@ public class OnnxSmoothQuantTests
     }
 
     [Fact]
+    public async Task GraphOutput_IsRestoredUnderItsName()
+    {
+        ModelProto proto = LayerNormGraph();
+        proto.Graph.Output.Add(Value("y", 2, 5, Channels));
+        (OnnxModel model, OnnxSmoothQuantResult result) = await Smooth(proto, [2, 5, Channels]);
+
+        OnnxSmoothQuantGroup group = Assert.Single(result.Groups);
+        Assert.Equal("y", model.Proto.Graph.Node.Single(n => n.Name == group.RestoreNode).Output[0]);
+        AssertSameOutputs(proto, model, [2, 5, Channels]);
+    }
+
+    [Fact]
+    public async Task LayerThatIsConsumerAndProducer_TakesBothScalings()
+    {
+        // ln -> fc1 (+ bias) -> fc2: fc1's weight takes s of ln's group on its rows and 1/s of fc1's group on its columns.
+        ModelProto proto = LayerNormGraph();
+        proto.Graph.Node.RemoveAt(2);
+        proto.Graph.Node.Add(Node("Add", "q_bias", ["q", "bq"], ["h"]));
+        proto.Graph.Node.Add(Node("MatMul", "fc2", ["h", "w2"], ["o"]));
+        proto.Graph.Initializer.Add(Tensor("bq", Random(6, 20), 6));
+        proto.Graph.Initializer.Add(Tensor("w2", Random(6 * 3, 21), 6, 3));
+        proto.Graph.Output.Clear();
+        proto.Graph.Output.Add(Value("o", 2, 5, 3));
+        (OnnxModel model, OnnxSmoothQuantResult result) = await Smooth(proto, [2, 5, Channels]);
+
+        Assert.Equal([("y", OnnxScaleProducerKind.LayerNormalization), ("h", OnnxScaleProducerKind.Linear)], result.Groups.Select(g => (g.Input, g.ProducerKind)));
+        Assert.Equal(["q", "q_bias"], result.Groups[1].ProducerNodes);
+        AssertSameOutputs(proto, model, [2, 5, Channels]);
+    }
+
+    [Fact]
     public async Task NonlinearityBetween_IsRefused()
     {
         ModelProto proto = LinearGraph(relu: true);
