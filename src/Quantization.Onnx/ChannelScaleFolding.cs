@@ -32,7 +32,7 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
     private readonly Dictionary<(NodeProto Node, int Input), (float[] Values, long[] Dims)> _edits = new(new NodeInputComparer());
 
     /// <summary>
-    /// Finds every group: each float value that MatMul/Gemm nodes with a constant 2-D weight read as their first input,
+    /// Finds every group: each computed value (not a constant) that MatMul/Gemm nodes with a constant 2-D weight read as their first input,
     /// with all the MatMul/Gemm nodes that read it; those that cannot be scaled come back as skipped, with the reason.
     /// </summary>
     /// <param name="editor">The editor whose graph is searched (and later changed).</param>

@@ -2,8 +2,6 @@ using System.Numerics.Tensors;
 
 using Microsoft.ML.OnnxRuntime;
 
-using Quantization.Onnx.Protos;
-
 namespace Quantization.Onnx;
 
 /// <summary>
