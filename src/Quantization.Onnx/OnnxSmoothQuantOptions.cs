@@ -87,6 +87,5 @@ public sealed class OnnxSmoothQuantOptions
     }
 
     /// <summary>Whether an include pattern (if any) matches the node's name and no exclude pattern does.</summary>
-    internal bool SelectsName(NodeProto node) =>
-        (IncludeNodes.Count == 0 || IncludeNodes.Any(p => p.IsMatch(node.Name))) && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
+    internal bool SelectsName(NodeProto node) => node.IsSelectedBy(IncludeNodes, ExcludeNodes);
 }
