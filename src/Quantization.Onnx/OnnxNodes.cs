@@ -14,6 +14,10 @@ internal static class OnnxNodes
     /// <summary>Whether a Gemm takes its B transposed ([N, K]).</summary>
     public static bool GemmTransB(this NodeProto node) => node.OpType == "Gemm" && node.FindAttribute("transB")?.I == 1;
 
+    /// <summary>Whether an include pattern (if any) matches the node's name and no exclude pattern does.</summary>
+    public static bool IsSelectedBy(this NodeProto node, IList<NamePattern> include, IList<NamePattern> exclude) =>
+        (include.Count == 0 || include.Any(p => p.IsMatch(node.Name))) && !exclude.Any(p => p.IsMatch(node.Name));
+
     /// <summary>Every node of a graph and of the subgraphs its nodes' attributes hold, depth first.</summary>
     public static IEnumerable<NodeProto> AllNodes(this GraphProto graph)
     {
