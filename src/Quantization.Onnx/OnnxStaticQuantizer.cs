@@ -63,6 +63,13 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
     /// </summary>
     public OnnxMixedPrecisionOptions? MixedPrecision { get; set; }
 
+    /// <summary>
+    /// Gets or sets SmoothQuant's settings: when set, <see cref="OnnxStaticQuantizer.QuantizeAsync"/> first smooths the
+    /// model (<see cref="OnnxSmoothQuant.SmoothAsync"/>) on the same calibration data, moving outlier channels of the
+    /// MatMul and Gemm inputs into their weights; <see langword="null"/> (the default) does not. Needs calibration data.
+    /// </summary>
+    public OnnxSmoothQuantOptions? SmoothQuant { get; set; }
+
     /// <summary>Gets or sets the activations' scheme: asymmetric uint8 per tensor (ONNX Runtime's default) unless set; it must be per tensor.</summary>
     public QuantizationScheme ActivationScheme { get; set; } = QuantizationScheme.UInt8PerTensorAsymmetric();
 
@@ -87,9 +94,7 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
 
     /// <summary>Whether the activation name patterns select a node's activation inputs (and <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/> does not keep it in float).</summary>
     internal bool SelectsActivationsOf(NodeProto node) =>
-        (ActivationIncludeNodes.Count == 0 || ActivationIncludeNodes.Any(p => p.IsMatch(node.Name)))
-        && !ActivationExcludeNodes.Any(p => p.IsMatch(node.Name))
-        && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
+        node.IsSelectedBy(ActivationIncludeNodes, ActivationExcludeNodes) && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
 }
 
 /// <summary>What <see cref="OnnxStaticQuantizer"/> did.</summary>
@@ -98,7 +103,8 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
 /// <param name="Biases">The names of the biases stored as int32.</param>
 /// <param name="RaisedWeightScales">How many weight channels had their scale raised so that the bias fits in int32 (see <see cref="OnnxStaticQuantizer"/>).</param>
 /// <param name="MixedPrecision">What the mixed-precision search measured and which layers it kept with float activations, or <see langword="null"/> when <see cref="OnnxStaticQuantizationOptions.MixedPrecision"/> was not set.</param>
-public sealed record OnnxStaticQuantizationResult(IReadOnlyList<OnnxWeightReport> Weights, IReadOnlyDictionary<string, ScaleAndZeroPoint> Activations, IReadOnlyList<string> Biases, int RaisedWeightScales, OnnxMixedPrecisionResult? MixedPrecision = null);
+/// <param name="SmoothQuant">What smoothing changed, or <see langword="null"/> when <see cref="OnnxStaticQuantizationOptions.SmoothQuant"/> was not set.</param>
+public sealed record OnnxStaticQuantizationResult(IReadOnlyList<OnnxWeightReport> Weights, IReadOnlyDictionary<string, ScaleAndZeroPoint> Activations, IReadOnlyList<string> Biases, int RaisedWeightScales, OnnxMixedPrecisionResult? MixedPrecision = null, OnnxSmoothQuantResult? SmoothQuant = null);
 
 /// <summary>
 /// Static full quantization (W8A8) of an ONNX model in the QDQ format: activations get a QuantizeLinear/DequantizeLinear
@@ -117,7 +123,7 @@ public static class OnnxStaticQuantizer
     /// <summary>The largest magnitude of a quantized bias.</summary>
     private const double BiasLimit = 1 << 30;
 
-    /// <summary>Calibrates the model's activations through ONNX Runtime and quantizes it in place.</summary>
+    /// <summary>Calibrates the model's activations through ONNX Runtime and quantizes it in place (smoothing it first when <see cref="OnnxStaticQuantizationOptions.SmoothQuant"/> is set, and choosing float layers when <see cref="OnnxStaticQuantizationOptions.MixedPrecision"/> is).</summary>
     /// <param name="model">The float model; it must import opset 13 or later.</param>
     /// <param name="calibrationData">Feeds for the model's inputs, one collection per run.</param>
     /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
@@ -139,6 +145,26 @@ public static class OnnxStaticQuantizer
         ArgumentNullException.ThrowIfNull(calibrationData);
         options ??= new OnnxStaticQuantizationOptions();
         Validate(model, options);
+        if (options.SmoothQuant is null)
+        {
+            return await CalibrateAndQuantizeAsync(model, calibrationData, options, progress, cancellationToken).ConfigureAwait(false);
+        }
+
+        // Smoothing and quantization work on a copy, so that a failure or cancellation in either leaves the model as it was.
+        OnnxModel working = model.Clone();
+        OnnxSmoothQuantResult smoothed = await OnnxSmoothQuant.SmoothAsync(working, calibrationData, options.SmoothQuant, progress, cancellationToken).ConfigureAwait(false);
+        OnnxStaticQuantizationResult result = await CalibrateAndQuantizeAsync(working, calibrationData, options, progress, cancellationToken).ConfigureAwait(false);
+        model.Proto.Graph = working.Proto.Graph;
+        return result with { SmoothQuant = smoothed };
+    }
+
+    private static async Task<OnnxStaticQuantizationResult> CalibrateAndQuantizeAsync(
+        OnnxModel model,
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
+        OnnxStaticQuantizationOptions options,
+        IProgress<CalibrationProgress>? progress,
+        CancellationToken cancellationToken)
+    {
         IReadOnlyDictionary<string, QuantizationParameters> parameters;
         BiasCorrection? correction = OnnxWeightQuantizer.TrackLayerInputs(model, options).Correction;
         string[] tensors = [.. ActivationCandidates(model, options).Union(correction?.TensorNames ?? [], StringComparer.Ordinal)];
@@ -192,9 +218,9 @@ public static class OnnxStaticQuantizer
         ArgumentNullException.ThrowIfNull(activations);
         options ??= new OnnxStaticQuantizationOptions();
         Validate(model, options);
-        if (options.MixedPrecision is not null)
+        if (options.MixedPrecision is not null || options.SmoothQuant is not null)
         {
-            throw new NotSupportedException("Mixed precision measures the model on calibration data; quantize with QuantizeAsync, or set MixedPrecision to null.");
+            throw new NotSupportedException("Mixed precision and SmoothQuant measure the model on calibration data; quantize with QuantizeAsync, or set MixedPrecision and SmoothQuant to null.");
         }
 
         return Quantize(model, activations, options, correction: null, keepFloat: null);

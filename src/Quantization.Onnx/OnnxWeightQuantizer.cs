@@ -72,7 +72,7 @@ public class OnnxWeightQuantizationOptions
 
     /// <summary>Whether an include pattern (if any) matches the node's name and no exclude pattern does.</summary>
     internal bool SelectsName(NodeProto node) =>
-        (IncludeNodes.Count == 0 || IncludeNodes.Any(p => p.IsMatch(node.Name))) && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
+        node.IsSelectedBy(IncludeNodes, ExcludeNodes);
 }
 
 /// <summary>How the quantizers run calibration data through ONNX Runtime.</summary>

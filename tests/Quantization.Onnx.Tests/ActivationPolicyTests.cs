@@ -71,6 +71,36 @@ public class ActivationPolicyTests
         Assert.True(Cosine(expected, RunSingle(model.Proto.ToByteArray(), "x", input, [1, Tokens, Hidden], GraphOptimizationLevel.ORT_ENABLE_ALL)) > 0.99);
     }
 
+    [Fact]
+    public async Task SmoothQuant_RunsFirst_OnTheSameData_AndCancellationLeavesTheModelAsItWas()
+    {
+        ModelProto proto = Block();
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        OnnxStaticQuantizationOptions options = new() { SmoothQuant = new OnnxSmoothQuantOptions() };
+        Assert.Throws<NotSupportedException>(() => OnnxStaticQuantizer.Quantize(model, new Dictionary<string, QuantizationParameters>(), options));
+        using CancellationTokenSource cancel = new();
+        int generated = 0;
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => OnnxStaticQuantizer.QuantizeAsync(model, CalibrationDataSource.FromGenerator(4, i =>
+        {
+            if (++generated == 6)
+            {
+                cancel.Cancel(); // in the second pass over the data: smoothing is done, calibration is not
+            }
+
+            return Feed("x", Random(Tokens * Hidden, i, 2), 1, Tokens, Hidden);
+        }), options, cancellationToken: cancel.Token));
+        Assert.Equal(6, generated);
+        Assert.Equal(proto, model.Proto);
+
+        OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, Inputs(6, seed: 1), options);
+        OnnxSmoothQuantGroup group = Assert.Single(Assert.IsType<OnnxSmoothQuantResult>(result.SmoothQuant).Groups);
+        Assert.Equal(["mm2"], group.Consumers);
+        Assert.Equal(2, result.Activations.Count);
+        Assert.Contains("x", result.Activations.Keys);
+        float[] input = Random(Tokens * Hidden, 98, 2);
+        Assert.True(Cosine(RunSingle(proto.ToByteArray(), "x", input, [1, Tokens, Hidden]), RunSingle(model.Proto.ToByteArray(), "x", input, [1, Tokens, Hidden])) > 0.99);
+    }
+
     /// <summary>
     /// A transformer-like block (opset 17): x -> MatMul(w1) = m1 -> Add(b1) = h -> Add(h, x) = r -> LayerNormalization = n
     /// -> MatMul(w2) = m2; Transpose(n) = nt; MatMul(m2, nt) = out (an attention-like product of two activations).
