@@ -22,11 +22,11 @@ public static class CalibrationMethodExtensions
         double percentile = PercentileObserver.DefaultPercentile,
         int binCount = HistogramObserver.DefaultBinCount,
         NonFinitePolicy nonFinitePolicy = NonFinitePolicy.Throw) => method switch
-    {
-        CalibrationMethod.MinMax => new MinMaxObserver(scheme, nonFinitePolicy),
-        CalibrationMethod.Percentile => new PercentileObserver(scheme, percentile, binCount, nonFinitePolicy),
-        CalibrationMethod.Entropy => new EntropyObserver(scheme, binCount, nonFinitePolicy),
-        CalibrationMethod.Mse => new MseObserver(scheme, binCount, nonFinitePolicy),
-        _ => throw new ArgumentOutOfRangeException(nameof(method), method, "Unknown calibration method."),
-    };
+        {
+            CalibrationMethod.MinMax => new MinMaxObserver(scheme, nonFinitePolicy),
+            CalibrationMethod.Percentile => new PercentileObserver(scheme, percentile, binCount, nonFinitePolicy),
+            CalibrationMethod.Entropy => new EntropyObserver(scheme, binCount, nonFinitePolicy),
+            CalibrationMethod.Mse => new MseObserver(scheme, binCount, nonFinitePolicy),
+            _ => throw new ArgumentOutOfRangeException(nameof(method), method, "Unknown calibration method."),
+        };
 }
