@@ -22,9 +22,12 @@ namespace Quantization;
 /// </list>
 /// <para>
 /// The threshold is i · w for the candidate with the smallest divergence, the LAST (largest i) among equal minima, as
-/// TensorRT, clamped to amax. The candidate i = n always has a finite divergence (its last bin holds amax). The sums are
-/// evaluated in double in a fixed order (Σ P_j ln P_j − Σ_k M_k ln(S_k / m_k)) / T + ln(Σ Q / T), with M_k the mass of P
-/// in quantized bin k and m_k its number of non-empty bins; this equals the definition up to rounding.
+/// TensorRT, clamped to amax; divergences within <see cref="TieTolerance"/> of the smallest count as equal, so that
+/// ties of the definition (for example several candidates with divergence 0) stay ties despite rounding. The candidate
+/// i = n always has a finite divergence (its last bin holds amax). The divergence is evaluated in double in a fixed
+/// order as (Σ P_j ln P_j − Σ_k M_k ln(S_k / m_k)) / T + ln(Σ Q / T), with M_k the mass of P in quantized bin k and m_k
+/// its number of non-empty bins, O(q) per candidate with integer prefix sums; this equals the definition up to rounding
+/// (about 1e-13 nats).
 /// </para>
 /// <para>
 /// TensorRT's histogram has 2048 bins over the first batch's [0, amax] and grows with bins of that width; this
@@ -35,6 +38,9 @@ namespace Quantization;
 /// </remarks>
 public sealed class EntropyObserver : HistogramObserver
 {
+    /// <summary>Divergences within this many nats of the smallest are ties (the sums' rounding is far below it).</summary>
+    public const double TieTolerance = 1e-9;
+
     /// <summary>Initializes a new instance of the <see cref="EntropyObserver"/> class.</summary>
     /// <param name="scheme">A per-tensor scheme; its type gives the quantized bin count, its convention computes the parameters.</param>
     /// <param name="binCount">The number of bins, in [<see cref="HistogramObserver.MinBinCount"/>, <see cref="HistogramObserver.MaxBinCount"/>].</param>
@@ -73,14 +79,15 @@ public sealed class EntropyObserver : HistogramObserver
             headEntropy += XLogX(counts[j]);
         }
 
+        double[] divergences = new double[n + 1];
         double best = double.PositiveInfinity;
-        int bestCandidate = n;
         for (int i = q; i <= n; i++, headEntropy += XLogX(counts[i - 2]))
         {
             long tail = prefix[n] - prefix[i];
             if (counts[i - 1] == 0 && tail > 0)
             {
-                continue; // KL is +infinity
+                divergences[i] = double.PositiveInfinity;
+                continue;
             }
 
             double sum = headEntropy + XLogX(counts[i - 1] + tail);
@@ -96,14 +103,17 @@ public sealed class EntropyObserver : HistogramObserver
                 }
             }
 
-            double divergence = (sum / total) + Math.Log(prefix[i] / total);
-            if (divergence <= best)
-            {
-                (best, bestCandidate) = (divergence, i);
-            }
+            divergences[i] = (sum / total) + Math.Log(prefix[i] / total);
+            best = Math.Min(best, divergences[i]);
         }
 
-        return bestCandidate * binWidth;
+        int chosen = n;
+        while (!(divergences[chosen] <= best + TieTolerance))
+        {
+            chosen--;
+        }
+
+        return chosen * binWidth;
     }
 
     private static double XLogX(long count) => count > 0 ? count * Math.Log(count) : 0;
