@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 using static System.FormattableString;
 
 namespace Quantization;
@@ -151,25 +153,7 @@ public abstract class HistogramObserver : IQuantizationObserver
             return;
         }
 
-        double scale = Math.ScaleB(1.0, -_exponent);
-        Span<long> counts = _counts;
-        if (skipped == 0)
-        {
-            foreach (float value in values)
-            {
-                counts[(int)(Math.Abs((double)value) * scale)]++;
-            }
-        }
-        else
-        {
-            foreach (float value in values)
-            {
-                if (float.IsFinite(value))
-                {
-                    counts[(int)(Math.Abs((double)value) * scale)]++;
-                }
-            }
-        }
+        Bin(values, _counts, _exponent, skipNonFinite: skipped > 0);
     }
 
     /// <summary>
@@ -285,6 +269,49 @@ public abstract class HistogramObserver : IQuantizationObserver
         }
 
         return exponent;
+    }
+
+    /// <summary>
+    /// Counts every finite value of <paramref name="values"/> in bin floor(|x| · 2^-e). The product is exact (a power of
+    /// two scaling whose result is below the bin count, or so small that its floor is 0 anyway), so the float, double and
+    /// vector paths give the same bins.
+    /// </summary>
+    private static void Bin(ReadOnlySpan<float> values, Span<long> counts, int exponent, bool skipNonFinite)
+    {
+        if (skipNonFinite || exponent is < -126 or > 126)
+        {
+            // 2^-e is not a normal float (or non-finite values must be skipped): scale in double.
+            double wideScale = Math.ScaleB(1.0, -exponent);
+            foreach (float value in values)
+            {
+                if (float.IsFinite(value))
+                {
+                    counts[(int)(Math.Abs((double)value) * wideScale)]++;
+                }
+            }
+
+            return;
+        }
+
+        float scale = MathF.ScaleB(1f, -exponent);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated && values.Length >= Vector256<float>.Count)
+        {
+            Vector256<float> scales = Vector256.Create(scale);
+            for (; i <= values.Length - Vector256<float>.Count; i += Vector256<float>.Count)
+            {
+                Vector256<int> bins = Vector256.ConvertToInt32(Vector256.Abs(Vector256.Create(values.Slice(i, Vector256<float>.Count))) * scales);
+                for (int lane = 0; lane < Vector256<int>.Count; lane++)
+                {
+                    counts[bins.GetElement(lane)]++;
+                }
+            }
+        }
+
+        for (; i < values.Length; i++)
+        {
+            counts[(int)(MathF.Abs(values[i]) * scale)]++;
+        }
     }
 
     /// <summary>The bin that bin <paramref name="bin"/> lands in when the width grows by 2^<paramref name="shift"/>.</summary>

@@ -6,9 +6,12 @@ namespace Quantization.Tests.Observers;
 
 public class HistogramObserverTests
 {
-    /// <summary>1 to 6 batches of 0 to 300 values, each batch at its own magnitude (so later batches widen the range), some all zero.</summary>
+    /// <summary>
+    /// 1 to 6 batches of 0 to 300 values, each batch at its own magnitude (so later batches widen the range), some all
+    /// zero, some subnormal (bin widths below 2^-126 take the double path), some near float.MaxValue.
+    /// </summary>
     internal static readonly Gen<float[][]> Batches =
-        Gen.Select(Gen.OneOf(0f, 1e-30f, 1e-3f, 1f, 7f, 300f, 1e6f, 3e30f), Gen.Float[-1f, 1f].Array[0, 300])
+        Gen.Select(Gen.OneOf(0f, 1e-42f, 1e-38f, 1e-30f, 1e-3f, 1f, 7f, 300f, 1e6f, 3e30f, 3e38f), Gen.Float[-1f, 1f].Array[0, 300])
             .Select(t => t.Item2.Select(v => v * t.Item1).ToArray())
             .Array[1, 6];
 
@@ -77,6 +80,26 @@ public class HistogramObserverTests
                 }
             },
             iter: 100);
+    }
+
+    [Fact]
+    public void Thresholds_AreTheSameBitsOnEverySimdTier()
+    {
+        // Pinned from this implementation: CI reruns this namespace with AVX-512, AVX2 and all intrinsics disabled.
+        float[] data = HeavyTailed();
+        foreach ((QuantizationScheme scheme, float mse) in new[] { (QuantizationScheme.UInt8PerTensorAsymmetric(), 13.9375f), (QuantizationScheme.Int8PerTensor(), 13.875f) })
+        {
+            HistogramObserver[] observers = [new PercentileObserver(scheme), new EntropyObserver(scheme), new MseObserver(scheme)];
+            foreach (HistogramObserver observer in observers)
+            {
+                observer.Observe(data, [data.Length]);
+                Assert.Equal(1.0 / 32, observer.BinWidth);
+            }
+
+            Assert.Equal(11.625f, observers[0].ComputeThreshold()); // |Laplace(0, 1)| has its 99.999th percentile at ln(1e5) = 11.51
+            Assert.Equal(10.8125f, observers[1].ComputeThreshold());
+            Assert.Equal(mse, observers[2].ComputeThreshold());
+        }
     }
 
     [Fact]
