@@ -34,8 +34,9 @@ namespace Quantization;
 /// parameters of [0, 0] (scale 1, zero point 0 under ONNX Runtime's convention).
 /// </para>
 /// <para>
-/// Only per-tensor schemes: the histogram is one per tensor. Every method is scalar and sequential in double
-/// precision, so thresholds are bit-identical on every SIMD tier. Not thread-safe: use one observer per thread and
+/// Only per-tensor schemes: the histogram is one per tensor. Binning is exact on every path (vector or scalar) and the
+/// threshold searches are scalar and sequential in double precision, so thresholds are bit-identical on every SIMD
+/// tier. <see cref="Observe"/> allocates nothing; the searches allocate O(<see cref="BinCount"/>). Not thread-safe: use one observer per thread and
 /// merge them. A call that throws leaves the observer as it was.
 /// </para>
 /// </remarks>

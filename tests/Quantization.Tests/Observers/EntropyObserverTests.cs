@@ -39,6 +39,22 @@ public class EntropyObserverTests
     }
 
     [Fact]
+    public void Threshold_OnLargeCounts_StillFollowsTheDefinition()
+    {
+        // 200,000 heavy-tailed values in 256 bins: counts in the tens of thousands, where the O(q) evaluation's sums are
+        // largest against the divergence.
+        float[] values = HistogramObserverTests.HeavyTailed()[..200_000];
+        EntropyObserver observer = new(QuantizationScheme.Int8PerTensor(), binCount: 256);
+        observer.Observe(values, [values.Length]);
+        (long[] counts, double width, int used) = HistogramReference.Histogram(values, 256);
+        double[] divergences = Enumerable.Range(128, used - 127).Select(i => HistogramReference.Divergence(counts[..used], i, 128)).ToArray();
+        double min = divergences.Min();
+        int expected = 128 + Array.FindLastIndex(divergences, d => d <= min + EntropyObserver.TieTolerance);
+        Assert.Equal((float)Math.Min(expected * width, observer.MaxMagnitude), observer.ComputeThreshold());
+        Assert.True(observer.ComputeThreshold() < observer.MaxMagnitude);
+    }
+
+    [Fact]
     public void Golden_TwoMagnitudes_TiesAtZeroDivergence_TakeTheLast()
     {
         // 2048 bins, amax 2: width 2^-9; 0.5, 1 and 2 sit in bins 256, 512 and 1024 (bins 0 and 1 are empty).
