@@ -33,7 +33,14 @@ namespace Quantization;
 /// TensorRT's histogram has 2048 bins over the first batch's [0, amax] and grows with bins of that width; this
 /// observer's has between BinCount / 2 + 1 and BinCount power-of-two bins over [0, amax] (see <see cref="HistogramObserver"/>),
 /// so the smallest candidate is q / n of amax (1/16 to 1/8 with 2048 bins). ONNX Runtime's entropy calibrator differs
-/// (a signed histogram, 128 bins and 128 quantized bins by default).
+/// (a signed histogram, 128 bins and 128 quantized bins by default; its Q takes the non-empty mask after the tail is
+/// folded, and both distributions are smoothed, so it has no infinite candidates).
+/// </para>
+/// <para>
+/// Consequence of the infinite candidates: outliers isolated beyond empty bins are clipped only at a candidate whose last
+/// kept bin is non-empty, so a tensor whose bulk ends below the smallest candidate keeps its outliers (the threshold is
+/// then at or near amax). The method suits convolutional networks; on transformer activations (softmax probabilities,
+/// where most mass sits near zero) it tends to clip too much, and percentile or MSE are the better choice.
 /// </para>
 /// </remarks>
 public sealed class EntropyObserver : HistogramObserver
