@@ -4,8 +4,7 @@ using System.Text;
 namespace Quantization;
 
 /// <summary>
-/// Writes NumPy <c>.npy</c> files byte for byte as <c>numpy.save</c> does (NumPy 1.23 and later): format 1.0 (2.0 only
-/// for a header longer than 65535 bytes), the header dict <c>{'descr': '&lt;f4', 'fortran_order': False, 'shape': (2, 3), }</c>
+/// Writes NumPy <c>.npy</c> files byte for byte as <c>numpy.save</c> does (NumPy 1.23 and later): format 1.0, the header dict <c>{'descr': '&lt;f4', 'fortran_order': False, 'shape': (2, 3), }</c>
 /// with its keys sorted, followed by 21 minus the length of the first dimension's digits spaces of room to grow, then
 /// spaces up to a multiple of 64 bytes counted from the start of the file (at least one) and a newline; then the elements,
 /// little-endian, in C order.
@@ -18,11 +17,17 @@ public static class NpyWriter
     /// <summary>The alignment of the data (<c>ARRAY_ALIGN</c>).</summary>
     private const int ArrayAlign = 64;
 
+    /// <summary>The largest number of dimensions numpy reads (<c>NPY_MAXDIMS</c> of numpy 2; numpy 1 reads 32).</summary>
+    private const int MaxRank = 64;
+
+    /// <summary>The magic string, the version 1.0 and the 16-bit header length.</summary>
+    private const int Prefix = 10;
+
     /// <summary>Writes a <c>.npy</c> file atomically: through a temporary file renamed over <paramref name="path"/> when complete.</summary>
     /// <param name="path">The file to write.</param>
     /// <param name="array">The array.</param>
     /// <exception cref="ArgumentNullException"><paramref name="array"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException"><paramref name="path"/> is empty.</exception>
+    /// <exception cref="ArgumentException"><paramref name="path"/> is empty, or the array has more than 64 dimensions (numpy's limit).</exception>
     /// <exception cref="IOException">The file cannot be written.</exception>
     public static void Write(string path, NumPyArray array)
     {
@@ -35,10 +40,16 @@ public static class NpyWriter
     /// <param name="stream">The stream, written from its current position.</param>
     /// <param name="array">The array.</param>
     /// <exception cref="ArgumentNullException"><paramref name="stream"/> or <paramref name="array"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">The array has more than 64 dimensions (numpy's limit).</exception>
     public static void Write(Stream stream, NumPyArray array)
     {
         ArgumentNullException.ThrowIfNull(stream);
         ArgumentNullException.ThrowIfNull(array);
+        if (array.Shape.Count > MaxRank)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"The array has {array.Shape.Count} dimensions; numpy reads at most {MaxRank}."), nameof(array));
+        }
+
         stream.Write(Header(array));
         stream.Write(array.Bytes);
     }
@@ -70,25 +81,14 @@ public static class NpyWriter
             dict.Append(' ', Math.Max(0, GrowthAxisMaxDigits - NumPyArray.FormatShape([array.Shape[0]]).Length));
         }
 
-        // Version 1.0 stores the header's length in 16 bits, version 2.0 in 32 bits (numpy tries 1.0 first).
-        int length = dict.Length + 1;
-        int prefix = length + ArrayAlign - ((10 + length) % ArrayAlign) <= ushort.MaxValue ? 10 : 12;
-        int padding = ArrayAlign - ((prefix + length) % ArrayAlign);
+        // Version 1.0 stores the header's length in 16 bits: enough for 64 dimensions of 10 digits.
+        int padding = ArrayAlign - ((Prefix + dict.Length + 1) % ArrayAlign);
         string header = dict.Append(' ', padding).Append('\n').ToString();
-        byte[] bytes = new byte[prefix + header.Length];
-        ReadOnlySpan<byte> magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
+        byte[] bytes = new byte[Prefix + header.Length];
+        ReadOnlySpan<byte> magic = [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y', 1, 0];
         magic.CopyTo(bytes);
-        bytes[6] = prefix == 10 ? (byte)1 : (byte)2;
-        if (prefix == 10)
-        {
-            BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(8), (ushort)header.Length);
-        }
-        else
-        {
-            BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(8), (uint)header.Length);
-        }
-
-        Encoding.Latin1.GetBytes(header, bytes.AsSpan(prefix));
+        BinaryPrimitives.WriteUInt16LittleEndian(bytes.AsSpan(8), (ushort)header.Length);
+        Encoding.Latin1.GetBytes(header, bytes.AsSpan(Prefix));
         return bytes;
     }
 }

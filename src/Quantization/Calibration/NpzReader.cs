@@ -15,8 +15,8 @@ namespace Quantization;
 /// <c>a/../../b.npy</c>), two members of one array name, a truncated or corrupt member, an unsupported dtype, a
 /// <c>.npy</c> header that disagrees with the member's size. Nothing is allocated beyond what the file can really hold:
 /// a member's declared size must be at most 1032 times its compressed size (DEFLATE's largest ratio; 1 for a stored
-/// member), the compressed sizes together at most the file's size (no overlapping members), and a member must
-/// decompress to exactly its declared size.
+/// member), the compressed sizes together at most the file's size (no overlapping members), and a member is read
+/// to exactly its declared size, which it must hold.
 /// </remarks>
 public static class NpzReader
 {
@@ -133,7 +133,10 @@ public static class NpzReader
         return name.Length > 200 ? text.Append("...").ToString() : text.ToString();
     }
 
-    /// <summary>Decompresses a member into exactly its declared size, after checking that size against what its compressed bytes can hold.</summary>
+    /// <summary>
+    /// Decompresses a member into exactly its declared size, after checking that size against what its compressed bytes
+    /// can hold. System.IO.Compression stops a member's stream at the declared size, so no more is ever decompressed.
+    /// </summary>
     private static byte[] ReadMember(ZipArchiveEntry entry)
     {
         long declared = entry.Length, compressed = entry.CompressedLength;
@@ -148,11 +151,6 @@ public static class NpzReader
         if (read < bytes.Length)
         {
             throw new InvalidDataException(FormattableString.Invariant($"truncated: it holds {read} bytes but the archive declares {declared}."));
-        }
-
-        if (data.ReadByte() >= 0)
-        {
-            throw new InvalidDataException(FormattableString.Invariant($"it holds more than the {declared} bytes the archive declares."));
         }
 
         return bytes;
