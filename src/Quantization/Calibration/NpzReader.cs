@@ -21,7 +21,7 @@ namespace Quantization;
 public static class NpzReader
 {
     /// <summary>The largest ratio of decompressed to compressed size that DEFLATE can reach (a 258-byte match in under 2 bits, plus block overhead).</summary>
-    public const int MaxDeflateRatio = 1032;
+    private const int MaxDeflateRatio = 1032;
 
     /// <summary>Reads a <c>.npz</c> file.</summary>
     /// <param name="path">The file's path.</param>
@@ -71,14 +71,14 @@ public static class NpzReader
 
         using (archive)
         {
-            Dictionary<string, NumPyArray> arrays = new(StringComparer.Ordinal);
+            // First every member's name and sizes, so that a bad archive is refused before anything is decompressed.
+            HashSet<string> names = new(StringComparer.Ordinal);
             long compressedTotal = 0;
             foreach (ZipArchiveEntry entry in archive.Entries)
             {
-                cancellationToken.ThrowIfCancellationRequested();
                 string member = entry.FullName;
                 string name = MemberProblem(member) is { } error ? throw Problem(member, error) : member[..^4];
-                if (arrays.ContainsKey(name))
+                if (!names.Add(name))
                 {
                     throw Problem(member, $"a second member for the array '{Printable(name)}'.");
                 }
@@ -89,13 +89,23 @@ public static class NpzReader
                     throw Problem(member, FormattableString.Invariant($"the members' compressed sizes add up to {compressedTotal} bytes, more than the file's {fileLength}: overlapping members (a zip bomb)."));
                 }
 
+                if (entry.Length > entry.CompressedLength * MaxDeflateRatio || entry.Length > Array.MaxLength)
+                {
+                    throw Problem(member, FormattableString.Invariant($"it declares {entry.Length} bytes from {entry.CompressedLength} compressed bytes, more than DEFLATE's ratio of {MaxDeflateRatio} (or an array) allows (a zip bomb)."));
+                }
+            }
+
+            Dictionary<string, NumPyArray> arrays = new(StringComparer.Ordinal);
+            foreach (ZipArchiveEntry entry in archive.Entries)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
                 try
                 {
-                    arrays.Add(name, NpyReader.ParseArray(ReadMember(entry)));
+                    arrays.Add(entry.FullName[..^4], NpyReader.ParseArray(ReadMember(entry)));
                 }
                 catch (InvalidDataException e)
                 {
-                    throw Problem(member, e.Message, e);
+                    throw Problem(entry.FullName, e.Message, e);
                 }
             }
 
@@ -134,17 +144,12 @@ public static class NpzReader
     }
 
     /// <summary>
-    /// Decompresses a member into exactly its declared size, after checking that size against what its compressed bytes
-    /// can hold. System.IO.Compression stops a member's stream at the declared size, so no more is ever decompressed.
+    /// Decompresses a member into exactly its declared size (checked against what its compressed bytes can hold).
+    /// System.IO.Compression stops a member's stream at the declared size, so no more is ever decompressed.
     /// </summary>
     private static byte[] ReadMember(ZipArchiveEntry entry)
     {
-        long declared = entry.Length, compressed = entry.CompressedLength;
-        if (declared > compressed * (long)MaxDeflateRatio || declared > Array.MaxLength)
-        {
-            throw new InvalidDataException(FormattableString.Invariant($"it declares {declared} bytes from {compressed} compressed bytes, more than DEFLATE's ratio of {MaxDeflateRatio} (or an array) allows (a zip bomb)."));
-        }
-
+        long declared = entry.Length;
         byte[] bytes = new byte[declared];
         using Stream data = entry.Open();
         int read = data.ReadAtLeast(bytes, bytes.Length, throwOnEndOfStream: false);
