@@ -123,7 +123,8 @@ public static class NpzReader
             return "not a .npy member (an .npz archive holds only name.npy arrays).";
         }
 
-        if (member[0] is '/' || member.Contains('\\', StringComparison.Ordinal) || member.Contains(':', StringComparison.Ordinal) || member.Any(char.IsControl))
+        // A colon elsewhere is an ordinary character (TensorFlow's input names end in ":0"); "C:" starts a Windows path.
+        if (member[0] is '/' || (member.Length > 1 && char.IsAsciiLetter(member[0]) && member[1] == ':') || member.Contains('\\', StringComparison.Ordinal) || member.Any(char.IsControl))
         {
             return "an absolute or non-portable path (a member is a relative path with '/' separators).";
         }

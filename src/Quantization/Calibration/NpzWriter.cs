@@ -14,7 +14,7 @@ public static class NpzWriter
 
     /// <summary>Writes a <c>.npz</c> file atomically: through a temporary file renamed over <paramref name="path"/> when complete.</summary>
     /// <param name="path">The file to write.</param>
-    /// <param name="arrays">The arrays by name; a name is a relative path with '/' separators, without '.', '..' or empty segments, backslashes, colons or control characters.</param>
+    /// <param name="arrays">The arrays by name; a name is a relative path with '/' separators, without '.', '..' or empty segments, a drive letter, backslashes or control characters.</param>
     /// <param name="compress">DEFLATE-compress the members (<c>savez_compressed</c>); stored otherwise (<c>savez</c>).</param>
     /// <param name="cancellationToken">Stops between members; the target is then left as it was.</param>
     /// <exception cref="ArgumentNullException"><paramref name="arrays"/> or one of its arrays is <see langword="null"/>.</exception>
@@ -29,7 +29,7 @@ public static class NpzWriter
 
     /// <summary>Writes a <c>.npz</c> archive to a stream.</summary>
     /// <param name="stream">A writable stream; a seekable one gets members without data descriptors, as numpy writes them.</param>
-    /// <param name="arrays">The arrays by name; a name is a relative path with '/' separators, without '.', '..' or empty segments, backslashes, colons or control characters.</param>
+    /// <param name="arrays">The arrays by name; a name is a relative path with '/' separators, without '.', '..' or empty segments, a drive letter, backslashes or control characters.</param>
     /// <param name="compress">DEFLATE-compress the members (<c>savez_compressed</c>); stored otherwise (<c>savez</c>).</param>
     /// <param name="cancellationToken">Stops between members.</param>
     /// <exception cref="ArgumentNullException"><paramref name="stream"/>, <paramref name="arrays"/> or one of its arrays is <see langword="null"/>.</exception>

@@ -96,6 +96,13 @@ public class NpzReaderTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void NamesWithColonsAndFolders_AreArrays()
+    {
+        byte[] npy = Npy(NumPyArray.Create<float>([1f], 1));
+        Assert.Equal(["input:0", "serving_default/x"], NpzReader.Read(new MemoryStream(new ZipBuilder().Add("input:0.npy", npy).Add("serving_default/x.npy", npy).ToArray())).Keys);
+    }
+
+    [Fact]
     public void DuplicateArrayName_IsRejected()
     {
         byte[] npy = Npy(NumPyArray.Create<long>([1, 2], 2));
