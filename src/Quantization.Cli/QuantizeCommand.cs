@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Globalization;
 
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
 
 using Quantization.Onnx;
 
@@ -28,7 +27,7 @@ internal static class QuantizeCommand
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
         Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or nodes (ONNX) matching this glob, or re:regex; repeatable." };
         Option<string[]> exclude = new("--exclude") { Description = "Keep tensors or nodes matching this glob or re:regex in float; repeatable. Safetensors always keeps *embed*, *norm* and *lm_head* too." };
-        Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of .npy files, one input batch each, for static ranges and bias correction." };
+        Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of input batches for static ranges and bias correction: one .npz file per batch (numpy.savez) with one array named after each model input (int64, int32, float32, float16, bool...; e.g. input_ids, attention_mask, token_type_ids), or one .npy file per batch for a model with a single input." };
         Option<bool> gptq = new("--gptq") { Description = "ONNX weight-only with calibration data: round MatMul and Gemm weights with GPTQ." };
         Option<bool> stats = new("--stats") { Description = "Print time, throughput and peak memory." };
         Option<string[]> weightOps = new("--weight-ops") { Description = "ONNX only: operator types whose weights are quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default.", AllowMultipleArgumentsPerToken = true };
@@ -117,11 +116,11 @@ internal static class QuantizeCommand
         }
 
         rules.ApplyTo(options);
-        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>>? feeds = calibrationDirectory is null ? null : Feeds(model, calibrationDirectory);
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>>? feeds = calibrationDirectory is null ? null : OnnxCalibrationData.FromDirectory(model, calibrationDirectory);
         IReadOnlyList<OnnxWeightReport> weights;
         if (options is OnnxStaticQuantizationOptions staticOptions)
         {
-            OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, feeds ?? throw new ArgumentException("--mode static needs --calibration-data: a directory of .npy input batches."), staticOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
+            OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, feeds ?? throw new ArgumentException("--mode static needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model)."), staticOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
             weights = result.Weights;
             Console.WriteLine($"Static W8A8: {result.Activations.Count} activations, {result.Biases.Count} int32 biases, {result.RaisedWeightScales} weight scales raised so that biases fit in int32.");
             if (result.MixedPrecision is OnnxMixedPrecisionResult mixed)
@@ -160,20 +159,6 @@ internal static class QuantizeCommand
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {layer.Node} ({layer.OpType}, input {string.Join(", ", layer.Inputs)}): {layer.Cosine:F6}"));
         }
-    }
-
-    /// <summary>One feed per .npy file, for the model's only (non-initializer) input.</summary>
-    private static NpyFeeds Feeds(OnnxModel model, string directory)
-    {
-        HashSet<string> initializers = [.. model.Proto.Graph.Initializer.Select(t => t.Name)];
-        string[] inputs = [.. model.Proto.Graph.Input.Select(i => i.Name).Where(name => !initializers.Contains(name))];
-        if (inputs.Length != 1)
-        {
-            throw new NotSupportedException($"--calibration-data feeds models with one input; this one has {inputs.Length} ({string.Join(", ", inputs)}).");
-        }
-
-        ICalibrationDataSource<NpyArray> arrays = CalibrationDataSource.FromNpyDirectory(directory);
-        return new NpyFeeds(arrays, inputs[0]);
     }
 
     private static long QuantizeCheckpoint(string source, string target, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, CancellationToken cancellationToken)
@@ -226,20 +211,6 @@ internal static class QuantizeCommand
     private sealed class Reporter(Action<CheckpointProgress> report) : IProgress<CheckpointProgress>
     {
         public void Report(CheckpointProgress value) => report(value);
-    }
-
-    /// <summary>Feeds of one model input from a directory of .npy arrays.</summary>
-    private sealed class NpyFeeds(ICalibrationDataSource<NpyArray> arrays, string input) : ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>>
-    {
-        public int? Count => arrays.Count;
-
-        public async IAsyncEnumerable<IReadOnlyCollection<NamedOnnxValue>> ReadBatchesAsync([System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
-        {
-            await foreach (NpyArray array in arrays.ReadBatchesAsync(cancellationToken).ConfigureAwait(false))
-            {
-                yield return [NamedOnnxValue.CreateFromTensor(input, new DenseTensor<float>(array.Data, array.Shape))];
-            }
-        }
     }
 
     /// <summary>The ONNX rules of the command line beyond the scheme: operator types and activation choices.</summary>

@@ -50,15 +50,36 @@ public static class CalibrationDataSource
     /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
     public static ICalibrationDataSource<NpyArray> FromNpyDirectory(string directory)
     {
+        string[] files = ListFiles(directory, "*.npy");
+        return new EnumerableSource<NpyArray>(files.Select(NpyReader.Read), files.Length);
+    }
+
+    /// <summary>
+    /// Serves the <c>.npz</c> files of a directory (see <see cref="NpzReader"/>), one file a batch of named arrays that keep
+    /// their dtypes, in ordinal order of the file names.
+    /// </summary>
+    /// <param name="directory">The directory.</param>
+    /// <returns>The source; each file is read when its batch is requested.</returns>
+    /// <exception cref="ArgumentException"><paramref name="directory"/> is empty.</exception>
+    /// <exception cref="DirectoryNotFoundException">The directory does not exist.</exception>
+    public static ICalibrationDataSource<IReadOnlyDictionary<string, NumPyArray>> FromNpzDirectory(string directory)
+    {
+        string[] files = ListFiles(directory, "*.npz");
+        return new EnumerableSource<IReadOnlyDictionary<string, NumPyArray>>(files.Select(file => NpzReader.Read(file)), files.Length);
+    }
+
+    /// <summary>The files of a directory that match a pattern, in ordinal order.</summary>
+    private static string[] ListFiles(string directory, string pattern)
+    {
         ArgumentException.ThrowIfNullOrEmpty(directory);
         if (!Directory.Exists(directory))
         {
             throw new DirectoryNotFoundException($"The calibration directory '{directory}' does not exist.");
         }
 
-        string[] files = Directory.GetFiles(directory, "*.npy");
+        string[] files = Directory.GetFiles(directory, pattern);
         Array.Sort(files, StringComparer.Ordinal);
-        return new EnumerableSource<NpyArray>(files.Select(NpyReader.Read), files.Length);
+        return files;
     }
 
     private sealed class EnumerableSource<TBatch>(IEnumerable<TBatch> batches, int? count) : ICalibrationDataSource<TBatch>

@@ -4,14 +4,10 @@ using System.Text;
 
 namespace Quantization;
 
-/// <summary>An array read from a NumPy <c>.npy</c> file, converted to float32 in C (row-major) order.</summary>
-/// <param name="Data">The values, row-major.</param>
-/// <param name="Shape">The shape; empty for a scalar.</param>
-public sealed record NpyArray(float[] Data, int[] Shape);
-
 /// <summary>
-/// Reads NumPy <c>.npy</c> files (format versions 1.0, 2.0 and 3.0): float16/32/64 and signed or unsigned 8/16/32/64-bit
-/// integers, either byte order, C or Fortran order, converted to float32 in C order. Everything in the file is checked
+/// Reads NumPy <c>.npy</c> files (format versions 1.0, 2.0 and 3.0): bool, float16/32/64 and signed or unsigned
+/// 8/16/32/64-bit integers, either byte order, C or Fortran order, as a <see cref="NumPyArray"/> of the file's dtype
+/// (<see cref="ReadArray"/>) or converted to float32 (<see cref="Read"/>), in C order. Everything in the file is checked
 /// before it is trusted; a malformed file gets an <see cref="InvalidDataException"/> that says what is wrong.
 /// </summary>
 public static class NpyReader
@@ -21,7 +17,7 @@ public static class NpyReader
 
     private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
-    /// <summary>Reads a <c>.npy</c> file.</summary>
+    /// <summary>Reads a <c>.npy</c> file, converting its values to float32 (<see cref="NumPyArray.ToSingleArray"/>).</summary>
     /// <param name="path">The file's path.</param>
     /// <returns>The array.</returns>
     /// <exception cref="InvalidDataException">The file is not a well-formed <c>.npy</c> file of a supported dtype.</exception>
@@ -45,6 +41,34 @@ public static class NpyReader
     /// <exception cref="InvalidDataException">The bytes are not a well-formed <c>.npy</c> file of a supported dtype.</exception>
     public static NpyArray Parse(ReadOnlySpan<byte> file)
     {
+        NumPyArray array = ParseArray(file);
+        return new NpyArray(array.ToSingleArray(), [.. array.Shape]);
+    }
+
+    /// <summary>Reads a <c>.npy</c> file keeping its dtype.</summary>
+    /// <param name="path">The file's path.</param>
+    /// <returns>The array, little-endian and in C order whatever the file's byte order and layout.</returns>
+    /// <exception cref="InvalidDataException">The file is not a well-formed <c>.npy</c> file of a supported dtype.</exception>
+    /// <exception cref="IOException">The file cannot be read.</exception>
+    public static NumPyArray ReadArray(string path)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(path);
+        try
+        {
+            return ParseArray(File.ReadAllBytes(path));
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"'{path}': {e.Message}", e);
+        }
+    }
+
+    /// <summary>Parses the bytes of a <c>.npy</c> file keeping its dtype.</summary>
+    /// <param name="file">The whole file.</param>
+    /// <returns>The array, little-endian and in C order whatever the file's byte order and layout.</returns>
+    /// <exception cref="InvalidDataException">The bytes are not a well-formed <c>.npy</c> file of a supported dtype, or a bool element is neither 0 nor 1.</exception>
+    public static NumPyArray ParseArray(ReadOnlySpan<byte> file)
+    {
         if (file.Length < 10 || !file[..6].SequenceEqual(Magic))
         {
             throw new InvalidDataException("Not a .npy file: the magic string \\x93NUMPY is missing.");
@@ -65,19 +89,10 @@ public static class NpyReader
 
         string header = (major == 3 ? Encoding.UTF8 : Encoding.Latin1).GetString(file.Slice(prefix, (int)headerLength));
         (string descr, bool fortran, int[] shape) = ParseHeader(header);
-        (int itemSize, Func<ReadOnlySpan<byte>, float> convert) = Dtype(descr);
-
-        // Zero dimensions included, the non-zero ones must fit an array: consumers size parameters by them.
-        long count = 1, bound = 1;
-        foreach (int dim in shape)
-        {
-            count *= dim;
-            bound *= Math.Max(dim, 1);
-            if (bound > Array.MaxLength)
-            {
-                throw new InvalidDataException($"The shape ({string.Join(", ", shape)}) is larger than an array can hold.");
-            }
-        }
+        (NpyDataType type, bool bigEndian) = Dtype(descr);
+        int itemSize = NumPyArray.ElementSizeOf(type);
+        long count = NumPyArray.CheckedLength(shape, itemSize)
+            ?? throw new InvalidDataException($"The shape ({string.Join(", ", shape)}) is larger than an array can hold.");
 
         ReadOnlySpan<byte> body = file[(prefix + (int)headerLength)..];
         if (body.Length != count * itemSize)
@@ -85,13 +100,27 @@ public static class NpyReader
             throw new InvalidDataException(FormattableString.Invariant($"The header describes {count} values of {itemSize} bytes ({count * itemSize} bytes) but {body.Length} bytes follow it."));
         }
 
-        float[] values = new float[count];
-        for (int i = 0; i < values.Length; i++)
+        byte[] data = body.ToArray();
+        if (bigEndian && itemSize > 1)
         {
-            values[i] = convert(body.Slice(i * itemSize, itemSize));
+            for (int i = 0; i < data.Length; i += itemSize)
+            {
+                data.AsSpan(i, itemSize).Reverse();
+            }
         }
 
-        return new NpyArray(fortran && shape.Length > 1 ? ToRowMajor(values, shape) : values, shape);
+        if (fortran && shape.Length > 1)
+        {
+            data = ToRowMajor(data, shape, itemSize);
+        }
+
+        int bad = NumPyArray.FirstNonBoolean(type, data);
+        if (bad >= 0)
+        {
+            throw new InvalidDataException(FormattableString.Invariant($"Bool element {bad} (in memory order) is {data[bad]}, not 0 or 1."));
+        }
+
+        return new NumPyArray(type, shape, data, validate: false);
     }
 
     /// <summary>Parses numpy's header dict: <c>{'descr': '&lt;f4', 'fortran_order': False, 'shape': (3, 4), }</c>.</summary>
@@ -153,37 +182,39 @@ public static class NpyReader
         return (descr, fortran.Value, shape);
     }
 
-    private static (int ItemSize, Func<ReadOnlySpan<byte>, float> Convert) Dtype(string descr)
+    /// <summary>The data type and byte order of numpy's type string: a byte-order mark (&lt; &gt; | =) and a type code.</summary>
+    private static (NpyDataType Type, bool BigEndian) Dtype(string descr)
     {
         if (descr.Length < 3 || descr[0] is not ('<' or '>' or '|' or '='))
         {
             throw new InvalidDataException($"Unsupported dtype '{descr}'.");
         }
 
-        bool little = descr[0] != '>';
-        return descr[1..] switch
+        NpyDataType type = descr[1..] switch
         {
-            "f2" => (2, b => (float)(little ? BinaryPrimitives.ReadHalfLittleEndian(b) : BinaryPrimitives.ReadHalfBigEndian(b))),
-            "f4" => (4, b => little ? BinaryPrimitives.ReadSingleLittleEndian(b) : BinaryPrimitives.ReadSingleBigEndian(b)),
-            "f8" => (8, b => (float)(little ? BinaryPrimitives.ReadDoubleLittleEndian(b) : BinaryPrimitives.ReadDoubleBigEndian(b))),
-            "i1" => (1, b => (sbyte)b[0]),
-            "u1" or "b1" => (1, b => b[0]),
-            "i2" => (2, b => little ? BinaryPrimitives.ReadInt16LittleEndian(b) : BinaryPrimitives.ReadInt16BigEndian(b)),
-            "u2" => (2, b => little ? BinaryPrimitives.ReadUInt16LittleEndian(b) : BinaryPrimitives.ReadUInt16BigEndian(b)),
-            "i4" => (4, b => little ? BinaryPrimitives.ReadInt32LittleEndian(b) : BinaryPrimitives.ReadInt32BigEndian(b)),
-            "u4" => (4, b => little ? BinaryPrimitives.ReadUInt32LittleEndian(b) : BinaryPrimitives.ReadUInt32BigEndian(b)),
-            "i8" => (8, b => little ? BinaryPrimitives.ReadInt64LittleEndian(b) : BinaryPrimitives.ReadInt64BigEndian(b)),
-            "u8" => (8, b => little ? BinaryPrimitives.ReadUInt64LittleEndian(b) : BinaryPrimitives.ReadUInt64BigEndian(b)),
-            _ => throw new InvalidDataException($"Unsupported dtype '{descr}' (supported: float16/32/64 and 8 to 64-bit integers)."),
+            "b1" => NpyDataType.Bool,
+            "i1" => NpyDataType.Int8,
+            "u1" => NpyDataType.UInt8,
+            "i2" => NpyDataType.Int16,
+            "u2" => NpyDataType.UInt16,
+            "i4" => NpyDataType.Int32,
+            "u4" => NpyDataType.UInt32,
+            "i8" => NpyDataType.Int64,
+            "u8" => NpyDataType.UInt64,
+            "f2" => NpyDataType.Float16,
+            "f4" => NpyDataType.Float32,
+            "f8" => NpyDataType.Float64,
+            _ => throw new InvalidDataException($"Unsupported dtype '{descr}' (supported: bool, float16/32/64 and 8 to 64-bit integers)."),
         };
+        return (type, descr[0] == '>');
     }
 
-    /// <summary>Reorders a column-major array into row-major order.</summary>
-    private static float[] ToRowMajor(float[] columnMajor, int[] shape)
+    /// <summary>Reorders a column-major array of <paramref name="itemSize"/>-byte elements into row-major order.</summary>
+    private static byte[] ToRowMajor(byte[] columnMajor, int[] shape, int itemSize)
     {
-        float[] rowMajor = new float[columnMajor.Length];
+        byte[] rowMajor = new byte[columnMajor.Length];
         int[] index = new int[shape.Length];
-        for (int i = 0; i < columnMajor.Length; i++)
+        for (int i = 0; i < columnMajor.Length / itemSize; i++)
         {
             // i walks the column-major order: the first index varies fastest.
             int target = 0;
@@ -192,7 +223,7 @@ public static class NpyReader
                 target = (target * shape[d]) + index[d];
             }
 
-            rowMajor[target] = columnMajor[i];
+            columnMajor.AsSpan(i * itemSize, itemSize).CopyTo(rowMajor.AsSpan(target * itemSize));
             for (int d = 0; d < shape.Length && ++index[d] == shape[d]; d++)
             {
                 index[d] = 0;

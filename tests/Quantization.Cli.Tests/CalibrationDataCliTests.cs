@@ -1,0 +1,60 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.Tokenizers;
+
+using Quantization.Samples;
+
+namespace Quantization.Cli.Tests;
+
+/// <summary><c>ptq quantize --calibration-data</c> on a model with several int64 inputs (all-MiniLM-L6-v2), from .npz batches.</summary>
+public sealed class CalibrationDataCliTests : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("ptq-npz-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    [Fact]
+    public void StaticMode_CalibratesABertModel_FromNpzFiles()
+    {
+        string model = Path.Combine(_directory, "minilm.onnx"), output = Path.Combine(_directory, "out.onnx"), data = Path.Combine(_directory, "data");
+        File.WriteAllBytes(model, MiniLM.LoadModel());
+        BertTokenizer tokenizer = MiniLM.LoadTokenizer();
+        Directory.CreateDirectory(data);
+        IReadOnlyList<string> sentences = MiniLM.Sentences;
+        for (int i = 0; i < 3; i++)
+        {
+            NpzWriter.Write(Path.Combine(data, $"{i}.npz"), Arrays(MiniLM.Feed(tokenizer, sentences[i])));
+        }
+
+        (int code, string stdout, string stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Static W8A8", stdout, StringComparison.Ordinal);
+        using InferenceSession session = new(output);
+        using IDisposableReadOnlyCollection<DisposableNamedOnnxValue> result = session.Run(MiniLM.Feed(tokenizer, sentences[3]));
+        Assert.All(result[0].AsTensor<float>(), v => Assert.True(float.IsFinite(v)));
+    }
+
+    [Fact]
+    public void BatchWithoutAnInput_FailsNamingTheInputAndTheFile()
+    {
+        string model = Path.Combine(_directory, "minilm.onnx"), data = Path.Combine(_directory, "data");
+        File.WriteAllBytes(model, MiniLM.LoadModel());
+        Directory.CreateDirectory(data);
+        Dictionary<string, NumPyArray> arrays = Arrays(MiniLM.Feed(MiniLM.LoadTokenizer(), "A short sentence."));
+        arrays.Remove("token_type_ids");
+        NpzWriter.Write(Path.Combine(data, "batch.npz"), arrays);
+
+        (int code, string _, string stderr) = Ptq.Run("quantize", model, "-o", Path.Combine(_directory, "out.onnx"), "--mode", "static", "--calibration-data", data);
+        Assert.Equal(1, code);
+        Assert.StartsWith("error: ", stderr, StringComparison.Ordinal);
+        Assert.Contains("batch.npz' has no array for the model input 'token_type_ids'", stderr, StringComparison.Ordinal);
+
+        (code, string help, string _) = Ptq.Run("quantize", "--help");
+        Assert.Equal(0, code);
+        string words = string.Join(' ', help.Split((char[])[' ', '\n', '\r'], StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("one .npz file per batch (numpy.savez) with one array named after each model input", words, StringComparison.Ordinal);
+        Assert.Contains("or one .npy file per batch for a model with a single input", words, StringComparison.Ordinal);
+    }
+
+    private static Dictionary<string, NumPyArray> Arrays(IReadOnlyCollection<NamedOnnxValue> feed) =>
+        feed.ToDictionary(f => f.Name, f => NumPyArray.Create<long>(f.AsTensor<long>().ToArray(), [.. f.AsTensor<long>().Dimensions]));
+}
