@@ -35,9 +35,13 @@ internal static class QuantizeCommand
         Option<string[]> activationInclude = new("--activation-include") { Description = "ONNX static only: quantize the activations of only the nodes matching this glob or re:regex; repeatable." };
         Option<string[]> keepFloat = new("--keep-float") { Description = "ONNX static only: 'auto' keeps the fewest layers' activations in float to reach --target-cosine on the calibration data; or node-name globs / re:regex whose activations stay in float (their weights stay int8). Repeatable." };
         Option<double> targetCosine = new("--target-cosine") { Description = "With --keep-float auto: the mean output cosine against the float model to reach on the calibration data.", DefaultValueFactory = _ => 0.999 };
+        Option<string> observer = new("--observer") { Description = "ONNX static only: how each activation's range is chosen: minmax (observed range), percentile (of |x|, see --percentile), entropy (TensorRT's KL search) or mse (least expected squared error).", DefaultValueFactory = _ => "minmax" };
+        observer.AcceptOnlyFromAmong("minmax", "percentile", "entropy", "mse");
+        Option<double> percentile = new("--percentile") { Description = "With --observer percentile: the percentile of |x| that bounds the range.", DefaultValueFactory = _ => PercentileObserver.DefaultPercentile };
+        Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static only: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer.", Arity = ArgumentArity.ZeroOrOne };
         Command command = new("quantize", "Quantize a model or checkpoint to int8.")
         {
-            input, output, mode, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine,
+            input, output, mode, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
@@ -64,7 +68,10 @@ internal static class QuantizeCommand
                 OpList(parse.GetValue(activationOps)),
                 [.. (parse.GetValue(activationInclude) ?? []).Select(p => new NamePattern(p))],
                 parse.GetValue(keepFloat) ?? [],
-                parse.GetValue(targetCosine));
+                parse.GetValue(targetCosine),
+                parse.GetResult(observer) is null ? null : Enum.Parse<CalibrationMethod>(parse.GetValue(observer)!, ignoreCase: true),
+                parse.GetValue(percentile),
+                parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5");
             long bytes = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
                 ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
@@ -85,7 +92,7 @@ internal static class QuantizeCommand
     {
         if (mode != "static" && rules.UsesActivations)
         {
-            throw new ArgumentException("--activation-ops, --activation-include, --keep-float and --target-cosine choose activations: they need --mode static.");
+            throw new ArgumentException("--activation-ops, --activation-include, --keep-float, --observer and --smoothquant choose how activations are quantized from calibration data: they need --mode static.");
         }
 
         OnnxModel model = OnnxModel.Load(source);
@@ -214,9 +221,9 @@ internal static class QuantizeCommand
     }
 
     /// <summary>The ONNX rules of the command line beyond the scheme: operator types and activation choices.</summary>
-    private sealed record OnnxRules(string[]? WeightOps, string[]? ActivationOps, NamePattern[] ActivationIncludes, string[] KeepFloat, double TargetCosine)
+    private sealed record OnnxRules(string[]? WeightOps, string[]? ActivationOps, NamePattern[] ActivationIncludes, string[] KeepFloat, double TargetCosine, CalibrationMethod? Observer, double Percentile, string? SmoothQuant)
     {
-        public bool UsesActivations => ActivationOps is not null || ActivationIncludes.Length > 0 || KeepFloat.Length > 0;
+        public bool UsesActivations => ActivationOps is not null || ActivationIncludes.Length > 0 || KeepFloat.Length > 0 || Observer is not null || SmoothQuant is not null;
 
         public void ApplyTo(OnnxWeightQuantizationOptions options)
         {
@@ -238,6 +245,19 @@ internal static class QuantizeCommand
             foreach (NamePattern pattern in ActivationIncludes)
             {
                 activations.ActivationIncludeNodes.Add(pattern);
+            }
+
+            if (Observer is CalibrationMethod method)
+            {
+                _ = method.CreateObserver(activations.ActivationScheme, Percentile); // checks the percentile before calibration starts
+                activations.CreateObserver = scheme => method.CreateObserver(scheme, Percentile);
+            }
+
+            if (SmoothQuant is not null)
+            {
+                activations.SmoothQuant = SmoothQuant == "auto"
+                    ? new OnnxSmoothQuantOptions { SearchAlpha = true }
+                    : new OnnxSmoothQuantOptions { Alpha = double.TryParse(SmoothQuant, NumberStyles.Float, CultureInfo.InvariantCulture, out double alpha) ? alpha : throw new ArgumentException($"--smoothquant takes an alpha in [0, 1] or 'auto', not '{SmoothQuant}'.") };
             }
 
             if (KeepFloat is ["auto"])
