@@ -18,8 +18,10 @@ internal static class QuantizeCommand
     {
         Argument<string> input = new("input") { Description = "An .onnx model, or a .safetensors file, index .json or checkpoint directory." };
         Option<string> output = new("--output", "-o") { Description = "The quantized .onnx file, or the directory of the quantized checkpoint.", Required = true };
-        Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16) or static (W8A8, needs --calibration-data).", DefaultValueFactory = _ => "weight-only" };
-        mode.AcceptOnlyFromAmong("weight-only", "static");
+        Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16), static (W8A8, needs --calibration-data) or dynamic (W8A8, MatMul and Gemm, activations quantized at run time; no calibration data).", DefaultValueFactory = _ => "weight-only" };
+        mode.AcceptOnlyFromAmong("weight-only", "static", "dynamic");
+        Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear) or matmulnbits (ONNX Runtime's MatMulNBits, 8-bit blocks of 32 along K, activations quantized per block at run time: accuracy_level 4).", DefaultValueFactory = _ => "qdq" };
+        format.AcceptOnlyFromAmong("qdq", "matmulnbits");
         Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of inputs (safetensors only) or per tensor.", DefaultValueFactory = _ => "channel" };
         granularity.AcceptOnlyFromAmong("channel", "group", "tensor");
         Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group.", DefaultValueFactory = _ => 128 };
@@ -33,7 +35,7 @@ internal static class QuantizeCommand
         Option<bool> stats = new("--stats") { Description = "Print time, throughput and peak memory." };
         Command command = new("quantize", "Quantize a model or checkpoint to int8.")
         {
-            input, output, mode, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats,
+            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
@@ -55,8 +57,15 @@ internal static class QuantizeCommand
             NamePattern[] includes = [.. (parse.GetValue(include) ?? []).Select(p => new NamePattern(p))];
             NamePattern[] excludes = [.. (parse.GetValue(exclude) ?? []).Select(p => new NamePattern(p))];
             long started = Stopwatch.GetTimestamp();
-            long bytes = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, scheme, includes, excludes, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
+            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+            bool matMulNBits = parse.GetValue(format) == "matmulnbits";
+            if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
+            {
+                throw new ArgumentException("--format matmulnbits applies to ONNX models with --mode weight-only.");
+            }
+
+            long bytes = onnx
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits, scheme, includes, excludes, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -67,8 +76,18 @@ internal static class QuantizeCommand
         return command;
     }
 
-    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
+    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, bool matMulNBits, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
     {
+        if (mode == "dynamic" && calibrationDirectory is not null)
+        {
+            throw new ArgumentException("--mode dynamic quantizes activations at run time and takes no --calibration-data.");
+        }
+
+        if (mode == "dynamic" && gptq)
+        {
+            throw new ArgumentException("--gptq applies to --mode weight-only with --calibration-data; --mode dynamic rounds weights to nearest.");
+        }
+
         OnnxModel model = OnnxModel.Load(source);
         long opset = model.Opset;
         OnnxOpsetUpgrader.Upgrade(model);
@@ -83,7 +102,12 @@ internal static class QuantizeCommand
             Console.WriteLine($"Folded {folded} BatchNormalization nodes into their Conv.");
         }
 
-        OnnxWeightQuantizationOptions options = mode == "static" ? new OnnxStaticQuantizationOptions() : new OnnxWeightQuantizationOptions();
+        OnnxWeightQuantizationOptions options = mode switch
+        {
+            "static" => new OnnxStaticQuantizationOptions(),
+            "dynamic" => new OnnxDynamicQuantizationOptions(),
+            _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBits ? new MatMulNBitsOptions() : null },
+        };
         options.Scheme = scheme;
         options.Gptq = gptq ? new GptqOptions() : null;
         foreach (NamePattern pattern in includes)
@@ -103,6 +127,12 @@ internal static class QuantizeCommand
             OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, feeds ?? throw new ArgumentException("--mode static needs --calibration-data: a directory of .npy input batches."), staticOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
             weights = result.Weights;
             Console.WriteLine($"Static W8A8: {result.Activations.Count} activations, {result.Biases.Count} int32 biases.");
+        }
+        else if (options is OnnxDynamicQuantizationOptions dynamicOptions)
+        {
+            OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model, dynamicOptions);
+            weights = result.Weights;
+            Console.WriteLine($"Dynamic W8A8: {result.Weights.Count} weights, {result.Activations.Count} activations quantized at run time.");
         }
         else
         {
