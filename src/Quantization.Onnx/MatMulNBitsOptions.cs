@@ -24,9 +24,10 @@ public sealed class MatMulNBitsOptions
 
     /// <summary>
     /// Gets or sets the number of consecutive inputs (along K) that share a scale: a power of two, at least 16; 32 by
-    /// default (the block ONNX Runtime itself uses when it fuses int8 DequantizeLinear + MatMul; smaller blocks follow the
-    /// weights more closely, and on all-MiniLM-L6-v2 blocks of 32 ran as fast as blocks of 128). K is zero-padded to a
-    /// whole number of blocks.
+    /// default, the block ONNX Runtime itself uses when it fuses int8 DequantizeLinear + MatMul. Smaller blocks follow the
+    /// weights, and at accuracy level 4 the activations, more closely: on all-MiniLM-L6-v2 at level 4, blocks of 32 keep
+    /// the sentence embeddings at mean cosine 0.99963 and blocks of 128 at 0.99897, with speeds within the measurement
+    /// noise of each other. K is zero-padded to a whole number of blocks.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not a power of two of at least 16.</exception>
     public int BlockSize

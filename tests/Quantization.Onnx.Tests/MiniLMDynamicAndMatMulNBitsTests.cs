@@ -67,7 +67,7 @@ public class MiniLMDynamicAndMatMulNBitsTests(ITestOutputHelper output)
         Assert.True(basic.Average() >= 0.9995 && basic.Min() >= 0.999, $"defaults, basic level: mean cosine {basic.Average()}, worst {basic.Min()}");
         Assert.True(Math.Abs(all.Average() - basic.Average()) < 1e-4, "an explicit MatMulNBits keeps its accuracy level at every optimisation level (ORT's other fusions move only the fifth decimal)");
         Assert.True(all.Average() >= 0.9995 && all.Min() >= 0.999, $"defaults, default level: mean cosine {all.Average()}, worst {all.Min()}");
-        Assert.True(coarse.Average() >= 0.999, $"block 128: mean cosine {coarse.Average()}");
+        Assert.True(coarse.Average() >= 0.998 && coarse.Average() < all.Average(), $"block 128: mean cosine {coarse.Average()}; the default block of 32 is chosen for being more accurate at the same speed");
         Assert.True(exact.Average() >= 0.9998, $"accuracy level 1: mean cosine {exact.Average()}");
         Assert.True(exact.Average() > basic.Average(), "accuracy level 4 quantizes the activations; if it no longer loses accuracy, MatMulNBitsOptions' advice is stale");
     }
