@@ -112,7 +112,8 @@ public sealed record OnnxWeightReport(string Node, string OpType, string Weight,
 /// Weight-only quantization (W8A16) of an ONNX model: the float weights (initializers or Constant nodes) of Conv,
 /// ConvTranspose, MatMul and Gemm become symmetric int8 per output channel, followed by a DequantizeLinear with the
 /// channel axis of their operator (Conv 0, ConvTranspose 1, MatMul the last axis of B, Gemm by transB), so ONNX Runtime
-/// runs the model unchanged otherwise.
+/// runs the model unchanged otherwise. With <see cref="OnnxWeightQuantizationOptions.MatMulNBits"/> set, MatMul and
+/// plain Gemm weights are written instead as ONNX Runtime's <c>com.microsoft.MatMulNBits</c> (8-bit blocks along K).
 /// </summary>
 public static class OnnxWeightQuantizer
 {
