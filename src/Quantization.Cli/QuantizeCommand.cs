@@ -17,8 +17,10 @@ internal static class QuantizeCommand
     {
         Argument<string> input = new("input") { Description = "An .onnx model, or a .safetensors file, index .json or checkpoint directory." };
         Option<string> output = new("--output", "-o") { Description = "The quantized .onnx file, or the directory of the quantized checkpoint.", Required = true };
-        Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16) or static (W8A8, needs --calibration-data).", DefaultValueFactory = _ => "weight-only" };
-        mode.AcceptOnlyFromAmong("weight-only", "static");
+        Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16), static (W8A8, needs --calibration-data) or dynamic (W8A8, MatMul and Gemm, activations quantized at run time; no calibration data).", DefaultValueFactory = _ => "weight-only" };
+        mode.AcceptOnlyFromAmong("weight-only", "static", "dynamic");
+        Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear) or matmulnbits (ONNX Runtime's MatMulNBits, 8-bit blocks of 32 along K, activations quantized per block at run time: accuracy_level 4).", DefaultValueFactory = _ => "qdq" };
+        format.AcceptOnlyFromAmong("qdq", "matmulnbits");
         Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of inputs (safetensors only) or per tensor.", DefaultValueFactory = _ => "channel" };
         granularity.AcceptOnlyFromAmong("channel", "group", "tensor");
         Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group.", DefaultValueFactory = _ => 128 };
@@ -41,7 +43,7 @@ internal static class QuantizeCommand
         Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static only: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer.", Arity = ArgumentArity.ZeroOrOne };
         Command command = new("quantize", "Quantize a model or checkpoint to int8.")
         {
-            input, output, mode, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant,
+            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
@@ -72,8 +74,15 @@ internal static class QuantizeCommand
                 parse.GetResult(observer) is null ? null : Enum.Parse<CalibrationMethod>(parse.GetValue(observer)!, ignoreCase: true),
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5");
-            long bytes = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
+            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+            bool matMulNBits = parse.GetValue(format) == "matmulnbits";
+            if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
+            {
+                throw new ArgumentException("--format matmulnbits applies to ONNX models with --mode weight-only.");
+            }
+
+            long bytes = onnx
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -88,11 +97,21 @@ internal static class QuantizeCommand
     private static string[]? OpList(string[]? values) =>
         values is null or [] ? null : [.. values.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))];
 
-    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
+    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, bool matMulNBits, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
     {
         if (mode != "static" && rules.UsesActivations)
         {
             throw new ArgumentException("--activation-ops, --activation-include, --keep-float, --observer and --smoothquant choose how activations are quantized from calibration data: they need --mode static.");
+        }
+
+        if (mode == "dynamic" && calibrationDirectory is not null)
+        {
+            throw new ArgumentException("--mode dynamic quantizes activations at run time and takes no --calibration-data.");
+        }
+
+        if (mode == "dynamic" && gptq)
+        {
+            throw new ArgumentException("--gptq applies to --mode weight-only with --calibration-data; --mode dynamic rounds weights to nearest.");
         }
 
         OnnxModel model = OnnxModel.Load(source);
@@ -109,7 +128,12 @@ internal static class QuantizeCommand
             Console.WriteLine($"Folded {folded} BatchNormalization nodes into their Conv.");
         }
 
-        OnnxWeightQuantizationOptions options = mode == "static" ? new OnnxStaticQuantizationOptions() : new OnnxWeightQuantizationOptions();
+        OnnxWeightQuantizationOptions options = mode switch
+        {
+            "static" => new OnnxStaticQuantizationOptions(),
+            "dynamic" => new OnnxDynamicQuantizationOptions(),
+            _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBits ? new MatMulNBitsOptions() : null },
+        };
         options.Scheme = scheme;
         options.Gptq = gptq ? new GptqOptions() : null;
         foreach (NamePattern pattern in includes)
@@ -130,10 +154,21 @@ internal static class QuantizeCommand
             OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, feeds ?? throw new ArgumentException("--mode static needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model)."), staticOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
             weights = result.Weights;
             Console.WriteLine($"Static W8A8: {result.Activations.Count} activations, {result.Biases.Count} int32 biases, {result.RaisedWeightScales} weight scales raised so that biases fit in int32.");
+            if (result.SmoothQuant is OnnxSmoothQuantResult smoothed)
+            {
+                WriteSmoothQuant(smoothed);
+            }
+
             if (result.MixedPrecision is OnnxMixedPrecisionResult mixed)
             {
                 WriteMixedPrecision(mixed);
             }
+        }
+        else if (options is OnnxDynamicQuantizationOptions dynamicOptions)
+        {
+            OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model, dynamicOptions);
+            weights = result.Weights;
+            Console.WriteLine($"Dynamic W8A8: {result.Weights.Count} weights, {result.Activations.Count} activations quantized at run time.");
         }
         else
         {
@@ -150,6 +185,21 @@ internal static class QuantizeCommand
         Console.Write(report.ToTable());
         Console.WriteLine($"Written {target} ({new FileInfo(target).Length:N0} bytes, from {new FileInfo(source).Length:N0}).");
         return new FileInfo(source).Length;
+    }
+
+    /// <summary>SmoothQuant's report: per smoothed group its α and the largest input and weight magnitudes before and after; the groups left alone and why.</summary>
+    private static void WriteSmoothQuant(OnnxSmoothQuantResult smoothed)
+    {
+        Console.WriteLine($"SmoothQuant: {smoothed.Groups.Count} groups smoothed, {smoothed.Skipped.Count} left alone.");
+        foreach (OnnxSmoothQuantGroup group in smoothed.Groups)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {string.Join(", ", group.Consumers)} after {group.Producer} ({group.ProducerKind}): alpha {group.Alpha:0.##}, max|X| {group.MaxInputBefore:G4} -> {group.MaxInputAfter:G4}, max|W| {group.MaxWeightBefore:G4} -> {group.MaxWeightAfter:G4}"));
+        }
+
+        foreach (OnnxSkippedScaleGroup skipped in smoothed.Skipped)
+        {
+            Console.WriteLine($"  left alone: {string.Join(", ", skipped.Consumers)}: {skipped.Reason}");
+        }
     }
 
     /// <summary>The mixed-precision search's report: the cosines it measured and the layers it kept, each with its cosine when quantized alone.</summary>

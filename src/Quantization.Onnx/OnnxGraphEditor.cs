@@ -98,6 +98,9 @@ internal sealed class OnnxGraphEditor
         _replaced.UnionWith(node.Input);
     }
 
+    /// <summary>Queues nodes to go, in this order, right before another (one call per anchor).</summary>
+    public void InsertBefore(NodeProto anchor, params NodeProto[] nodes) => _insertions.Add((anchor, nodes));
+
     /// <summary>Queues a node to go right after another.</summary>
     public void InsertAfter(NodeProto anchor, NodeProto node) => _appendices.Add((anchor, node));
 

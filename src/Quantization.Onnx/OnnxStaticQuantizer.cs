@@ -77,13 +77,18 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
     public Func<QuantizationScheme, IQuantizationObserver> CreateObserver { get; set; } = scheme => new MinMaxObserver(scheme);
 
     /// <inheritdoc/>
-    /// <exception cref="NotSupportedException">The activation scheme is not int8 or uint8 per tensor, or GPTQ is asked for.</exception>
+    /// <exception cref="NotSupportedException">The activation scheme is not int8 or uint8 per tensor, or GPTQ or MatMulNBits is asked for.</exception>
     internal override void Validate()
     {
         base.Validate();
         if (Gptq is not null)
         {
             throw new NotSupportedException("Static W8A8 rounds weights to nearest (with bias correction); GPTQ is applied by OnnxWeightQuantizer.QuantizeAsync.");
+        }
+
+        if (MatMulNBits is not null)
+        {
+            throw new NotSupportedException("Static W8A8 writes QDQ weights; MatMulNBits is a weight-only format (OnnxWeightQuantizer).");
         }
 
         if (ActivationScheme.Granularity.Kind != GranularityKind.PerTensor || ActivationScheme.Type is not (QuantizedType.Int8 or QuantizedType.UInt8))

@@ -53,6 +53,16 @@ public class OnnxWeightQuantizationOptions
     /// </summary>
     public GptqOptions? Gptq { get; set; }
 
+    /// <summary>
+    /// Gets or sets the MatMulNBits settings, or <see langword="null"/> (the default) to write every weight as int8 with a
+    /// DequantizeLinear (QDQ). When set, <see cref="OnnxWeightQuantizer"/> writes the 2-D weights of MatMul nodes, and of
+    /// Gemm nodes without transA, with alpha = beta = 1 and a bias that is absent or a constant of N values, as ONNX
+    /// Runtime's <c>com.microsoft.MatMulNBits</c> with 8-bit codes in blocks along K (see <see cref="MatMulNBitsOptions"/>);
+    /// other weights, and weights that several nodes share, stay QDQ. The scheme's type must be int8; its symmetry and
+    /// convention apply per block, its granularity is replaced by the blocks. Not combined with <see cref="Gptq"/>.
+    /// </summary>
+    public MatMulNBitsOptions? MatMulNBits { get; set; }
+
     /// <summary>Gets how calibration data runs through ONNX Runtime.</summary>
     public OnnxCalibrationOptions Calibration { get; } = new();
 
@@ -64,6 +74,11 @@ public class OnnxWeightQuantizationOptions
         if (unknown.Length > 0)
         {
             throw new ArgumentException($"OpTypes may hold only {string.Join(", ", WeightedOperators)}; not {string.Join(", ", unknown)}.", "options");
+        }
+
+        if (MatMulNBits is not null && Gptq is not null)
+        {
+            throw new NotSupportedException("GPTQ rounds per-channel weights; it is not combined with MatMulNBits blocks. Set Gptq or MatMulNBits to null.");
         }
     }
 
@@ -97,7 +112,8 @@ public sealed record OnnxWeightReport(string Node, string OpType, string Weight,
 /// Weight-only quantization (W8A16) of an ONNX model: the float weights (initializers or Constant nodes) of Conv,
 /// ConvTranspose, MatMul and Gemm become symmetric int8 per output channel, followed by a DequantizeLinear with the
 /// channel axis of their operator (Conv 0, ConvTranspose 1, MatMul the last axis of B, Gemm by transB), so ONNX Runtime
-/// runs the model unchanged otherwise.
+/// runs the model unchanged otherwise. With <see cref="OnnxWeightQuantizationOptions.MatMulNBits"/> set, MatMul and
+/// plain Gemm weights are written instead as ONNX Runtime's <c>com.microsoft.MatMulNBits</c> (8-bit blocks along K).
 /// </summary>
 public static class OnnxWeightQuantizer
 {
@@ -107,7 +123,7 @@ public static class OnnxWeightQuantizer
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> is set (GPTQ needs the calibration data of <see cref="QuantizeAsync"/>).</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> is set (GPTQ needs the calibration data of <see cref="QuantizeAsync"/>), or both GPTQ and MatMulNBits are.</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <remarks>A weight that several nodes share is quantized once, along the channel axis of the first of them.</remarks>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
@@ -198,6 +214,12 @@ public static class OnnxWeightQuantizer
                 continue;
             }
 
+            if (options.MatMulNBits is MatMulNBitsOptions nbits && MatMulNBitsTarget(editor, node, weightName) is (int k, int n))
+            {
+                reports.Add(WriteMatMulNBits(editor, node, weightName, k, n, options, nbits, correction));
+                continue;
+            }
+
             (float[] values, int[] shape) = editor.Take(weightName);
             QuantizationScheme scheme = WeightScheme(node, shape.Length, options);
             QuantizedTensor quantized = hessians?.For(node) is HessianAccumulator hessian && options.Gptq is GptqOptions gptq
@@ -214,7 +236,74 @@ public static class OnnxWeightQuantizer
         }
 
         editor.Commit();
+        if (model.Proto.Graph.Node.Any(n => n.OpType == "MatMulNBits" && n.Domain == MatMulNBitsWriter.Domain))
+        {
+            MatMulNBitsWriter.ImportDomain(model);
+        }
+
         return reports;
+    }
+
+    /// <summary>
+    /// The weight's K and N when the node can be written as MatMulNBits: a MatMul with a 2-D weight, or a Gemm without
+    /// transA, with alpha = beta = 1 and no bias or a constant bias of N values; the weight read by this node only.
+    /// </summary>
+    private static (int K, int N)? MatMulNBitsTarget(OnnxGraphEditor editor, NodeProto node, string weightName)
+    {
+        if (editor.ConstantShape(weightName) is not { Count: 2 } dims || node.OpType is not ("MatMul" or "Gemm") || !node.IsDefaultDomain()
+            || editor.Graph.AllNodes().Count(n => n.Input.Contains(weightName)) != 1 || editor.Graph.Output.Any(o => o.Name == weightName))
+        {
+            return null;
+        }
+
+        bool transB = node.GemmTransB();
+        (int k, int n) = (checked((int)dims[transB ? 1 : 0]), checked((int)dims[transB ? 0 : 1]));
+        if (node.OpType == "Gemm")
+        {
+            bool plain = node.FindAttribute("transA")?.I is null or 0 && node.FindAttribute("alpha")?.F is null or 1 && node.FindAttribute("beta")?.F is null or 1;
+            bool biasFits = node.Input.Count < 3 || node.Input[2].Length == 0 || (editor.ConstantShape(node.Input[2]) is { Count: 1 } bias && bias[0] == n);
+            if (!plain || !biasFits)
+            {
+                return null;
+            }
+        }
+
+        return (k, n);
+    }
+
+    /// <summary>Quantizes the node's weight in blocks along K and turns the node into a MatMulNBits (bias correction first, when asked).</summary>
+    private static OnnxWeightReport WriteMatMulNBits(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, OnnxWeightQuantizationOptions options, MatMulNBitsOptions nbits, BiasCorrection? correction)
+    {
+        string opType = node.OpType;
+        bool transB = node.GemmTransB();
+        (float[] values, int[] shape) = editor.Take(weightName);
+        QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
+        QuantizedTensor blocks = MatMulNBitsWriter.QuantizeBlocks(transB ? values : Transpose(values, k, n), n, k, nbits.BlockSize, scheme, weightName);
+        float[] restoredRows = MatMulNBitsWriter.DequantizeRows(blocks, k);
+        float[] restored = transB ? restoredRows : Transpose(restoredRows, n, k);
+        if (correction?.Shift(node, values, restored, shape) is float[] shift)
+        {
+            BiasCorrection.Apply(editor, node, shift, shape.Length);
+        }
+
+        string? bias = opType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : null;
+        long bytes = MatMulNBitsWriter.Write(editor, node, node.Input[0], blocks, k, bits: 8, nbits.AccuracyLevel, bias);
+        return new OnnxWeightReport(node.Name, opType, weightName, transB ? 0 : 1, TensorErrorReport.Compare(weightName, values, restored, values.Length * (long)sizeof(float), bytes));
+    }
+
+    /// <summary>The transpose of a row-major [rows, columns] matrix.</summary>
+    internal static float[] Transpose(ReadOnlySpan<float> values, int rows, int columns)
+    {
+        float[] transposed = new float[values.Length];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < columns; c++)
+            {
+                transposed[(c * rows) + r] = values[(r * columns) + c];
+            }
+        }
+
+        return transposed;
     }
 
     /// <summary>The GPTQ settings with the weight's input axis: 0 for MatMul's [K, N] and Gemm's, 1 for Gemm with transB.</summary>

@@ -1,0 +1,50 @@
+namespace Quantization.Onnx;
+
+/// <summary>
+/// Rules for <see cref="OnnxDynamicQuantizer"/>: the node selection of <see cref="OnnxWeightQuantizationOptions"/>
+/// (<see cref="OnnxWeightQuantizationOptions.OpTypes"/>, here MatMul and Gemm by default and at most;
+/// <see cref="OnnxWeightQuantizationOptions.IncludeNodes"/>, <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>)
+/// and its weight schemes (<see cref="OnnxWeightQuantizationOptions.Scheme"/>,
+/// <see cref="OnnxWeightQuantizationOptions.NodeSchemes"/>), which must be symmetric int8, per channel (the default) or
+/// per tensor. Dynamic quantization needs no calibration data, so bias correction, GPTQ and MatMulNBits do not apply:
+/// <see cref="OnnxWeightQuantizationOptions.Gptq"/> and <see cref="OnnxWeightQuantizationOptions.MatMulNBits"/> must
+/// stay <see langword="null"/>.
+/// </summary>
+public sealed class OnnxDynamicQuantizationOptions : OnnxWeightQuantizationOptions
+{
+    /// <summary>The operators whose weights dynamic quantization knows.</summary>
+    private static readonly string[] DynamicOperators = ["MatMul", "Gemm"];
+
+    /// <summary>Initializes a new instance of the <see cref="OnnxDynamicQuantizationOptions"/> class: MatMul and Gemm selected.</summary>
+    public OnnxDynamicQuantizationOptions()
+    {
+        OpTypes.Remove("Conv");
+        OpTypes.Remove("ConvTranspose");
+    }
+
+    /// <inheritdoc/>
+    /// <exception cref="ArgumentException"><see cref="OnnxWeightQuantizationOptions.OpTypes"/> holds an operator other than MatMul and Gemm.</exception>
+    /// <exception cref="NotSupportedException">GPTQ or MatMulNBits is asked for, or a weight scheme is not symmetric int8 per channel or per tensor.</exception>
+    internal override void Validate()
+    {
+        base.Validate();
+        string[] unknown = [.. OpTypes.Where(op => !DynamicOperators.Contains(op))];
+        if (unknown.Length > 0)
+        {
+            throw new ArgumentException($"Dynamic quantization knows MatMul and Gemm; OpTypes also holds {string.Join(", ", unknown)}.", "options");
+        }
+
+        if (Gptq is not null || MatMulNBits is not null)
+        {
+            throw new NotSupportedException("Dynamic quantization rounds weights to nearest per channel and writes MatMulInteger; set Gptq and MatMulNBits to null.");
+        }
+
+        foreach ((string node, QuantizationScheme scheme) in NodeSchemes.Prepend(new KeyValuePair<string, QuantizationScheme>("(default)", Scheme)))
+        {
+            if (scheme.Type != QuantizedType.Int8 || !scheme.Symmetric || scheme.Granularity.Kind is not (GranularityKind.PerChannel or GranularityKind.PerTensor))
+            {
+                throw new NotSupportedException($"Dynamic quantization stores weights as symmetric int8 per channel or per tensor (zero point 0, which ONNX Runtime's integer kernels take fastest); the scheme of node {node} is {scheme}.");
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+using System.Runtime.InteropServices;
+
+using Quantization.Onnx.Protos;
+
+namespace Quantization.Onnx;
+
+/// <summary>
+/// Dynamic quantization (W8A8 with run-time activation scales) of an ONNX model, with no calibration data: the constant
+/// 2-D weights of MatMul and Gemm nodes become symmetric int8 per output channel, and their inputs are quantized on
+/// every run, in the operator pattern that ONNX Runtime's CPU provider fuses into its integer kernels.
+/// </summary>
+/// <remarks>
+/// <para>
+/// Each selected node <c>Y = X·W</c> becomes
+/// <c>(x_q, x_scale, x_zero) = DynamicQuantizeLinear(X)</c>, <c>Y = Cast(MatMulInteger(x_q, W_q, x_zero)) · (x_scale · w_scale)</c>:
+/// X as uint8 with one asymmetric scale for the whole tensor computed at run time (range including 0, as the ONNX
+/// operator defines), W_q int8 [K, N] with zero point 0 and one scale per output column (w_scale has N values). The
+/// scale product is a Mul node of its own, <c>Mul(x_scale, w_scale)</c>, as ONNX Runtime's MatMulIntegerToFloat fusion
+/// expects, and a MatMul's following bias Add gets the constant as its second input, where that fusion takes it in.
+/// At the extended and default optimisation levels ONNX Runtime 1.31 fuses MatMulInteger + Cast + Mul (+ bias Add)
+/// into <c>com.microsoft.MatMulIntegerToFloat</c>, and that with its DynamicQuantizeLinear into
+/// <c>com.microsoft.DynamicQuantizeMatMul</c> when the DynamicQuantizeLinear feeds nothing else. An input that several
+/// selected nodes read (the query, key and value projections) is quantized once and shared, so those stay
+/// MatMulIntegerToFloat.
+/// </para>
+/// <para>
+/// A Gemm is written the same way when it has no transA and beta is 1 (or no C): its weight is stored as [K, N]
+/// whatever transB, alpha is folded into the weight before rounding, and C is added after the scaling. MatMuls whose
+/// second input is not a constant (attention's activation × activation products) and weights that other nodes read too
+/// stay in float.
+/// </para>
+/// <para>
+/// Weights use the whole restricted int8 range [-127, 127]. On x86 CPUs without VNNI, ONNX Runtime's u8 × s8 kernels
+/// multiply with <c>vpmaddubsw</c>, which saturates a pair sum above 32767 (255·127·2 = 64770 is possible);
+/// ONNX Runtime's Python quantizer offers <c>reduce_range</c> (7-bit weights) against it. This quantizer does not reduce
+/// the range: CPUs with AVX-VNNI or AVX-512 VNNI (and ARM's dot-product instructions) accumulate exactly in 32 bits, and a
+/// 7-bit weight costs accuracy everywhere else. On an AVX2-only CPU, check the model's accuracy there, or exclude the
+/// layers whose inputs are large and one-signed (such as the second FFN MatMul after GELU).
+/// </para>
+/// </remarks>
+public static class OnnxDynamicQuantizer
+{
+    /// <summary>Quantizes the model in place.</summary>
+    /// <param name="model">The float model; it must import opset 11 or later (DynamicQuantizeLinear).</param>
+    /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
+    /// <returns>The weights quantized and the activations quantized at run time.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">The options name an operator other than MatMul and Gemm.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is not symmetric int8 per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
+    /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
+    /// <exception cref="NonFiniteValueException">A weight holds NaN or an infinity; the model is then unchanged.</exception>
+    public static OnnxDynamicQuantizationResult Quantize(OnnxModel model, OnnxDynamicQuantizationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        options ??= new OnnxDynamicQuantizationOptions();
+        options.Validate();
+        if (model.Opset < 11)
+        {
+            throw new NotSupportedException(FormattableString.Invariant(
+                $"The model imports opset {model.Opset}; DynamicQuantizeLinear needs opset 11 or later. Upgrade it first with {nameof(OnnxOpsetUpgrader)}.{nameof(OnnxOpsetUpgrader.Upgrade)}(model)."));
+        }
+
+        OnnxGraphEditor editor = new(model);
+        List<OnnxWeightReport> weights = [];
+        List<string> activations = [];
+        Dictionary<string, (string Quantized, string Scale, string ZeroPoint)> quantizedInputs = new(StringComparer.Ordinal);
+        foreach (NodeProto node in editor.Graph.Node.ToList())
+        {
+            if (!options.Selects(node) || Target(editor, node) is not (string weightName, int k, int n))
+            {
+                continue;
+            }
+
+            List<NodeProto> inserted = [];
+            string x = node.Input[0];
+            if (!quantizedInputs.TryGetValue(x, out (string Quantized, string Scale, string ZeroPoint) input))
+            {
+                input = (editor.UniqueName(x + "_quantized"), editor.UniqueName(x + "_scale"), editor.UniqueName(x + "_zero_point"));
+                quantizedInputs.Add(x, input);
+                activations.Add(x);
+                inserted.Add(new NodeProto { Name = editor.UniqueName(x + "_DynamicQuantizeLinear"), OpType = "DynamicQuantizeLinear", Input = { x }, Output = { input.Quantized, input.Scale, input.ZeroPoint } });
+            }
+
+            weights.Add(Rewrite(editor, node, weightName, k, n, input, inserted, options));
+            editor.InsertBefore(node, [.. inserted]);
+        }
+
+        editor.Commit();
+        return new OnnxDynamicQuantizationResult(weights, activations);
+    }
+
+    /// <summary>
+    /// The node's weight with K and N when the node can be rewritten: a MatMul with a constant 2-D weight, or a Gemm
+    /// without transA whose beta is 1 or that has no C; the weight read by this node only.
+    /// </summary>
+    private static (string Weight, int K, int N)? Target(OnnxGraphEditor editor, NodeProto node)
+    {
+        if (!node.IsDefaultDomain() || OnnxWeightQuantizer.WeightOf(editor, node) is not string weight || editor.ConstantShape(weight) is not { Count: 2 } dims
+            || editor.IsFloatConstant(node.Input[0]) || editor.Graph.AllNodes().Count(n => n.Input.Contains(weight)) != 1 || editor.Graph.Output.Any(o => o.Name == weight))
+        {
+            return null;
+        }
+
+        if (node.OpType == "Gemm")
+        {
+            bool hasC = node.Input.Count > 2 && node.Input[2].Length > 0;
+            if (node.FindAttribute("transA")?.I is not (null or 0) || (hasC && node.FindAttribute("beta")?.F is not (null or 1)))
+            {
+                return null;
+            }
+        }
+
+        bool transB = node.GemmTransB();
+        return (weight, checked((int)dims[transB ? 1 : 0]), checked((int)dims[transB ? 0 : 1]));
+    }
+
+    /// <summary>Quantizes the weight as int8 [K, N], queues MatMulInteger, the scale product and the Cast, and turns the node itself into the final Mul (or the bias Add of a Gemm).</summary>
+    private static OnnxWeightReport Rewrite(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, (string Quantized, string Scale, string ZeroPoint) input, List<NodeProto> inserted, OnnxDynamicQuantizationOptions options)
+    {
+        string opType = node.OpType;
+        bool transB = node.GemmTransB();
+        (float[] values, _) = editor.Take(weightName);
+        float[] kn = transB ? OnnxWeightQuantizer.Transpose(values, n, k) : values;
+        if (opType == "Gemm" && node.FindAttribute("alpha")?.F is float alpha && alpha != 1)
+        {
+            for (int i = 0; i < kn.Length; i++)
+            {
+                kn[i] *= alpha;
+            }
+        }
+
+        QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
+        bool perChannel = scheme.Granularity.Kind == GranularityKind.PerChannel;
+        QuantizedTensor quantized = QuantizedTensor.Quantize(kn, [k, n], perChannel ? scheme.WithGranularity(QuantizationGranularity.PerChannel(1)) : scheme, weightName);
+        string weight = editor.AddInitializer(weightName + "_quantized", TensorProto.Types.DataType.Int8, [k, n], quantized.Data);
+        string weightScale = editor.AddInitializer(weightName + "_scale", TensorProto.Types.DataType.Float, perChannel ? [n] : [], MemoryMarshal.AsBytes(quantized.Parameters.Scales));
+
+        string output = node.Output[0];
+        string product = editor.UniqueName(output + "_MatMulInteger");
+        string scale = editor.UniqueName(output + "_scale");
+        string converted = editor.UniqueName(output + "_float");
+        inserted.Add(new NodeProto { Name = editor.UniqueName(node.Name + "_MatMulInteger"), OpType = "MatMulInteger", Input = { input.Quantized, weight, input.ZeroPoint }, Output = { product } });
+        inserted.Add(new NodeProto { Name = editor.UniqueName(node.Name + "_scale"), OpType = "Mul", Input = { input.Scale, weightScale }, Output = { scale } });
+        inserted.Add(new NodeProto
+        {
+            Name = editor.UniqueName(node.Name + "_Cast"),
+            OpType = "Cast",
+            Input = { product },
+            Output = { converted },
+            Attribute = { new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (int)TensorProto.Types.DataType.Float } },
+        });
+
+        string? bias = opType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : null;
+        node.Domain = string.Empty;
+        node.Attribute.Clear();
+        node.Input.Clear();
+        if (bias is null)
+        {
+            node.OpType = "Mul";
+            node.Input.Add([converted, scale]);
+            PutConstantSecond(editor, output);
+        }
+        else
+        {
+            string scaled = editor.UniqueName(output + "_unbiased");
+            inserted.Add(new NodeProto { Name = editor.UniqueName(node.Name + "_Mul"), OpType = "Mul", Input = { converted, scale }, Output = { scaled } });
+            node.OpType = "Add";
+            node.Input.Add([scaled, bias]);
+        }
+
+        int axis = opType == "MatMul" || !transB ? 1 : 0;
+        return new OnnxWeightReport(node.Name, opType, weightName, perChannel ? axis : null, TensorErrorReport.Compare(kn, quantized));
+    }
+
+    /// <summary>When the value's only reader is an Add whose other input is a float constant (a bias) in first place, swaps the Add's inputs, so that ONNX Runtime can fuse the bias.</summary>
+    private static void PutConstantSecond(OnnxGraphEditor editor, string value)
+    {
+        NodeProto[] readers = [.. editor.Graph.AllNodes().Where(n => n.Input.Contains(value))];
+        if (readers is [NodeProto add] && add.OpType == "Add" && add.IsDefaultDomain() && add.Input.Count == 2 && add.Input[1] == value && editor.IsFloatConstant(add.Input[0]))
+        {
+            (add.Input[0], add.Input[1]) = (add.Input[1], add.Input[0]);
+        }
+    }
+}

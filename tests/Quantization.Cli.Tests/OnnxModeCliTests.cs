@@ -1,0 +1,73 @@
+using Microsoft.ML.OnnxRuntime;
+
+using Quantization.Onnx;
+
+namespace Quantization.Cli.Tests;
+
+/// <summary><c>ptq quantize --mode dynamic</c> and <c>--format matmulnbits</c> on a one-MatMul model.</summary>
+public sealed class OnnxModeCliTests : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("ptq-modes-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    [Theory]
+    [InlineData(new[] { "--mode", "dynamic" }, "Dynamic W8A8: 1 weights, 1 activations", "MatMulInteger")]
+    [InlineData(new[] { "--format", "matmulnbits" }, "Written", "MatMulNBits")]
+    [InlineData(new[] { "--mode", "weight-only", "--format", "qdq" }, "Written", "DequantizeLinear")]
+    public void Quantize_WritesTheModesOperators_AndOrtRunsThem(string[] flags, string message, string opType)
+    {
+        string input = Path.Combine(_directory, "matmul.onnx"), output = Path.Combine(_directory, "matmul.int8.onnx");
+        Ptq.WriteMatMulModel(input);
+        (int code, string stdout, string stderr) = Ptq.Run(["quantize", input, "-o", output, .. flags]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains(message, stdout, StringComparison.Ordinal);
+        Assert.Contains(OnnxModel.Load(output).Proto.Graph.Node, n => n.OpType == opType);
+
+        float[] x = [.. Enumerable.Range(0, 32).Select(i => (float)Math.Sin(i))];
+        float[] expected = Run(input, x), actual = Run(output, x);
+        double dot = expected.Zip(actual, (a, b) => (double)a * b).Sum();
+        double cosine = dot / Math.Sqrt(expected.Sum(a => (double)a * a) * actual.Sum(b => (double)b * b));
+        Assert.True(cosine > 0.999, $"cosine {cosine}");
+    }
+
+    [Fact]
+    public void CombinationsThatMakeNoSense_AreOneLineErrors()
+    {
+        string model = Path.Combine(_directory, "matmul.onnx"), target = Path.Combine(_directory, "x.onnx");
+        Ptq.WriteMatMulModel(model);
+        AssertError(1, "--format matmulnbits applies to ONNX models with --mode weight-only", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--format", "matmulnbits"));
+        AssertError(1, "--format matmulnbits applies to ONNX models with --mode weight-only", Ptq.Run("quantize", model, "-o", target, "--mode", "static", "--format", "matmulnbits"));
+        AssertError(1, "takes no --calibration-data", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--calibration-data", _directory));
+        AssertError(1, "--mode dynamic rounds weights to nearest", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--gptq"));
+        AssertError(4, "symmetric int8", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--asymmetric"));
+        AssertError(2, "'int4' not recognized", Ptq.Run("quantize", model, "-o", target, "--format", "int4"));
+        Assert.False(File.Exists(target));
+
+        string checkpoint = Path.Combine(_directory, "model.safetensors");
+        Ptq.WriteCheckpoint(checkpoint);
+        AssertError(1, "--format matmulnbits applies to ONNX models", Ptq.Run("quantize", checkpoint, "-o", Path.Combine(_directory, "int8"), "--format", "matmulnbits"));
+
+        (int code, string help, string _) = Ptq.Run("quantize", "--help");
+        Assert.Equal(0, code);
+        Assert.Contains("--format", help, StringComparison.Ordinal);
+        Assert.Contains("dynamic", help, StringComparison.Ordinal);
+    }
+
+    private static float[] Run(string path, float[] x)
+    {
+        using InferenceSession session = new(path);
+        using OrtValue value = OrtValue.CreateTensorValueFromMemory(x, [2, 16]);
+        using RunOptions options = new();
+        using IDisposableReadOnlyCollection<OrtValue> outputs = session.Run(options, ["x"], [value], ["y"]);
+        return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+    }
+
+    private static void AssertError(int expected, string message, (int ExitCode, string Output, string Error) result)
+    {
+        Assert.True(expected == result.ExitCode, result.Error);
+        Assert.StartsWith("error: ", result.Error, StringComparison.Ordinal);
+        Assert.Contains(message, result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", result.Error, StringComparison.Ordinal);
+    }
+}
