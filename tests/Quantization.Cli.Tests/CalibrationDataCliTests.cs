@@ -28,9 +28,57 @@ public sealed class CalibrationDataCliTests : IDisposable
         (int code, string stdout, string stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data);
         Assert.True(code == 0, stderr);
         Assert.Contains("Static W8A8", stdout, StringComparison.Ordinal);
-        using InferenceSession session = new(output);
-        using IDisposableReadOnlyCollection<DisposableNamedOnnxValue> result = session.Run(MiniLM.Feed(tokenizer, sentences[3]));
-        Assert.All(result[0].AsTensor<float>(), v => Assert.True(float.IsFinite(v)));
+        using (InferenceSession session = new(output))
+        {
+            using IDisposableReadOnlyCollection<DisposableNamedOnnxValue> result = session.Run(MiniLM.Feed(tokenizer, sentences[3]));
+            Assert.All(result[0].AsTensor<float>(), v => Assert.True(float.IsFinite(v)));
+        }
+
+        // The transformer recipe: SmoothQuant with a searched alpha and a histogram observer; the summary reports both.
+        (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--smoothquant", "auto", "--observer", "percentile", "--percentile", "99.99");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("SmoothQuant: 12 groups smoothed", stdout, StringComparison.Ordinal);
+        Assert.Contains("Static W8A8: 25 activations", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void StaticRules_KeepFloatAuto_ActivationOps_AndTheirErrors()
+    {
+        string model = Path.Combine(_directory, "matmul.onnx"), output = Path.Combine(_directory, "out.onnx"), data = Path.Combine(_directory, "data");
+        Ptq.WriteMatMulModel(model);
+        Directory.CreateDirectory(data);
+        Random random = new(5);
+        for (int i = 0; i < 4; i++)
+        {
+            NpyWriter.Write(Path.Combine(data, $"{i}.npy"), NumPyArray.Create<float>([.. Enumerable.Range(0, 32).Select(_ => (float)random.NextDouble())], 2, 16));
+        }
+
+        (int code, string stdout, string stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--keep-float", "auto", "--target-cosine", "0.5");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Mixed precision on 4 calibration batches", stdout, StringComparison.Ordinal);
+        Assert.Contains("Kept no layer in float.", stdout, StringComparison.Ordinal);
+        Assert.Contains("Static W8A8: 1 activations", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--keep-float", "matmul");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Static W8A8: 0 activations", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--activation-ops", "Conv,Gemm");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Static W8A8: 0 activations", stdout, StringComparison.Ordinal);
+
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--observer", "mse");
+        Assert.Equal(1, code);
+        Assert.Contains("need --mode static", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--keep-float", "auto", "--keep-float", "matmul");
+        Assert.Equal(1, code);
+        Assert.Contains("either 'auto' or node-name patterns", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--smoothquant", "strong");
+        Assert.Equal(1, code);
+        Assert.Contains("alpha in [0, 1] or 'auto'", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--observer", "percentile", "--percentile", "150");
+        Assert.Equal(1, code);
+        Assert.Contains("ercentile", stderr, StringComparison.Ordinal);
     }
 
     [Fact]
