@@ -37,7 +37,7 @@ internal static class QuantizeCommand
         Option<string[]> activationInclude = new("--activation-include") { Description = "ONNX static only: quantize the activations of only the nodes matching this glob or re:regex; repeatable." };
         Option<string[]> keepFloat = new("--keep-float") { Description = "ONNX static only: 'auto' keeps the fewest layers' activations in float to reach --target-cosine on the calibration data; or node-name globs / re:regex whose activations stay in float (their weights stay int8). Repeatable." };
         Option<double> targetCosine = new("--target-cosine") { Description = "With --keep-float auto: the mean output cosine against the float model to reach on the calibration data.", DefaultValueFactory = _ => 0.999 };
-        Option<string> observer = new("--observer") { Description = "ONNX static only: how each activation's range is chosen: minmax (observed range), percentile (of |x|, see --percentile), entropy (TensorRT's KL search) or mse (least expected squared error).", DefaultValueFactory = _ => "minmax" };
+        Option<string> observer = new("--observer") { Description = "ONNX static only: how each activation's range is chosen: minmax (the observed range, the default), percentile (of |x|, see --percentile), entropy (TensorRT's KL search) or mse (least expected squared error)." };
         observer.AcceptOnlyFromAmong("minmax", "percentile", "entropy", "mse");
         Option<double> percentile = new("--percentile") { Description = "With --observer percentile: the percentile of |x| that bounds the range.", DefaultValueFactory = _ => PercentileObserver.DefaultPercentile };
         Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static only: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer.", Arity = ArgumentArity.ZeroOrOne };
@@ -71,7 +71,7 @@ internal static class QuantizeCommand
                 [.. (parse.GetValue(activationInclude) ?? []).Select(p => new NamePattern(p))],
                 parse.GetValue(keepFloat) ?? [],
                 parse.GetValue(targetCosine),
-                parse.GetResult(observer) is null ? null : Enum.Parse<CalibrationMethod>(parse.GetValue(observer)!, ignoreCase: true),
+                parse.GetValue(observer) is string method ? Enum.Parse<CalibrationMethod>(method, ignoreCase: true) : null,
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5");
             bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);

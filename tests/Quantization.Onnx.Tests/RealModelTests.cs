@@ -76,7 +76,8 @@ public class RealModelTests(ITestOutputHelper output)
         OnnxWeightQuantizer.Quantize(nearest);
         Report("W8A16 rounding to nearest, basic level", Features(nearest.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_BASIC, [0, 1, 2, 3, 4, 5]));
 
-        List<float[]> weightOnlyBasic = [], weightOnlyAll = [], staticAll = [];
+        List<float[]> weightOnlyBasic = [], weightOnlyAll = [], staticAll = [], mixedAll = [];
+        List<string> kept = [];
         long fp32Bytes = new FileInfo(ResNet18.ModelPath).Length;
         foreach ((int[] calibrate, int[] evaluate) in new[] { (folds[0], folds[1]), (folds[1], folds[0]) })
         {
@@ -88,6 +89,12 @@ public class RealModelTests(ITestOutputHelper output)
             OnnxModel fullInt8 = Prepare();
             await OnnxStaticQuantizer.QuantizeAsync(fullInt8, Photos(calibrate));
             staticAll.AddRange(Features(fullInt8.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL, evaluate));
+
+            // Automatic mixed precision: the fewest layers with float activations that reach 0.999 on the calibration photos.
+            OnnxModel mixed = Prepare();
+            OnnxStaticQuantizationResult mixedResult = await OnnxStaticQuantizer.QuantizeAsync(mixed, Photos(calibrate), new OnnxStaticQuantizationOptions { MixedPrecision = new OnnxMixedPrecisionOptions() });
+            kept.Add(string.Join(", ", mixedResult.MixedPrecision!.KeptInFloat));
+            mixedAll.AddRange(Features(mixed.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL, evaluate));
             Assert.True(fullInt8.Proto.CalculateSize() <= 0.27 * fp32Bytes, "static W8A8 file size");
             Assert.True(weightOnly.Proto.CalculateSize() <= 0.27 * fp32Bytes, "weight-only file size");
         }
@@ -97,9 +104,11 @@ public class RealModelTests(ITestOutputHelper output)
         double[] basic = Report("W8A16 bias-corrected, basic level", [.. weightOnlyBasic], held);
         double[] all = Report("W8A16 bias-corrected, default level", [.. weightOnlyAll], held);
         double[] full = Report("W8A8 static, default level", [.. staticAll], held);
+        double[] auto = Report($"W8A8 static, --keep-float auto (kept: {string.Join("; ", kept.Select(k => k.Length == 0 ? "none" : k))}), default level", [.. mixedAll], held);
         Assert.True(basic.Average() >= 0.9995 && basic.Min() >= 0.999, "weight-only at the basic level");
         Assert.True(all.Average() >= 0.9995 && all.Min() >= 0.999, "weight-only at the default level");
         Assert.True(full.Average() >= 0.995, "static W8A8 at the default level");
+        Assert.True(auto.Average() >= 0.998, $"static W8A8 with mixed precision at the default level: {auto.Average()}");
 
         static OnnxModel Prepare()
         {
