@@ -22,28 +22,13 @@ public static class NpyReader
     /// <returns>The array.</returns>
     /// <exception cref="InvalidDataException">The file is not a well-formed <c>.npy</c> file of a supported dtype.</exception>
     /// <exception cref="IOException">The file cannot be read.</exception>
-    public static NpyArray Read(string path)
-    {
-        ArgumentException.ThrowIfNullOrEmpty(path);
-        try
-        {
-            return Parse(File.ReadAllBytes(path));
-        }
-        catch (InvalidDataException e)
-        {
-            throw new InvalidDataException($"'{path}': {e.Message}", e);
-        }
-    }
+    public static NpyArray Read(string path) => ToSingle(ReadArray(path));
 
     /// <summary>Parses the bytes of a <c>.npy</c> file.</summary>
     /// <param name="file">The whole file.</param>
     /// <returns>The array.</returns>
     /// <exception cref="InvalidDataException">The bytes are not a well-formed <c>.npy</c> file of a supported dtype.</exception>
-    public static NpyArray Parse(ReadOnlySpan<byte> file)
-    {
-        NumPyArray array = ParseArray(file);
-        return new NpyArray(array.ToSingleArray(), [.. array.Shape]);
-    }
+    public static NpyArray Parse(ReadOnlySpan<byte> file) => ToSingle(ParseArray(file));
 
     /// <summary>Reads a <c>.npy</c> file keeping its dtype.</summary>
     /// <param name="path">The file's path.</param>
@@ -325,4 +310,6 @@ public static class NpyReader
     private static char Peek(string text, int position) => position < text.Length ? text[position] : '\0';
 
     private static string Quote(string header) => header.Length > 200 ? $"\"{header[..200]}...\"" : $"\"{header}\"";
+
+    private static NpyArray ToSingle(NumPyArray array) => new(array.ToSingleArray(), [.. array.Shape]);
 }

@@ -31,6 +31,28 @@ public static partial class QuantizationPrimitives
         return visitor.Skipped;
     }
 
+    /// <summary>The minimum and maximum of the finite values of a run, and the number of the others (scalar: for runs the kernel flagged).</summary>
+    /// <returns>+infinity and -infinity when no value is finite.</returns>
+    internal static (float Min, float Max, long Skipped) FiniteMinMax(ReadOnlySpan<float> values)
+    {
+        float min = float.PositiveInfinity, max = float.NegativeInfinity;
+        long skipped = 0;
+        foreach (float value in values)
+        {
+            if (float.IsFinite(value))
+            {
+                min = MathF.Min(min, value);
+                max = MathF.Max(max, value);
+            }
+            else
+            {
+                skipped++;
+            }
+        }
+
+        return (min, max, skipped);
+    }
+
     private ref struct RangeVisitor(ReadOnlySpan<float> source, Span<float> mins, Span<float> maxs, NonFinitePolicy policy, string? tensorName, string sourceName) : IRunVisitor
     {
         private readonly ReadOnlySpan<float> _source = source;
@@ -44,19 +66,8 @@ public static partial class QuantizationPrimitives
             ReadOnlySpan<float> run = _source.Slice(start, length);
             if (MinMaxCore(run, out float min, out float max) && HasNonFinite(run, start))
             {
-                (min, max) = (float.PositiveInfinity, float.NegativeInfinity);
-                foreach (float value in run)
-                {
-                    if (float.IsFinite(value))
-                    {
-                        min = MathF.Min(min, value);
-                        max = MathF.Max(max, value);
-                    }
-                    else
-                    {
-                        Skipped++;
-                    }
-                }
+                (min, max, long skipped) = FiniteMinMax(run);
+                Skipped += skipped;
             }
 
             _mins[parameter] = MathF.Min(_mins[parameter], min);

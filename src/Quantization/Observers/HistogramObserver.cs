@@ -133,7 +133,8 @@ public abstract class HistogramObserver : IQuantizationObserver
                 QuantizationPrimitives.ThrowIfNonFinite(values, tensorName, nameof(values));
             }
 
-            (min, max, skipped) = FiniteMinMax(values);
+            (min, max, skipped) = QuantizationPrimitives.FiniteMinMax(values);
+            (min, max) = (min + 0f, max + 0f); // -0 as +0, as the kernel gives it
         }
 
         // Nothing has changed yet: a call that throws above leaves the observer as it was.
@@ -317,27 +318,6 @@ public abstract class HistogramObserver : IQuantizationObserver
 
     /// <summary>The bin that bin <paramref name="bin"/> lands in when the width grows by 2^<paramref name="shift"/>.</summary>
     private static int Shifted(int bin, int shift) => shift >= 31 ? 0 : bin >> shift;
-
-    /// <summary>Finite min and max of a run and the number of non-finite values (scalar; the run was flagged).</summary>
-    private static (float Min, float Max, long Skipped) FiniteMinMax(ReadOnlySpan<float> values)
-    {
-        float min = float.PositiveInfinity, max = float.NegativeInfinity;
-        long skipped = 0;
-        foreach (float value in values)
-        {
-            if (float.IsFinite(value))
-            {
-                min = MathF.Min(min, value);
-                max = MathF.Max(max, value);
-            }
-            else
-            {
-                skipped++;
-            }
-        }
-
-        return (min + 0f, max + 0f, skipped);
-    }
 
     /// <summary>Raises amax to <paramref name="maxMagnitude"/> if larger, widening the bins (and moving the counts) when it no longer fits.</summary>
     private void Widen(float maxMagnitude)
