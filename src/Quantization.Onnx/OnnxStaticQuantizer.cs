@@ -30,9 +30,10 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
     public ISet<string> ActivationOpTypes { get; } = new HashSet<string>(StringComparer.Ordinal) { "Conv", "ConvTranspose", "MatMul", "Gemm" };
 
     /// <summary>
-    /// Gets the operator types whose inputs are quantized only on an integer path: where the node's output reaches,
-    /// through data-movement operators (Relu, Clip, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity) or other
-    /// such nodes, an input quantized by <see cref="ActivationOpTypes"/>. Add, MaxPool, AveragePool and GlobalAveragePool
+    /// Gets the operator types whose inputs are quantized only on an integer path: where each of the node's activation
+    /// inputs comes from an operator of <see cref="ActivationOpTypes"/>, from an input it quantizes or from another such
+    /// node, and its output reaches an input quantized by <see cref="ActivationOpTypes"/>, each through data-movement
+    /// operators (Relu, Clip, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Identity) or other such nodes. Add, MaxPool, AveragePool and GlobalAveragePool
     /// by default, which ONNX Runtime's CPU provider runs as QLinearAdd and integer pools: a convolutional network's
     /// residual Add (Add, Relu, Conv) is quantized, a transformer's residual stream (Add, then a layer normalization) is
     /// not. A type also in <see cref="ActivationOpTypes"/> is quantized everywhere.
