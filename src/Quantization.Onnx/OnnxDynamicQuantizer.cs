@@ -7,7 +7,8 @@ using Quantization.Onnx.Protos;
 namespace Quantization.Onnx;
 
 /// <summary>
-/// Dynamic quantization (W8A8 with run-time activation scales) of an ONNX model, with no calibration data: the constant
+/// Dynamic quantization (W8A8 with run-time activation scales) of an ONNX model, with no calibration data (except to
+/// smooth the model first, see <see cref="OnnxDynamicQuantizationOptions.SmoothQuant"/>): the constant
 /// 2-D weights of MatMul and Gemm nodes become symmetric int8 per output channel, and their inputs are quantized on
 /// every run, in the operator pattern that ONNX Runtime's CPU provider fuses into its integer kernels.
 /// </summary>
