@@ -48,7 +48,8 @@ public sealed class OnnxSmoothQuantOptions
     /// Gets or sets a value indicating whether groups whose producer cannot take 1/s exactly (a Gelu, a Reshape, a graph
     /// input; see <see cref="OnnxScaleProducerKind.ExplicitScale"/>) are smoothed too, by a new Mul of their input by
     /// the constant 1/s that feeds only the group's layers: one more elementwise operator per such group, which keeps
-    /// the float model's outputs. Off unless set: such groups are then skipped with the reason.
+    /// the float model's outputs. Off unless set: such groups are then skipped with the reason. <see cref="OtherConsumers"/>
+    /// still applies first: with <see cref="OnnxOtherConsumerPolicy.Skip"/>, a group whose input is read elsewhere is skipped.
     /// </summary>
     public bool ExplicitScales { get; set; }
 
