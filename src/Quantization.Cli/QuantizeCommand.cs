@@ -17,7 +17,7 @@ internal static class QuantizeCommand
     {
         Argument<string> input = new("input") { Description = "An .onnx model, or a .safetensors file, index .json or checkpoint directory." };
         Option<string> output = new("--output", "-o") { Description = "The quantized .onnx file, or the directory of the quantized checkpoint.", Required = true };
-        Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16), static (W8A8, needs --calibration-data) or dynamic (W8A8, MatMul and Gemm, activations quantized at run time; no calibration data).", DefaultValueFactory = _ => "weight-only" };
+        Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16), static (W8A8, needs --calibration-data) or dynamic (W8A8, MatMul and Gemm, activations quantized at run time; calibration data only with --smoothquant).", DefaultValueFactory = _ => "weight-only" };
         mode.AcceptOnlyFromAmong("weight-only", "static", "dynamic");
         Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear) or matmulnbits (ONNX Runtime's MatMulNBits, 8-bit blocks of 32 along K, activations quantized per block at run time: accuracy_level 4).", DefaultValueFactory = _ => "qdq" };
         format.AcceptOnlyFromAmong("qdq", "matmulnbits");
@@ -29,7 +29,7 @@ internal static class QuantizeCommand
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
         Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or nodes (ONNX) matching this glob, or re:regex; repeatable." };
         Option<string[]> exclude = new("--exclude") { Description = "Keep tensors or nodes matching this glob or re:regex in float; repeatable. Safetensors always keeps *embed*, *norm* and *lm_head* too." };
-        Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of input batches for static ranges and bias correction: one .npz file per batch (numpy.savez) with one array named after each model input (int64, int32, float32, float16, bool...; e.g. input_ids, attention_mask, token_type_ids), or one .npy file per batch for a model with a single input." };
+        Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of input batches for static ranges, bias correction and SmoothQuant: one .npz file per batch (numpy.savez) with one array named after each model input (int64, int32, float32, float16, bool...; e.g. input_ids, attention_mask, token_type_ids), or one .npy file per batch for a model with a single input." };
         Option<bool> gptq = new("--gptq") { Description = "ONNX weight-only with calibration data: round MatMul and Gemm weights with GPTQ." };
         Option<bool> stats = new("--stats") { Description = "Print time, throughput and peak memory." };
         Option<string[]> weightOps = new("--weight-ops") { Description = "ONNX only: operator types whose weights are quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default.", AllowMultipleArgumentsPerToken = true };
@@ -40,10 +40,11 @@ internal static class QuantizeCommand
         Option<string> observer = new("--observer") { Description = "ONNX static only: how each activation's range is chosen: minmax (the observed range, the default), percentile (of |x|, see --percentile), entropy (TensorRT's KL search) or mse (least expected squared error)." };
         observer.AcceptOnlyFromAmong("minmax", "percentile", "entropy", "mse");
         Option<double> percentile = new("--percentile") { Description = "With --observer percentile: the percentile of |x| that bounds the range.", DefaultValueFactory = _ => PercentileObserver.DefaultPercentile };
-        Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static only: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer.", Arity = ArgumentArity.ZeroOrOne };
+        Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static, or dynamic with --calibration-data: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer (for dynamic, measuring the error as run-time quantization rounds).", Arity = ArgumentArity.ZeroOrOne };
+        Option<bool> explicitScales = new("--explicit-scales") { Description = "With --smoothquant: also smooth MatMul/Gemm layers whose input no normalization or linear layer can absorb 1/s into (after Gelu, Reshape or a graph input), by inserting a Mul by 1/s before them. Pair it with 'auto' or a high ALPHA such as 0.8: at 0.5, the layers after Gelu can lose more in their weights than they gain." };
         Command command = new("quantize", "Quantize a model or checkpoint to int8.")
         {
-            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant,
+            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
@@ -73,7 +74,8 @@ internal static class QuantizeCommand
                 parse.GetValue(targetCosine),
                 parse.GetValue(observer) is string method ? Enum.Parse<CalibrationMethod>(method, ignoreCase: true) : null,
                 parse.GetValue(percentile),
-                parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5");
+                parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
+                parse.GetValue(explicitScales));
             bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
             bool matMulNBits = parse.GetValue(format) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
@@ -99,14 +101,21 @@ internal static class QuantizeCommand
 
     private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, bool matMulNBits, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
     {
-        if (mode != "static" && rules.UsesActivations)
+        if (mode != "static" && rules.UsesStaticActivations)
         {
-            throw new ArgumentException("--activation-ops, --activation-include, --keep-float, --observer and --smoothquant choose how activations are quantized from calibration data: they need --mode static.");
+            throw new ArgumentException("--activation-ops, --activation-include, --keep-float and --observer choose how activations are quantized from calibration data: they need --mode static.");
         }
 
-        if (mode == "dynamic" && calibrationDirectory is not null)
+        if (rules.SmoothQuant is null ? rules.ExplicitScales : mode == "weight-only")
         {
-            throw new ArgumentException("--mode dynamic quantizes activations at run time and takes no --calibration-data.");
+            throw new ArgumentException(rules.SmoothQuant is null ? "--explicit-scales applies to --smoothquant." : "--smoothquant applies to --mode static, or --mode dynamic with --calibration-data.");
+        }
+
+        if (mode == "dynamic" && (calibrationDirectory is null) != (rules.SmoothQuant is null))
+        {
+            throw new ArgumentException(calibrationDirectory is null
+                ? "--mode dynamic with --smoothquant needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model)."
+                : "--mode dynamic quantizes activations at run time and takes no --calibration-data, except for --smoothquant.");
         }
 
         if (mode == "dynamic" && gptq)
@@ -166,9 +175,15 @@ internal static class QuantizeCommand
         }
         else if (options is OnnxDynamicQuantizationOptions dynamicOptions)
         {
-            OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model, dynamicOptions);
+            OnnxDynamicQuantizationResult result = feeds is null
+                ? OnnxDynamicQuantizer.Quantize(model, dynamicOptions)
+                : await OnnxDynamicQuantizer.QuantizeAsync(model, feeds, dynamicOptions, cancellationToken: cancellationToken).ConfigureAwait(false);
             weights = result.Weights;
             Console.WriteLine($"Dynamic W8A8: {result.Weights.Count} weights, {result.Activations.Count} activations quantized at run time.");
+            if (result.SmoothQuant is OnnxSmoothQuantResult smoothed)
+            {
+                WriteSmoothQuant(smoothed);
+            }
         }
         else
         {
@@ -271,15 +286,21 @@ internal static class QuantizeCommand
     }
 
     /// <summary>The ONNX rules of the command line beyond the scheme: operator types and activation choices.</summary>
-    private sealed record OnnxRules(string[]? WeightOps, string[]? ActivationOps, NamePattern[] ActivationIncludes, string[] KeepFloat, double TargetCosine, CalibrationMethod? Observer, double Percentile, string? SmoothQuant)
+    private sealed record OnnxRules(string[]? WeightOps, string[]? ActivationOps, NamePattern[] ActivationIncludes, string[] KeepFloat, double TargetCosine, CalibrationMethod? Observer, double Percentile, string? SmoothQuant, bool ExplicitScales)
     {
-        public bool UsesActivations => ActivationOps is not null || ActivationIncludes.Length > 0 || KeepFloat.Length > 0 || Observer is not null || SmoothQuant is not null;
+        /// <summary>Gets a value indicating whether a rule only static quantization has is given (SmoothQuant is not one: dynamic mode smooths too).</summary>
+        public bool UsesStaticActivations => ActivationOps is not null || ActivationIncludes.Length > 0 || KeepFloat.Length > 0 || Observer is not null;
 
         public void ApplyTo(OnnxWeightQuantizationOptions options)
         {
             if (WeightOps is not null)
             {
                 Replace(options.OpTypes, WeightOps);
+            }
+
+            if (options is OnnxDynamicQuantizationOptions dynamic)
+            {
+                dynamic.SmoothQuant = SmoothQuantOptions();
             }
 
             if (options is not OnnxStaticQuantizationOptions activations)
@@ -303,12 +324,7 @@ internal static class QuantizeCommand
                 activations.CreateObserver = scheme => method.CreateObserver(scheme, Percentile);
             }
 
-            if (SmoothQuant is not null)
-            {
-                activations.SmoothQuant = SmoothQuant == "auto"
-                    ? new OnnxSmoothQuantOptions { SearchAlpha = true }
-                    : new OnnxSmoothQuantOptions { Alpha = double.TryParse(SmoothQuant, NumberStyles.Float, CultureInfo.InvariantCulture, out double alpha) ? alpha : throw new ArgumentException($"--smoothquant takes an alpha in [0, 1] or 'auto', not '{SmoothQuant}'.") };
-            }
+            activations.SmoothQuant = SmoothQuantOptions();
 
             if (KeepFloat is ["auto"])
             {
@@ -326,6 +342,18 @@ internal static class QuantizeCommand
                 activations.ActivationExcludeNodes.Add(new NamePattern(pattern));
             }
         }
+
+        /// <summary>SmoothQuant's options from --smoothquant and --explicit-scales, or <see langword="null"/> without --smoothquant.</summary>
+        private OnnxSmoothQuantOptions? SmoothQuantOptions() => SmoothQuant switch
+        {
+            null => null,
+            "auto" => new OnnxSmoothQuantOptions { SearchAlpha = true, ExplicitScales = ExplicitScales },
+            _ => new OnnxSmoothQuantOptions
+            {
+                Alpha = double.TryParse(SmoothQuant, NumberStyles.Float, CultureInfo.InvariantCulture, out double alpha) ? alpha : throw new ArgumentException($"--smoothquant takes an alpha in [0, 1] or 'auto', not '{SmoothQuant}'."),
+                ExplicitScales = ExplicitScales,
+            },
+        };
 
         private static void Replace(ISet<string> set, string[] values)
         {

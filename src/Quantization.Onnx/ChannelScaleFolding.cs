@@ -19,7 +19,9 @@ namespace Quantization.Onnx;
 /// Nothing that mixes channels or is nonlinear (Gelu, Softmax, Reshape, Transpose, attention) takes it: the group is
 /// then skipped with the reason. The nodes between a producer's changed constant and X (the Mul before a β Add, the
 /// MatMul before a bias Add) must have no other reader, or those readers would see the change: the group is then
-/// skipped too.
+/// skipped too, unless explicit scales are asked for: then every group whose producer cannot take 1/s (including a
+/// graph input) gets a new Mul of X by the constant 1/s that feeds only the group's layers
+/// (<see cref="OnnxScaleProducerKind.ExplicitScale"/>), and the layers' weights take s as above.
 /// </para>
 /// <para>
 /// Changed constants are copies per node input (a constant shared with other nodes is never changed for them), and
@@ -38,8 +40,9 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
     /// <param name="editor">The editor whose graph is searched (and later changed).</param>
     /// <param name="selects">Whether a consumer may be scaled (the name patterns); a group with one that may not is skipped.</param>
     /// <param name="others">What to do when X has readers outside the group.</param>
+    /// <param name="explicitScales">Whether a group whose producer cannot take 1/s gets an explicit Mul by 1/s instead of being skipped.</param>
     /// <returns>The groups in graph order of their first consumer, and the skipped ones.</returns>
-    public static (List<ChannelScaleGroup> Groups, List<OnnxSkippedScaleGroup> Skipped) Find(OnnxGraphEditor editor, Func<NodeProto, bool> selects, OnnxOtherConsumerPolicy others)
+    public static (List<ChannelScaleGroup> Groups, List<OnnxSkippedScaleGroup> Skipped) Find(OnnxGraphEditor editor, Func<NodeProto, bool> selects, OnnxOtherConsumerPolicy others, bool explicitScales = false)
     {
         Finder finder = new(editor);
         List<ChannelScaleGroup> groups = [];
@@ -50,7 +53,7 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             .Distinct(StringComparer.Ordinal);
         foreach (string input in inputs)
         {
-            (ChannelScaleGroup? group, OnnxSkippedScaleGroup? skip) = finder.Group(input, selects, others);
+            (ChannelScaleGroup? group, OnnxSkippedScaleGroup? skip) = finder.Group(input, selects, others, explicitScales);
             if (group is not null)
             {
                 groups.Add(group);
@@ -68,10 +71,14 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
     public float[] Values(NodeProto node, int input) =>
         _edits.TryGetValue((node, input), out (float[] Values, long[] Dims) edit) ? edit.Values : editor.ReadConstant(node.Input[input]);
 
-    /// <summary>Queues the scaling of one group: its producer's constants divided by s, its consumers' weight rows multiplied by s, and, where X has other readers, the Mul by s that restores X for them.</summary>
+    /// <summary>
+    /// Queues the scaling of one group: its producer's constants divided by s (or, with an explicit scale, a new Mul of
+    /// X by 1/s that the consumers read instead of X), its consumers' weight rows multiplied by s, and, where X has
+    /// other readers, the Mul by s that restores X for them.
+    /// </summary>
     /// <param name="group">The group, from <see cref="Find"/> on the same editor.</param>
     /// <param name="scales">s: one positive, finite factor per channel.</param>
-    /// <returns>The name of the Mul that restores X for its other readers, or <see langword="null"/> when there is none.</returns>
+    /// <returns>The name of the node inserted: the explicit Mul by 1/s, or the Mul that restores X for its other readers; <see langword="null"/> when there is none.</returns>
     /// <exception cref="ArgumentException">The scales are not one positive, finite value per channel.</exception>
     public string? Fold(ChannelScaleGroup group, ReadOnlySpan<float> scales)
     {
@@ -98,7 +105,9 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             Scale(ChannelScaleGroup.WeightOf(consumer), scales, divide: false);
         }
 
-        return group.NeedsRestore ? Restore(group, scales) : null;
+        return group.Kind == OnnxScaleProducerKind.ExplicitScale ? Explicit(group, scales)
+            : group.NeedsRestore ? Restore(group, scales)
+            : null;
     }
 
     /// <summary>Writes every changed constant as a new initializer, points its node input at it, and commits the editor.</summary>
@@ -148,8 +157,8 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
     /// <summary>The producer writes X / s under a new name that the consumers read; a Mul by s writes X under its own name for the other readers.</summary>
     private string Restore(ChannelScaleGroup group, ReadOnlySpan<float> scales)
     {
-        string scaled = editor.UniqueName(group.Input + "_scaled");
-        NodeProto producer = group.Producer;
+        string scaled = RedirectConsumers(group, "_scaled");
+        NodeProto producer = group.Producer!;
         for (int o = 0; o < producer.Output.Count; o++)
         {
             if (producer.Output[o] == group.Input)
@@ -158,6 +167,33 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             }
         }
 
+        string factor = editor.AddInitializer(group.Input + "_restore_scale", TensorProto.Types.DataType.Float, [scales.Length], MemoryMarshal.AsBytes(scales));
+        NodeProto restore = new() { Name = editor.UniqueName(group.Input + "_restore"), OpType = "Mul", Input = { scaled, factor }, Output = { group.Input } };
+        editor.InsertAfter(producer, restore);
+        return restore.Name;
+    }
+
+    /// <summary>A new Mul writes X · (1/s) under a new name, right before the group's first layer in graph order; the layers read it instead of X.</summary>
+    private string Explicit(ChannelScaleGroup group, ReadOnlySpan<float> scales)
+    {
+        NodeProto first = group.Consumers.MinBy(editor.Graph.Node.IndexOf)!;
+        string scaled = RedirectConsumers(group, "_smoothed");
+        float[] inverse = new float[scales.Length];
+        for (int j = 0; j < inverse.Length; j++)
+        {
+            inverse[j] = (float)(1.0 / scales[j]);
+        }
+
+        string factor = editor.AddInitializer(group.Input + "_smooth_scale", TensorProto.Types.DataType.Float, [inverse.Length], MemoryMarshal.AsBytes<float>(inverse));
+        NodeProto smooth = new() { Name = editor.UniqueName(group.Input + "_smooth"), OpType = "Mul", Input = { group.Input, factor }, Output = { scaled } };
+        editor.InsertBefore(first, smooth);
+        return smooth.Name;
+    }
+
+    /// <summary>Makes a new value name from X's and points every input of the group's layers that reads X at it.</summary>
+    private string RedirectConsumers(ChannelScaleGroup group, string suffix)
+    {
+        string scaled = editor.UniqueName(group.Input + suffix);
         foreach (NodeProto consumer in group.Consumers)
         {
             for (int i = 0; i < consumer.Input.Count; i++)
@@ -169,10 +205,7 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             }
         }
 
-        string factor = editor.AddInitializer(group.Input + "_restore_scale", TensorProto.Types.DataType.Float, [scales.Length], MemoryMarshal.AsBytes(scales));
-        NodeProto restore = new() { Name = editor.UniqueName(group.Input + "_restore"), OpType = "Mul", Input = { scaled, factor }, Output = { group.Input } };
-        editor.InsertAfter(producer, restore);
-        return restore.Name;
+        return scaled;
     }
 
     /// <summary>Compares node inputs by node identity (protobuf messages compare by value).</summary>
@@ -216,7 +249,7 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             _outputs = new HashSet<string>(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
         }
 
-        public (ChannelScaleGroup? Group, OnnxSkippedScaleGroup? Skipped) Group(string input, Func<NodeProto, bool> selects, OnnxOtherConsumerPolicy policy)
+        public (ChannelScaleGroup? Group, OnnxSkippedScaleGroup? Skipped) Group(string input, Func<NodeProto, bool> selects, OnnxOtherConsumerPolicy policy, bool explicitScales)
         {
             List<NodeProto> readers = _readers[input];
             NodeProto[] consumers = [.. readers.Where(n => IsLinear(n) && _topLevel.Contains(n))];
@@ -249,6 +282,10 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
             if (reason is null)
             {
                 (found, reason) = Resolve(input, producer, channels);
+                if (reason is not null && explicitScales)
+                {
+                    (found, reason) = (new Producer(OnnxScaleProducerKind.ExplicitScale, [], []), null);
+                }
             }
 
             if (reason is not null)
@@ -256,7 +293,7 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
                 return (null, new OnnxSkippedScaleGroup(input, producer?.Name, [.. consumers.Select(n => n.Name)], reason));
             }
 
-            return (new ChannelScaleGroup(input, channels, found!.Kind, producer!, found.Nodes, found.Constants, consumers, others, isOutput), null);
+            return (new ChannelScaleGroup(input, channels, found!.Kind, producer, found.Nodes, found.Constants, consumers, others, isOutput), null);
         }
 
         /// <summary>The input channels of a consumer's weight, or why the consumer cannot take s.</summary>

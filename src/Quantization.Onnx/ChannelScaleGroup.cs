@@ -8,9 +8,9 @@ namespace Quantization.Onnx;
 /// </summary>
 /// <param name="Input">X.</param>
 /// <param name="Channels">The size of X's last axis (the layers' input features).</param>
-/// <param name="Kind">What produces X.</param>
-/// <param name="Producer">The node that writes X.</param>
-/// <param name="ProducerNodes">Every node whose constants change, in graph order, ending with <paramref name="Producer"/>.</param>
+/// <param name="Kind">What produces X (<see cref="OnnxScaleProducerKind.ExplicitScale"/>: nothing before X takes 1/s, a new Mul does).</param>
+/// <param name="Producer">The node that writes X, or <see langword="null"/> for a graph input (only with an explicit scale).</param>
+/// <param name="ProducerNodes">Every node whose constants change, in graph order, ending with <paramref name="Producer"/>; empty with an explicit scale.</param>
 /// <param name="ProducerConstants">The producer's constants that are divided by s.</param>
 /// <param name="Consumers">The layers, whose weights' input rows are multiplied by s.</param>
 /// <param name="Others">The other nodes that read X.</param>
@@ -19,15 +19,15 @@ internal sealed record ChannelScaleGroup(
     string Input,
     int Channels,
     OnnxScaleProducerKind Kind,
-    NodeProto Producer,
+    NodeProto? Producer,
     IReadOnlyList<NodeProto> ProducerNodes,
     IReadOnlyList<ChannelScaleGroup.Constant> ProducerConstants,
     IReadOnlyList<NodeProto> Consumers,
     IReadOnlyList<NodeProto> Others,
     bool IsGraphOutput)
 {
-    /// <summary>Gets a value indicating whether X must be restored for other readers (see <see cref="OnnxOtherConsumerPolicy.Compensate"/>).</summary>
-    public bool NeedsRestore => Others.Count > 0 || IsGraphOutput;
+    /// <summary>Gets a value indicating whether X must be restored for other readers (see <see cref="OnnxOtherConsumerPolicy.Compensate"/>); never with an explicit scale, which feeds only the group's layers.</summary>
+    public bool NeedsRestore => Kind != OnnxScaleProducerKind.ExplicitScale && (Others.Count > 0 || IsGraphOutput);
 
     /// <summary>The constant weight of a consumer: its input rows (MatMul and Gemm [K, N]: axis 0; Gemm with transB [N, K]: axis 1).</summary>
     public static Constant WeightOf(NodeProto consumer) => new(consumer, 1, ChannelsLast: consumer.GemmTransB());

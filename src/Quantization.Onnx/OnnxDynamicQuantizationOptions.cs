@@ -6,9 +6,9 @@ namespace Quantization.Onnx;
 /// <see cref="OnnxWeightQuantizationOptions.IncludeNodes"/>, <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>)
 /// and its weight schemes (<see cref="OnnxWeightQuantizationOptions.Scheme"/>,
 /// <see cref="OnnxWeightQuantizationOptions.NodeSchemes"/>), which must be symmetric int8, per channel (the default) or
-/// per tensor. Dynamic quantization needs no calibration data, so bias correction, GPTQ and MatMulNBits do not apply:
-/// <see cref="OnnxWeightQuantizationOptions.Gptq"/> and <see cref="OnnxWeightQuantizationOptions.MatMulNBits"/> must
-/// stay <see langword="null"/>.
+/// per tensor. Dynamic quantization needs no calibration data (except for <see cref="SmoothQuant"/>), so bias
+/// correction, GPTQ and MatMulNBits do not apply: <see cref="OnnxWeightQuantizationOptions.Gptq"/> and
+/// <see cref="OnnxWeightQuantizationOptions.MatMulNBits"/> must stay <see langword="null"/>.
 /// </summary>
 public sealed class OnnxDynamicQuantizationOptions : OnnxWeightQuantizationOptions
 {
@@ -21,6 +21,16 @@ public sealed class OnnxDynamicQuantizationOptions : OnnxWeightQuantizationOptio
         OpTypes.Remove("Conv");
         OpTypes.Remove("ConvTranspose");
     }
+
+    /// <summary>
+    /// Gets or sets SmoothQuant's settings: when set, <see cref="OnnxDynamicQuantizer.QuantizeAsync"/> first smooths the
+    /// model (<see cref="OnnxSmoothQuant"/>) on the calibration data, moving outlier channels of the MatMul/Gemm inputs
+    /// into the weights, and its α search (if on) measures activations as dynamic quantization rounds them
+    /// (<see cref="OnnxSmoothQuantOptions.DynamicActivations"/>). With <see cref="OnnxSmoothQuantOptions.ExplicitScales"/>,
+    /// the layers after nonlinear operators (an FFN's second MatMul after Gelu, attention's output projection) are smoothed
+    /// too. <see langword="null"/> (no smoothing) unless set; <see cref="OnnxDynamicQuantizer.Quantize"/> refuses it.
+    /// </summary>
+    public OnnxSmoothQuantOptions? SmoothQuant { get; set; }
 
     /// <inheritdoc/>
     /// <exception cref="ArgumentException"><see cref="OnnxWeightQuantizationOptions.OpTypes"/> holds an operator other than MatMul and Gemm.</exception>

@@ -1,11 +1,14 @@
 using System.Runtime.InteropServices;
 
+using Microsoft.ML.OnnxRuntime;
+
 using Quantization.Onnx.Protos;
 
 namespace Quantization.Onnx;
 
 /// <summary>
-/// Dynamic quantization (W8A8 with run-time activation scales) of an ONNX model, with no calibration data: the constant
+/// Dynamic quantization (W8A8 with run-time activation scales) of an ONNX model, with no calibration data (except to
+/// smooth the model first, see <see cref="OnnxDynamicQuantizationOptions.SmoothQuant"/>): the constant
 /// 2-D weights of MatMul and Gemm nodes become symmetric int8 per output channel, and their inputs are quantized on
 /// every run, in the operator pattern that ONNX Runtime's CPU provider fuses into its integer kernels.
 /// </summary>
@@ -37,6 +40,12 @@ namespace Quantization.Onnx;
 /// 7-bit weight costs accuracy everywhere else. On an AVX2-only CPU, check the model's accuracy there, or exclude the
 /// layers whose inputs are large and one-signed (such as the second FFN MatMul after GELU).
 /// </para>
+/// <para>
+/// One scale per activation tensor lets a few outlier channels (in transformers, often those of one token) set the range
+/// that every other channel is rounded on. <see cref="QuantizeAsync"/> with <see cref="OnnxDynamicQuantizationOptions.SmoothQuant"/>
+/// first smooths the model on calibration data (<see cref="OnnxSmoothQuant"/>, as llm-compressor's W8A8-dynamic recipes
+/// do), moving those channels' magnitude into the weights, whose scales are per channel.
+/// </para>
 /// </remarks>
 public static class OnnxDynamicQuantizer
 {
@@ -49,17 +58,81 @@ public static class OnnxDynamicQuantizer
     /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is not symmetric int8 per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <exception cref="NonFiniteValueException">A weight holds NaN or an infinity; the model is then unchanged.</exception>
+    /// <exception cref="NotSupportedException">Also when <see cref="OnnxDynamicQuantizationOptions.SmoothQuant"/> is set: smoothing needs calibration data, so use <see cref="QuantizeAsync"/>.</exception>
     public static OnnxDynamicQuantizationResult Quantize(OnnxModel model, OnnxDynamicQuantizationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         options ??= new OnnxDynamicQuantizationOptions();
+        Validate(model, options);
+        if (options.SmoothQuant is not null)
+        {
+            throw new NotSupportedException("SmoothQuant measures the model on calibration data; quantize with QuantizeAsync and calibration data, or set SmoothQuant to null.");
+        }
+
+        return QuantizeValidated(model, options);
+    }
+
+    /// <summary>
+    /// Smooths the model on calibration data when <see cref="OnnxDynamicQuantizationOptions.SmoothQuant"/> is set (the α
+    /// search, if on, measuring activations as dynamic quantization rounds them: see
+    /// <see cref="OnnxSmoothQuantOptions.DynamicActivations"/>), then quantizes it in place as <see cref="Quantize"/> does.
+    /// Without SmoothQuant, the calibration data is not read.
+    /// </summary>
+    /// <param name="model">The float model; it must import opset 11 or later (DynamicQuantizeLinear).</param>
+    /// <param name="calibrationData">Feeds for the model's inputs, one collection per run, for SmoothQuant.</param>
+    /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
+    /// <param name="progress">Receives a report after each calibration run.</param>
+    /// <param name="cancellationToken">Cancels calibration and the α search; the model is then unchanged.</param>
+    /// <returns>The weights quantized, the activations quantized at run time and what smoothing changed.</returns>
+    /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="calibrationData"/> is <see langword="null"/>.</exception>
+    /// <exception cref="ArgumentException">The options name an operator other than MatMul and Gemm, or SmoothQuant's options are inconsistent.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A SmoothQuant option is out of range.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is not symmetric int8 per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
+    /// <exception cref="InvalidOperationException">SmoothQuant has groups to smooth but the calibration data produced no runs.</exception>
+    /// <exception cref="InvalidDataException">A constant's stored data does not match its shape; the model is then unchanged.</exception>
+    /// <exception cref="NonFiniteValueException">A weight, or a smoothed layer's input on the calibration data, holds NaN or an infinity; the model is then unchanged.</exception>
+    /// <exception cref="OnnxRuntimeException">ONNX Runtime fails on the model or a feed; the model is then unchanged.</exception>
+    /// <exception cref="OperationCanceledException">The token was cancelled; the model is unchanged.</exception>
+    public static async Task<OnnxDynamicQuantizationResult> QuantizeAsync(
+        OnnxModel model,
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
+        OnnxDynamicQuantizationOptions? options = null,
+        IProgress<CalibrationProgress>? progress = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(calibrationData);
+        options ??= new OnnxDynamicQuantizationOptions();
+        Validate(model, options);
+        if (options.SmoothQuant is not OnnxSmoothQuantOptions smoothQuant)
+        {
+            return QuantizeValidated(model, options);
+        }
+
+        smoothQuant.Validate();
+
+        // Smoothing and quantization work on a copy, so that a failure or cancellation in either leaves the model as it was.
+        OnnxModel working = model.Clone();
+        OnnxSmoothQuantResult smoothed = await OnnxSmoothQuant.SmoothAsync(working, calibrationData, smoothQuant, dynamicActivations: true, progress, cancellationToken).ConfigureAwait(false);
+        cancellationToken.ThrowIfCancellationRequested();
+        OnnxDynamicQuantizationResult result = QuantizeValidated(working, options);
+        model.Proto.Graph = working.Proto.Graph;
+        return result with { SmoothQuant = smoothed };
+    }
+
+    private static void Validate(OnnxModel model, OnnxDynamicQuantizationOptions options)
+    {
         options.Validate();
         if (model.Opset < 11)
         {
             throw new NotSupportedException(FormattableString.Invariant(
                 $"The model imports opset {model.Opset}; DynamicQuantizeLinear needs opset 11 or later. Upgrade it first with {nameof(OnnxOpsetUpgrader)}.{nameof(OnnxOpsetUpgrader.Upgrade)}(model)."));
         }
+    }
 
+    /// <summary>Quantizes the model in place with checked options, ignoring SmoothQuant.</summary>
+    private static OnnxDynamicQuantizationResult QuantizeValidated(OnnxModel model, OnnxDynamicQuantizationOptions options)
+    {
         OnnxGraphEditor editor = new(model);
         List<OnnxWeightReport> weights = [];
         List<string> activations = [];

@@ -27,4 +27,11 @@ public enum OnnxScaleProducerKind
 
     /// <summary>A MatMul or Gemm with a constant weight, optionally followed by an Add of a constant bias: 1/s goes into the weight's output columns and the bias.</summary>
     Linear,
+
+    /// <summary>
+    /// No producer takes 1/s (it is nonlinear or moves channels, such as a Gelu or a Reshape, or X is a graph input):
+    /// a new Mul by the constant 1/s (per channel of the last axis) is inserted after X and feeds only the group's
+    /// layers, whose weights take s; X's other readers still see X. Only with <see cref="OnnxSmoothQuantOptions.ExplicitScales"/>.
+    /// </summary>
+    ExplicitScale,
 }

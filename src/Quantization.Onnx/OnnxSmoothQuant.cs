@@ -14,7 +14,8 @@ namespace Quantization.Onnx;
 /// of those layers (Q, K and V share one). Over the calibration data, a_j = max |X_j| per channel j of X's last axis (every
 /// token); w_j = max over the group's weights of |W[j, :]| (the input row j). Then s_j = max(a_j^α / w_j^(1−α), 1e-5),
 /// and s_j = 1 where a_j = 0 or w_j = 0. X's producer takes 1/s and the weights' input rows take s, as
-/// <see cref="OnnxScaleProducerKind"/> lists; groups whose producer cannot take it exactly are skipped with the reason.
+/// <see cref="OnnxScaleProducerKind"/> lists; groups whose producer cannot take it exactly are skipped with the reason,
+/// or, with <see cref="OnnxSmoothQuantOptions.ExplicitScales"/>, get a new Mul of X by 1/s that feeds only their layers.
 /// Scales are computed from the model as it is, and all groups are folded together at the end.
 /// </para>
 /// <para>
@@ -22,7 +23,9 @@ namespace Quantization.Onnx;
 /// E(α) = mean over sampled tokens r, layers and output channels n of (Q_x(x_r / s)·Q_w(diag(s)·W)[:, n] − x_r·W[:, n])²,
 /// where Q_x quantizes per tensor with the activation scheme over the calibrated range of X / s (min_j min X_j / s_j to
 /// max_j max X_j / s_j, what a MinMax calibration of the smoothed model sees) and Q_w is symmetric int8 per output channel
-/// (the static quantizer's default); ties go to the smaller α. The tokens are a uniform sample of all calibration tokens
+/// (the static quantizer's default); ties go to the smaller α. With <see cref="OnnxSmoothQuantOptions.DynamicActivations"/>
+/// (and always under <see cref="OnnxDynamicQuantizer.QuantizeAsync"/>), Q_x instead quantizes the sampled rows per tensor
+/// over their own range (min and max of all sampled x_r / s), as dynamic quantization does with each tensor at run time. The tokens are a uniform sample of all calibration tokens
 /// (reservoir sampling with a fixed seed), at most <see cref="OnnxSmoothQuantOptions.SearchRows"/> per group.
 /// </para>
 /// <para>Calibration memory is flat in the number of batches: a per-channel minimum and maximum per group, and the sample.</para>
@@ -47,7 +50,7 @@ public static class OnnxSmoothQuant
     /// <exception cref="NonFiniteValueException">A group's input holds NaN or an infinity on the calibration data.</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails on the model or a feed.</exception>
     /// <exception cref="OperationCanceledException">The token was cancelled; the model is unchanged.</exception>
-    public static async Task<OnnxSmoothQuantResult> SmoothAsync(
+    public static Task<OnnxSmoothQuantResult> SmoothAsync(
         OnnxModel model,
         ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
         OnnxSmoothQuantOptions? options = null,
@@ -58,8 +61,20 @@ public static class OnnxSmoothQuant
         ArgumentNullException.ThrowIfNull(calibrationData);
         options ??= new OnnxSmoothQuantOptions();
         options.Validate();
+        return SmoothAsync(model, calibrationData, options, options.DynamicActivations, progress, cancellationToken);
+    }
+
+    /// <summary>Smooths the model in place with validated options; the search measures dynamic activations when <paramref name="dynamicActivations"/> is set, whatever the options say.</summary>
+    internal static async Task<OnnxSmoothQuantResult> SmoothAsync(
+        OnnxModel model,
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
+        OnnxSmoothQuantOptions options,
+        bool dynamicActivations,
+        IProgress<CalibrationProgress>? progress,
+        CancellationToken cancellationToken)
+    {
         OnnxGraphEditor editor = new(model);
-        (List<ChannelScaleGroup> groups, List<OnnxSkippedScaleGroup> skipped) = ChannelScaleFolding.Find(editor, options.SelectsName, options.OtherConsumers);
+        (List<ChannelScaleGroup> groups, List<OnnxSkippedScaleGroup> skipped) = ChannelScaleFolding.Find(editor, options.SelectsName, options.OtherConsumers, options.ExplicitScales);
         if (groups.Count == 0)
         {
             return new OnnxSmoothQuantResult([], skipped);
@@ -87,13 +102,13 @@ public static class OnnxSmoothQuant
             string[] consumers = [.. group.Consumers.Select(n => n.Name)];
             if (!observers.TryGetValue(group.Input, out IQuantizationObserver? observer) || observer is not MinMaxObserver range || range.ObservedCount == 0)
             {
-                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer.Name, consumers, "it is not a float tensor, or the calibration data gave it no values"));
+                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer?.Name, consumers, "it is not a float tensor, or the calibration data gave it no values"));
                 continue;
             }
 
             if (range.ParameterShape[0] != group.Channels)
             {
-                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer.Name, consumers, FormattableString.Invariant($"its last axis has {range.ParameterShape[0]} channels on the calibration data, but the weights take {group.Channels}")));
+                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer?.Name, consumers, FormattableString.Invariant($"its last axis has {range.ParameterShape[0]} channels on the calibration data, but the weights take {group.Channels}")));
                 continue;
             }
 
@@ -111,7 +126,7 @@ public static class OnnxSmoothQuant
 
             if (Array.FindIndex(weight, w => !double.IsFinite(w)) is int bad and >= 0)
             {
-                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer.Name, consumers, FormattableString.Invariant($"a weight holds NaN or an infinity in input row {bad}")));
+                skipped.Add(new OnnxSkippedScaleGroup(group.Input, group.Producer?.Name, consumers, FormattableString.Invariant($"a weight holds NaN or an infinity in input row {bad}")));
                 continue;
             }
 
@@ -119,7 +134,7 @@ public static class OnnxSmoothQuant
             Dictionary<double, double>? errors = null;
             if (sampler?.Sample(group.Input) is (float[] rows, int count) && count > 0)
             {
-                Search search = new(rows, count, group.Channels, weights, range.Minimums.ToArray(), range.Maximums.ToArray(), options.ActivationScheme);
+                Search search = new(rows, count, group.Channels, weights, dynamicActivations ? null : (range.Minimums.ToArray(), range.Maximums.ToArray()), options.ActivationScheme);
                 errors = [];
                 double best = double.PositiveInfinity;
                 foreach (double candidate in options.AlphaGrid.Distinct().Order())
@@ -138,7 +153,7 @@ public static class OnnxSmoothQuant
             folds.Add((group, scales));
             reports.Add(new OnnxSmoothQuantGroup(
                 group.Input,
-                group.Producer.Name,
+                group.Producer?.Name ?? group.Input,
                 group.Kind,
                 [.. group.ProducerNodes.Select(n => n.Name)],
                 consumers,
@@ -154,7 +169,10 @@ public static class OnnxSmoothQuant
         cancellationToken.ThrowIfCancellationRequested();
         for (int g = 0; g < folds.Count; g++)
         {
-            reports[g] = reports[g] with { RestoreNode = folding.Fold(folds[g].Group, folds[g].Scales) };
+            string? inserted = folding.Fold(folds[g].Group, folds[g].Scales);
+            reports[g] = folds[g].Group.Kind == OnnxScaleProducerKind.ExplicitScale
+                ? reports[g] with { Producer = inserted!, ProducerNodes = [inserted!] }
+                : reports[g] with { RestoreNode = inserted };
         }
 
         if (folds.Count > 0)
@@ -209,33 +227,41 @@ public static class OnnxSmoothQuant
         private readonly int _channels;
         private readonly float[][] _weights;
         private readonly float[][] _references;
-        private readonly float[] _minimums;
-        private readonly float[] _maximums;
+        private readonly (float[] Minimums, float[] Maximums)? _calibrated;
         private readonly QuantizationScheme _scheme;
 
-        public Search(float[] rows, int count, int channels, float[][] weights, float[] minimums, float[] maximums, QuantizationScheme scheme)
+        /// <param name="calibrated">The calibrated per-channel range of X, for static activations; <see langword="null"/> for dynamic ones (each quantized over the range of the sampled rows).</param>
+        public Search(float[] rows, int count, int channels, float[][] weights, (float[] Minimums, float[] Maximums)? calibrated, QuantizationScheme scheme)
         {
-            (_rows, _count, _channels, _weights, _minimums, _maximums, _scheme) = (rows, count, channels, weights, minimums, maximums, scheme);
+            (_rows, _count, _channels, _weights, _calibrated, _scheme) = (rows, count, channels, weights, calibrated, scheme);
             _references = [.. weights.Select(w => Multiply(_rows.AsSpan(0, count * channels), Transpose(w, channels)))];
         }
 
         public double Error(float[] scales)
         {
-            // The activations: X / s, quantized per tensor over the calibrated range of X / s.
-            float low = float.PositiveInfinity, high = float.NegativeInfinity;
-            for (int j = 0; j < _channels; j++)
-            {
-                low = Math.Min(low, _minimums[j] / scales[j]);
-                high = Math.Max(high, _maximums[j] / scales[j]);
-            }
-
-            MinMaxObserver observer = new(_scheme);
-            observer.Observe([low, high], [2]);
+            // The activations: X / s, quantized per tensor over the calibrated range of X / s (static), or over the range of the sampled X / s (dynamic).
             float[] smoothed = new float[_count * _channels];
             for (int i = 0; i < smoothed.Length; i++)
             {
                 smoothed[i] = _rows[i] / scales[i % _channels];
             }
+
+            float low = float.PositiveInfinity, high = float.NegativeInfinity;
+            if (_calibrated is (float[] minimums, float[] maximums))
+            {
+                for (int j = 0; j < _channels; j++)
+                {
+                    low = Math.Min(low, minimums[j] / scales[j]);
+                    high = Math.Max(high, maximums[j] / scales[j]);
+                }
+            }
+            else
+            {
+                (low, high) = (TensorPrimitives.Min(smoothed), TensorPrimitives.Max(smoothed));
+            }
+
+            MinMaxObserver observer = new(_scheme);
+            observer.Observe([low, high], [2]);
 
             float[] inputs = QuantizedTensor.Quantize(smoothed, [_count, _channels], _scheme, observer.ComputeParameters()).Dequantize();
             double sum = 0;

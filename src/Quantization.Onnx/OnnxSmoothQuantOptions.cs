@@ -25,7 +25,7 @@ public sealed class OnnxSmoothQuantOptions
 
     /// <summary>
     /// Gets or sets the activations' scheme the search quantizes the layers' inputs with, per tensor over the calibrated
-    /// range of the scaled input: asymmetric uint8 (as <see cref="OnnxStaticQuantizationOptions.ActivationScheme"/>) unless
+    /// range of the scaled input (or the sample's range, see <see cref="DynamicActivations"/>): asymmetric uint8 (as <see cref="OnnxStaticQuantizationOptions.ActivationScheme"/>) unless
     /// set. Weights are quantized as the static quantizer does by default: symmetric int8 per output channel.
     /// </summary>
     /// <exception cref="ArgumentNullException">The value is <see langword="null"/>.</exception>
@@ -34,6 +34,24 @@ public sealed class OnnxSmoothQuantOptions
         get => _activationScheme;
         set => _activationScheme = value ?? throw new ArgumentNullException(nameof(value));
     }
+
+    /// <summary>
+    /// Gets or sets a value indicating whether the search (<see cref="SearchAlpha"/>) measures activations as dynamic
+    /// quantization does: the sampled rows of X / s quantized per tensor over their own range (min and max of the sample),
+    /// instead of over the calibrated range of X / s as static quantization fixes it. Off unless set; set it when the
+    /// smoothed model goes to a dynamic quantizer other than <see cref="OnnxDynamicQuantizer.QuantizeAsync"/>, which
+    /// always searches this way.
+    /// </summary>
+    public bool DynamicActivations { get; set; }
+
+    /// <summary>
+    /// Gets or sets a value indicating whether groups whose producer cannot take 1/s exactly (a Gelu, a Reshape, a graph
+    /// input; see <see cref="OnnxScaleProducerKind.ExplicitScale"/>) are smoothed too, by a new Mul of their input by
+    /// the constant 1/s that feeds only the group's layers: one more elementwise operator per such group, which keeps
+    /// the float model's outputs. Off unless set: such groups are then skipped with the reason. <see cref="OtherConsumers"/>
+    /// still applies first: with <see cref="OnnxOtherConsumerPolicy.Skip"/>, a group whose input is read elsewhere is skipped.
+    /// </summary>
+    public bool ExplicitScales { get; set; }
 
     /// <summary>Gets or sets what happens when a group's input is also read outside the group (a residual Add, a graph output): <see cref="OnnxOtherConsumerPolicy.Compensate"/> unless set.</summary>
     public OnnxOtherConsumerPolicy OtherConsumers { get; set; } = OnnxOtherConsumerPolicy.Compensate;

@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.Tokenizers;
 
+using Quantization.Onnx;
 using Quantization.Samples;
 
 namespace Quantization.Cli.Tests;
@@ -11,6 +12,33 @@ public sealed class CalibrationDataCliTests : IDisposable
     private readonly string _directory = Directory.CreateTempSubdirectory("ptq-npz-").FullName;
 
     public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    [Fact]
+    public void DynamicMode_SmoothsABertModel_FromNpzFiles_WithExplicitScales()
+    {
+        string model = Path.Combine(_directory, "minilm.onnx"), output = Path.Combine(_directory, "dynamic.onnx"), data = Path.Combine(_directory, "data");
+        File.WriteAllBytes(model, MiniLM.LoadModel());
+        BertTokenizer tokenizer = MiniLM.LoadTokenizer();
+        Directory.CreateDirectory(data);
+        IReadOnlyList<string> sentences = MiniLM.Sentences;
+        for (int i = 0; i < 3; i++)
+        {
+            NpzWriter.Write(Path.Combine(data, $"{i}.npz"), Arrays(MiniLM.Feed(tokenizer, sentences[i])));
+        }
+
+        (int code, string stdout, string stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "dynamic", "--calibration-data", data, "--smoothquant", "auto", "--explicit-scales");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Dynamic W8A8: 37 weights", stdout, StringComparison.Ordinal);
+        Assert.Contains("SmoothQuant: 25 groups smoothed, 0 left alone.", stdout, StringComparison.Ordinal); // 12 after the layer norms, 13 by an explicit Mul
+        Assert.Contains("(ExplicitScale): alpha", stdout, StringComparison.Ordinal);
+        Assert.Contains(OnnxModel.Load(output).Proto.Graph.Node, n => n.OpType == "MatMulInteger");
+
+        using InferenceSession original = new(model), session = new(output);
+        using IDisposableReadOnlyCollection<DisposableNamedOnnxValue> expected = original.Run(MiniLM.Feed(tokenizer, sentences[3])), result = session.Run(MiniLM.Feed(tokenizer, sentences[3]));
+        float[] e = [.. expected[0].AsTensor<float>()], a = [.. result[0].AsTensor<float>()];
+        double cosine = e.Zip(a, (x, y) => (double)x * y).Sum() / Math.Sqrt(e.Sum(x => (double)x * x) * a.Sum(y => (double)y * y));
+        Assert.True(cosine > 0.99, $"token embeddings: cosine {cosine}");
+    }
 
     [Fact]
     public void StaticMode_CalibratesABertModel_FromNpzFiles()

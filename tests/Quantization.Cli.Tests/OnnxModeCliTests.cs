@@ -39,6 +39,10 @@ public sealed class OnnxModeCliTests : IDisposable
         AssertError(1, "--format matmulnbits applies to ONNX models with --mode weight-only", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--format", "matmulnbits"));
         AssertError(1, "--format matmulnbits applies to ONNX models with --mode weight-only", Ptq.Run("quantize", model, "-o", target, "--mode", "static", "--format", "matmulnbits"));
         AssertError(1, "takes no --calibration-data", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--calibration-data", _directory));
+        AssertError(1, "--mode dynamic with --smoothquant needs --calibration-data", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--smoothquant"));
+        AssertError(1, "--smoothquant applies to --mode static, or --mode dynamic with --calibration-data", Ptq.Run("quantize", model, "-o", target, "--smoothquant", "0.5"));
+        AssertError(1, "--explicit-scales applies to --smoothquant", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--explicit-scales"));
+        AssertError(1, "they need --mode static", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--observer", "entropy"));
         AssertError(1, "--mode dynamic rounds weights to nearest", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--gptq"));
         AssertError(4, "symmetric int8", Ptq.Run("quantize", model, "-o", target, "--mode", "dynamic", "--asymmetric"));
         AssertError(2, "'int4' not recognized", Ptq.Run("quantize", model, "-o", target, "--format", "int4"));

@@ -101,6 +101,24 @@ public class ActivationPolicyTests
         Assert.True(Cosine(RunSingle(proto.ToByteArray(), "x", input, [1, Tokens, Hidden]), RunSingle(model.Proto.ToByteArray(), "x", input, [1, Tokens, Hidden])) > 0.99);
     }
 
+    [Fact]
+    public async Task SmoothQuant_WithExplicitScales_SmoothsAGraphInputToo_AndRunsStatic()
+    {
+        ModelProto proto = Block();
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        OnnxStaticQuantizationOptions options = new() { SmoothQuant = new OnnxSmoothQuantOptions { ExplicitScales = true } };
+        OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(model, Inputs(6, seed: 1), options);
+
+        // x is a graph input that the residual Add reads too: the explicit Mul feeds mm1 only, the Add still reads x.
+        OnnxSmoothQuantResult smoothed = Assert.IsType<OnnxSmoothQuantResult>(result.SmoothQuant);
+        Assert.Equal([("x", OnnxScaleProducerKind.ExplicitScale), ("n", OnnxScaleProducerKind.LayerNormalization)], smoothed.Groups.Select(g => (g.Input, g.ProducerKind)));
+        Assert.Empty(smoothed.Skipped);
+        Assert.Equal("x", model.Proto.Graph.Node.Single(n => n.Name == smoothed.Groups[0].Producer).Input[0]);
+        Assert.Contains("x", model.Proto.Graph.Node.Single(n => n.Name == "residual").Input);
+        float[] input = Random(Tokens * Hidden, 98, 2);
+        Assert.True(Cosine(RunSingle(proto.ToByteArray(), "x", input, [1, Tokens, Hidden]), RunSingle(model.Proto.ToByteArray(), "x", input, [1, Tokens, Hidden], GraphOptimizationLevel.ORT_ENABLE_ALL)) > 0.99);
+    }
+
     /// <summary>
     /// A transformer-like block (opset 17): x -> MatMul(w1) = m1 -> Add(b1) = h -> Add(h, x) = r -> LayerNormalization = n
     /// -> MatMul(w2) = m2; Transpose(n) = nt; MatMul(m2, nt) = out (an attention-like product of two activations).

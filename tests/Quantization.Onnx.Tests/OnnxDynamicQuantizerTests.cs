@@ -117,6 +117,61 @@ public class OnnxDynamicQuantizerTests
         Assert.Equal(infinite, model.Proto);
     }
 
+    [Fact]
+    public async Task QuantizeAsync_WithSmoothQuant_SmoothsFirst_AndStillFuses()
+    {
+        ModelProto proto = Projections();
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        OnnxDynamicQuantizationOptions options = new() { SmoothQuant = new OnnxSmoothQuantOptions { ExplicitScales = true, SearchAlpha = true } };
+        OnnxDynamicQuantizationResult result = await OnnxDynamicQuantizer.QuantizeAsync(model, Calibration(), options);
+
+        // x is a graph input (an explicit Mul by 1/s feeds q and k); q's bias Add and MatMul take 1/s for v.
+        OnnxSmoothQuantResult smoothed = Assert.IsType<OnnxSmoothQuantResult>(result.SmoothQuant);
+        Assert.Equal([("x", OnnxScaleProducerKind.ExplicitScale), ("q", OnnxScaleProducerKind.Linear)], smoothed.Groups.Select(g => (g.Input, g.ProducerKind)));
+        Assert.Equal(["wq_scaled", "wk_scaled", "wv_scaled"], result.Weights.Select(w => w.Weight)); // the smoothed copies of the weights
+        Assert.Equal(2, model.Proto.Graph.Node.Count(n => n.OpType == "DynamicQuantizeLinear"));
+
+        byte[] quantized = model.Proto.ToByteArray();
+        foreach (int seed in new[] { 10, 11, 12 })
+        {
+            float[] x = Random(5 * 16, seed, 2);
+            Assert.True(Cosine(RunSingle(proto.ToByteArray(), "x", x, TokenShape), RunSingle(quantized, "x", x, TokenShape, GraphOptimizationLevel.ORT_ENABLE_ALL)) > 0.999);
+        }
+
+        string[] ops = OptimizedOpTypes(quantized);
+        Assert.DoesNotContain("MatMulInteger", ops);
+        Assert.Equal(3, ops.Count(op => op is "MatMulIntegerToFloat" or "DynamicQuantizeMatMul"));
+
+        // Without SmoothQuant, the calibration data is not needed and the result is Quantize's.
+        OnnxModel plain = OnnxModel.Parse(proto.ToByteArray()), reference = OnnxModel.Parse(proto.ToByteArray());
+        Assert.Null((await OnnxDynamicQuantizer.QuantizeAsync(plain, Calibration())).SmoothQuant);
+        OnnxDynamicQuantizer.Quantize(reference);
+        Assert.Equal(reference.Proto, plain.Proto);
+    }
+
+    [Fact]
+    public async Task SmoothQuant_FailureCancellationOrSynchronousCall_LeaveTheModelUnchanged()
+    {
+        ModelProto proto = Projections();
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        OnnxDynamicQuantizationOptions options = new() { SmoothQuant = new OnnxSmoothQuantOptions { ExplicitScales = true } };
+        Assert.Contains("QuantizeAsync", Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(model, options)).Message, StringComparison.Ordinal);
+
+        using CancellationTokenSource cancelled = new();
+        await cancelled.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => OnnxDynamicQuantizer.QuantizeAsync(model, Calibration(), options, cancellationToken: cancelled.Token));
+
+        float[] poisoned = Random(5 * 16, 1, 2);
+        poisoned[3] = float.NaN;
+        await Assert.ThrowsAsync<NonFiniteValueException>(() => OnnxDynamicQuantizer.QuantizeAsync(model, CalibrationDataSource.FromBatches([Feed("x", poisoned, 1, 5, 16)]), options));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => OnnxDynamicQuantizer.QuantizeAsync(model, Calibration(), new OnnxDynamicQuantizationOptions { SmoothQuant = new OnnxSmoothQuantOptions { Alpha = 2 } }));
+        await Assert.ThrowsAsync<ArgumentNullException>(() => OnnxDynamicQuantizer.QuantizeAsync(model, null!, options));
+        Assert.Equal(proto, model.Proto);
+    }
+
+    private static ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> Calibration() =>
+        CalibrationDataSource.FromBatches(Enumerable.Range(0, 4).Select(i => Feed("x", Random(5 * 16, 20 + i, 2), 1, 5, 16)));
+
     /// <summary>Runs ONNX Runtime's default optimisation on a model and returns the optimized graph's operator types.</summary>
     internal static string[] OptimizedOpTypes(byte[] model)
     {

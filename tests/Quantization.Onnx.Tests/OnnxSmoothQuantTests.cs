@@ -288,6 +288,67 @@ public class OnnxSmoothQuantTests
         Assert.Equal(proto.ToByteArray(), model.Proto.ToByteArray());
     }
 
+    [Fact]
+    public async Task ExplicitScales_SmoothLayersAfterNonlinearOpsAndGraphInputs_AndLeaveTheOutputsUnchanged()
+    {
+        // x (a graph input) -> fc1 -> bias -> Relu -> fc2; the Relu's output is also a graph output, which must still see it unscaled.
+        ModelProto proto = LinearGraph(relu: true);
+        proto.Graph.Output.Add(Value("hr", 2, 5, Channels));
+        (OnnxModel model, OnnxSmoothQuantResult result) = await Smooth(proto, [2, 5, 6], new OnnxSmoothQuantOptions { ExplicitScales = true });
+
+        Assert.Empty(result.Skipped);
+        Assert.Equal([("x", "fc1"), ("hr", "fc2")], result.Groups.Select(g => (g.Input, Assert.Single(g.Consumers))));
+        GraphProto graph = model.Proto.Graph;
+        foreach (OnnxSmoothQuantGroup group in result.Groups)
+        {
+            Assert.Equal(OnnxScaleProducerKind.ExplicitScale, group.ProducerKind);
+            Assert.Null(group.RestoreNode);
+            NodeProto mul = graph.Node.Single(n => n.Name == group.Producer);
+            Assert.Equal([group.Producer], group.ProducerNodes);
+            Assert.Equal("Mul", mul.OpType);
+            Assert.Equal(group.Input, mul.Input[0]);
+            Assert.Equal(mul.Output[0], graph.Node.Single(n => n.Name == group.Consumers[0]).Input[0]);
+            Assert.Equal([mul.Output[0]], graph.Node.Where(n => n.Input.Contains(mul.Output[0])).Select(n => n.Input[0]));
+        }
+
+        Assert.Equal("hr", graph.Node.Single(n => n.Name == "act").Output[0]);
+        AssertSameOutputs(proto, model, [2, 5, 6]);
+
+        // The definition: s_j = max(sqrt(a_j / w_j), 1e-5); the Mul holds 1/s_j and fc2's input row j is multiplied by s_j.
+        double[] a = await ChannelMaxima(proto, "hr", [2, 5, 6]);
+        float[] w1 = Weight(proto, "w1");
+        NodeProto fc2 = graph.Node.Single(n => n.Name == "fc2");
+        float[] inverse = Weight(model.Proto, graph.Node.Single(n => n.Name == result.Groups[1].Producer).Input[1]), smoothed = Weight(model.Proto, fc2.Input[1]);
+        for (int j = 0; j < Channels; j++)
+        {
+            double w = w1.Skip(j * 5).Take(5).Max(Math.Abs);
+            double s = a[j] == 0 ? 1 : Math.Max(Math.Sqrt(a[j] / w), 1e-5);
+            Assert.Equal(1 / s, inverse[j], 1e-5 / s);
+            for (int n = 0; n < 5; n++)
+            {
+                Assert.Equal(w1[(j * 5) + n] * s, smoothed[(j * 5) + n], (1e-5 * Math.Abs(w1[(j * 5) + n] * s)) + 1e-12);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task DynamicActivations_QuantizeTheSampleOverItsOwnRange()
+    {
+        // 6 batches of 10 tokens: with room for all 60, the sample's range is the calibrated range, so both measures agree.
+        OnnxSmoothQuantResult staticAll = (await Smooth(LayerNormGraph(), [2, 5, Channels], Search(dynamic: false, rows: 60))).Result;
+        OnnxSmoothQuantResult dynamicAll = (await Smooth(LayerNormGraph(), [2, 5, Channels], Search(dynamic: true, rows: 60))).Result;
+        IReadOnlyDictionary<double, double> expected = staticAll.Groups.Single().SearchErrors!, actual = dynamicAll.Groups.Single().SearchErrors!;
+        Assert.All(expected, e => Assert.Equal(e.Value, actual[e.Key], 1e-9 * e.Value));
+
+        // With 3 sampled tokens, their range is narrower than the calibrated one: finer steps, less error over the grid.
+        OnnxSmoothQuantResult staticFew = (await Smooth(LayerNormGraph(), [2, 5, Channels], Search(dynamic: false, rows: 3))).Result;
+        OnnxSmoothQuantResult dynamicFew = (await Smooth(LayerNormGraph(), [2, 5, Channels], Search(dynamic: true, rows: 3))).Result;
+        double staticError = staticFew.Groups.Single().SearchErrors!.Values.Sum(), dynamicError = dynamicFew.Groups.Single().SearchErrors!.Values.Sum();
+        Assert.True(dynamicError < staticError, $"dynamic {dynamicError}, static {staticError}");
+
+        static OnnxSmoothQuantOptions Search(bool dynamic, int rows) => new() { SearchAlpha = true, DynamicActivations = dynamic, SearchRows = rows };
+    }
+
     /// <summary>Inputs with one outlier channel (1), 30 times the others.</summary>
     private static float[] Input(int seed, int[] shape)
     {
