@@ -27,7 +27,7 @@ internal static class QuantizeCommand
         Option<bool> asymmetric = new("--asymmetric") { Description = "Asymmetric weights (a zero point per scale); symmetric by default." };
         Option<string> convention = new("--convention") { Description = "Whose arithmetic computes the parameters.", DefaultValueFactory = _ => "onnx" };
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
-        Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or nodes (ONNX) matching this glob, or re:regex; repeatable." };
+        Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or the weights of the nodes (ONNX; activations follow --activation-include) matching this glob, or re:regex; repeatable." };
         Option<string[]> exclude = new("--exclude") { Description = "Keep tensors or nodes matching this glob or re:regex in float; repeatable. Safetensors always keeps *embed*, *norm* and *lm_head* too." };
         Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of input batches for static ranges, bias correction and SmoothQuant: one .npz file per batch (numpy.savez) with one array named after each model input (int64, int32, float32, float16, bool...; e.g. input_ids, attention_mask, token_type_ids), or one .npy file per batch for a model with a single input." };
         Option<bool> gptq = new("--gptq") { Description = "ONNX weight-only with calibration data: round MatMul and Gemm weights with GPTQ." };
@@ -35,7 +35,7 @@ internal static class QuantizeCommand
         Option<string[]> weightOps = new("--weight-ops") { Description = "ONNX only: operator types whose weights are quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default.", AllowMultipleArgumentsPerToken = true };
         Option<string[]> activationOps = new("--activation-ops") { Description = "ONNX static only: operator types whose activation inputs are always quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default. Add and the pools are quantized only between such operators unless listed here.", AllowMultipleArgumentsPerToken = true };
         Option<string[]> activationInclude = new("--activation-include") { Description = "ONNX static only: quantize the activations of only the nodes matching this glob or re:regex; repeatable." };
-        Option<string[]> keepFloat = new("--keep-float") { Description = "ONNX static only: 'auto' keeps the fewest layers' activations in float to reach --target-cosine on the calibration data; or node-name globs / re:regex whose activations stay in float (their weights stay int8). Repeatable." };
+        Option<string[]> keepFloat = new("--keep-float") { Description = "ONNX static only: 'auto' keeps the fewest layers' activations in float to reach --target-cosine on the calibration data; or node-name globs (comma-separated or repeated) / re:regex whose activations stay in float (their weights stay int8)." };
         Option<double> targetCosine = new("--target-cosine") { Description = "With --keep-float auto: the mean output cosine against the float model to reach on the calibration data.", DefaultValueFactory = _ => 0.999 };
         Option<string> observer = new("--observer") { Description = "ONNX static only: how each activation's range is chosen: minmax (the observed range, the default), percentile (of |x|, see --percentile), entropy (TensorRT's KL search) or mse (least expected squared error)." };
         observer.AcceptOnlyFromAmong("minmax", "percentile", "entropy", "mse");
@@ -70,7 +70,7 @@ internal static class QuantizeCommand
                 OpList(parse.GetValue(weightOps)),
                 OpList(parse.GetValue(activationOps)),
                 [.. (parse.GetValue(activationInclude) ?? []).Select(p => new NamePattern(p))],
-                parse.GetValue(keepFloat) ?? [],
+                [.. (parse.GetValue(keepFloat) ?? []).SelectMany(v => v.StartsWith("re:", StringComparison.Ordinal) ? [v] : v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))],
                 parse.GetValue(targetCosine),
                 parse.GetValue(observer) is string method ? Enum.Parse<CalibrationMethod>(method, ignoreCase: true) : null,
                 parse.GetValue(percentile),
@@ -81,6 +81,22 @@ internal static class QuantizeCommand
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
                 throw new ArgumentException("--format matmulnbits applies to ONNX models with --mode weight-only.");
+            }
+
+            Option[] onnxOnly = [mode, format, calibration, gptq, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales];
+            if (!onnx && onnxOnly.FirstOrDefault(o => Given(parse, o)) is Option ignored)
+            {
+                throw new ArgumentException($"{ignored.Name} applies to ONNX models; a safetensors checkpoint is quantized weight-only.");
+            }
+
+            if (Given(parse, targetCosine) && rules.KeepFloat is not ["auto"])
+            {
+                throw new ArgumentException("--target-cosine applies to --keep-float auto.");
+            }
+
+            if (Given(parse, percentile) && rules.Observer != CalibrationMethod.Percentile)
+            {
+                throw new ArgumentException("--percentile applies to --observer percentile.");
             }
 
             long bytes = onnx
@@ -94,6 +110,9 @@ internal static class QuantizeCommand
         }));
         return command;
     }
+
+    /// <summary>Whether the command line names the option (a default value does not count).</summary>
+    private static bool Given(ParseResult parse, Option option) => parse.GetResult(option) is { Implicit: false };
 
     /// <summary>Operator types given comma-separated, repeated or both; <see langword="null"/> when none were given.</summary>
     private static string[]? OpList(string[]? values) =>

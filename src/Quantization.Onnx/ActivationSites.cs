@@ -51,7 +51,7 @@ internal static class ActivationSites
         }
 
         ILookup<string, NodeProto> consumers = graph.Node.SelectMany(n => n.Input.Where(i => i.Length > 0).Distinct().Select(i => (Input: i, Node: n))).ToLookup(p => p.Input, p => p.Node, StringComparer.Ordinal);
-        Dictionary<string, NodeProto> producers = graph.Node.SelectMany(n => n.Output.Select(o => (Output: o, Node: n))).ToDictionary(p => p.Output, p => p.Node, StringComparer.Ordinal);
+        Dictionary<string, NodeProto> producers = graph.Node.SelectMany(n => n.Output.Where(o => o.Length > 0).Select(o => (Output: o, Node: n))).ToDictionary(p => p.Output, p => p.Node, StringComparer.Ordinal);
         HashSet<NodeProto> primary = [.. sites.Keys];
         Dictionary<string, bool> reaches = new(StringComparer.Ordinal), integer = new(StringComparer.Ordinal);
         bool IsPathNode(NodeProto n) => n.IsDefaultDomain() && !primary.Contains(n) && options.IntegerPathOpTypes.Contains(n.OpType) && options.SelectsActivationsOf(n);

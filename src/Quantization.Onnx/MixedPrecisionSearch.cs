@@ -56,6 +56,11 @@ internal sealed class MixedPrecisionSearch
             }
         }
 
+        if (feeds.Count == 0)
+        {
+            throw new InvalidOperationException("The calibration data gave no batches to the mixed-precision search: the source must give the same batches each time it is read.");
+        }
+
         MixedPrecisionSearch search = new(feeds, sessionOptions);
         search._reference = search.Outputs(floatModel.Proto.ToByteArray(), cancellationToken);
         return search.Search(layers, quantize, options.TargetCosine, logger, cancellationToken);
@@ -83,7 +88,7 @@ internal sealed class MixedPrecisionSearch
         // Keep the k most sensitive in float: f(k) fails at lo and passes at hi (k = n is the weights-only model).
         int kept = 0;
         double final = allQuantized;
-        if (allQuantized < target)
+        if (!(allQuantized >= target))
         {
             (int lo, int hi) = (0, ranked.Length);
             final = weightsOnly;
@@ -109,13 +114,31 @@ internal sealed class MixedPrecisionSearch
     }
 
     /// <summary>The mean over the feeds of the cosine between a model's outputs and the float model's.</summary>
-    private double Cosine(float[][] outputs) => outputs.Select((o, i) => (double)TensorPrimitives.CosineSimilarity(_reference[i], o)).Average();
+    /// <remarks>A feed whose outputs are zero in both models counts as 1; outputs of another size than the float model's are an error.</remarks>
+    private double Cosine(float[][] outputs) => outputs.Select((o, i) =>
+    {
+        float[] reference = _reference[i];
+        if (o.Length != reference.Length)
+        {
+            throw new NotSupportedException(FormattableString.Invariant($"Mixed precision compares the model's outputs with the float model's, but on calibration batch {i} the quantized model gave {o.Length} values where the float model gave {reference.Length} (outputs whose size depends on the values cannot be compared)."));
+        }
+
+        (bool referenceZero, bool outputZero) = (IsZero(reference), IsZero(o));
+        return referenceZero || outputZero ? (referenceZero && outputZero ? 1 : 0) : (double)TensorPrimitives.CosineSimilarity(reference, o);
+    }).Average();
+
+    private static bool IsZero(float[] values) => values.Length == 0 || TensorPrimitives.MaxMagnitude(values) == 0;
 
     /// <summary>Runs a serialized model on every feed and returns each feed's float outputs, concatenated in output order.</summary>
     private float[][] Outputs(byte[] model, CancellationToken cancellationToken)
     {
         using InferenceSession session = _sessionOptions is null ? new InferenceSession(model) : new InferenceSession(model, _sessionOptions);
         string[] names = [.. session.OutputMetadata.Where(o => o.Value.ElementType == typeof(float)).Select(o => o.Key)];
+        if (names.Length == 0)
+        {
+            throw new NotSupportedException("Mixed precision compares the model's float outputs with the float model's, and this model has no float output.");
+        }
+
         float[][] outputs = new float[_feeds.Count][];
         for (int f = 0; f < _feeds.Count; f++)
         {

@@ -33,7 +33,7 @@ public static class OnnxPreprocessor
         GraphProto graph = editor.Graph;
         HashSet<string> outputs = new(graph.Output.Select(o => o.Name), StringComparer.Ordinal);
         Dictionary<string, int> uses = graph.AllNodes().SelectMany(n => n.Input).GroupBy(n => n, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count(), StringComparer.Ordinal);
-        Dictionary<string, NodeProto> producers = graph.Node.SelectMany(n => n.Output.Select(o => (Output: o, Node: n))).ToDictionary(p => p.Output, p => p.Node, StringComparer.Ordinal);
+        Dictionary<string, NodeProto> producers = graph.Node.SelectMany(n => n.Output.Where(o => o.Length > 0).Select(o => (Output: o, Node: n))).ToDictionary(p => p.Output, p => p.Node, StringComparer.Ordinal);
         int folded = 0;
         foreach (NodeProto norm in graph.Node.Where(n => n.OpType == "BatchNormalization" && n.IsDefaultDomain() && n.Output.Count == 1 && n.Input.Count == 5 && n.FindAttribute("training_mode")?.I is null or 0))
         {

@@ -47,7 +47,7 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
     /// </summary>
     public bool QuantizeActivationProducts { get; set; }
 
-    /// <summary>Gets node-name patterns whose activation inputs are quantized; when empty, every node the operator rules choose is.</summary>
+    /// <summary>Gets node-name patterns whose activation inputs are quantized (a node without a name goes by its first output's name); when empty, every node the operator rules choose is. <see cref="OnnxWeightQuantizationOptions.IncludeNodes"/> chooses weights only.</summary>
     public IList<NamePattern> ActivationIncludeNodes { get; } = [];
 
     /// <summary>
@@ -98,9 +98,18 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
         }
     }
 
-    /// <summary>Whether the activation name patterns select a node's activation inputs (and <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/> does not keep it in float).</summary>
-    internal bool SelectsActivationsOf(NodeProto node) =>
-        node.IsSelectedBy(ActivationIncludeNodes, ActivationExcludeNodes) && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
+    /// <summary>
+    /// Whether the activation name patterns select a node's activation inputs (matched against its name, or its first
+    /// output's name when it has none, as the mixed-precision report names layers), and <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>
+    /// does not keep it in float.
+    /// </summary>
+    internal bool SelectsActivationsOf(NodeProto node)
+    {
+        string name = ActivationSites.LayerName(node);
+        return (ActivationIncludeNodes.Count == 0 || ActivationIncludeNodes.Any(p => p.IsMatch(name)))
+            && !ActivationExcludeNodes.Any(p => p.IsMatch(name))
+            && !ExcludeNodes.Any(p => p.IsMatch(node.Name));
+    }
 }
 
 /// <summary>What <see cref="OnnxStaticQuantizer"/> did.</summary>
@@ -138,7 +147,7 @@ public static class OnnxStaticQuantizer
     /// <returns>What was quantized.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="calibrationData"/> is <see langword="null"/>.</exception>
     /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
-    /// <exception cref="InvalidOperationException">The calibration data produced no runs.</exception>
+    /// <exception cref="InvalidOperationException">The calibration data produced no runs (SmoothQuant and mixed precision read the source again: it must give the same batches each time it is read).</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails on the model or a feed.</exception>
     public static async Task<OnnxStaticQuantizationResult> QuantizeAsync(
         OnnxModel model,
@@ -216,8 +225,8 @@ public static class OnnxStaticQuantizer
     /// <param name="options">The rules; the defaults when <see langword="null"/>.</param>
     /// <returns>What was quantized.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="activations"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException">An activation's parameters are not a single scale and zero point.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
+    /// <exception cref="ArgumentException">An activation's parameters are not a single positive scale and a zero point of the activation type.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, a scheme is not supported, or <see cref="OnnxStaticQuantizationOptions.MixedPrecision"/> or <see cref="OnnxStaticQuantizationOptions.SmoothQuant"/> is set (they need calibration data).</exception>
     public static OnnxStaticQuantizationResult Quantize(OnnxModel model, IReadOnlyDictionary<string, QuantizationParameters> activations, OnnxStaticQuantizationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -242,9 +251,10 @@ public static class OnnxStaticQuantizer
         {
             if (activations.TryGetValue(name, out QuantizationParameters? p))
             {
-                used[name] = p.Count == 1 && float.IsFinite(p[0].Scale) && p[0].Scale > 0
+                (int low, int high) = options.ActivationScheme.Type == QuantizedType.UInt8 ? (0, 255) : (-128, 127);
+                used[name] = p.Count == 1 && float.IsFinite(p[0].Scale) && p[0].Scale > 0 && p[0].ZeroPoint >= low && p[0].ZeroPoint <= high
                     ? p[0]
-                    : throw new ArgumentException($"Activation '{name}' has parameters {p}; QDQ activations take one positive, finite scale and a zero point.", nameof(activations));
+                    : throw new ArgumentException($"Activation '{name}' has parameters {p}; QDQ activations take one positive, finite scale and a zero point in [{low}, {high}] ({options.ActivationScheme.Type}).", nameof(activations));
             }
         }
 

@@ -104,6 +104,15 @@ public sealed class CalibrationDataCliTests : IDisposable
         (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--smoothquant", "strong");
         Assert.Equal(1, code);
         Assert.Contains("alpha in [0, 1] or 'auto'", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--keep-float", "matmul", "--target-cosine", "0.99");
+        Assert.Equal(1, code);
+        Assert.Contains("--target-cosine applies to --keep-float auto", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--percentile", "99.9");
+        Assert.Equal(1, code);
+        Assert.Contains("--percentile applies to --observer percentile", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", Path.Combine(_directory, "model.safetensors"), "-o", output, "--mode", "static");
+        Assert.Equal(1, code);
+        Assert.Contains("--mode applies to ONNX models", stderr, StringComparison.Ordinal);
         (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--observer", "percentile", "--percentile", "150");
         Assert.Equal(1, code);
         Assert.Contains("ercentile", stderr, StringComparison.Ordinal);

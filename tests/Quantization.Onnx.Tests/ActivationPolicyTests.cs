@@ -21,6 +21,27 @@ public class ActivationPolicyTests
     }
 
     [Fact]
+    public void UnnamedOptionalOutputs_AndUnnamedNodes_AreHandled()
+    {
+        // Two Dropouts leave their optional mask output unnamed; the second MatMul has no name, so it goes by its output's.
+        OnnxModel model = OnnxModel.Parse(Model(
+            "dropouts",
+            [
+                Node("Dropout", "drop1", ["x"], ["d1", ""]),
+                Node("MatMul", "mm1", ["d1", "w1"], ["m1"]),
+                Node("Dropout", "drop2", ["m1"], ["d2", ""]),
+                Node("MatMul", "", ["d2", "w2"], ["out"]),
+            ],
+            [Tensor("w1", Random(Hidden * Hidden, 1), Hidden, Hidden), Tensor("w2", Random(Hidden * Hidden, 2), Hidden, Hidden)],
+            [Value("x", 1, Tokens, Hidden)],
+            [Value("out", 1, Tokens, Hidden)]).ToByteArray());
+        Assert.Equal(["d1", "d2"], OnnxStaticQuantizer.ActivationCandidates(model));
+        OnnxStaticQuantizationOptions options = new();
+        options.ActivationExcludeNodes.Add(new NamePattern("out"));
+        Assert.Equal(["d1"], OnnxStaticQuantizer.ActivationCandidates(model, options));
+    }
+
+    [Fact]
     public void Rules_AddOperators_AttentionProducts_AndNamePatterns()
     {
         OnnxModel model = OnnxModel.Parse(Block().ToByteArray());

@@ -111,6 +111,11 @@ public class OnnxStaticQuantizerTests
         Assert.Contains("'image'", Assert.Throws<ArgumentException>(() => OnnxStaticQuantizer.Quantize(model, perChannel)).Message, StringComparison.Ordinal);
         Dictionary<string, QuantizationParameters> zero = new() { ["image"] = new QuantizationParameters(0f, 0) };
         Assert.Throws<ArgumentException>(() => OnnxStaticQuantizer.Quantize(model, zero));
+        Dictionary<string, QuantizationParameters> outOfRange = new() { ["image"] = new QuantizationParameters(0.1f, 256) };
+        Assert.Contains("[0, 255]", Assert.Throws<ArgumentException>(() => OnnxStaticQuantizer.Quantize(model, outOfRange)).Message, StringComparison.Ordinal);
+        Dictionary<string, QuantizationParameters> unsignedForInt8 = new() { ["image"] = new QuantizationParameters(0.1f, 128) };
+        OnnxStaticQuantizationOptions int8 = new() { ActivationScheme = QuantizationScheme.Int8PerTensor() };
+        Assert.Contains("[-128, 127]", Assert.Throws<ArgumentException>(() => OnnxStaticQuantizer.Quantize(model, unsignedForInt8, int8)).Message, StringComparison.Ordinal);
         OnnxStaticQuantizationOptions options = new() { ActivationScheme = QuantizationScheme.Int8PerChannel() };
         Assert.Throws<NotSupportedException>(() => OnnxStaticQuantizer.Quantize(model, new Dictionary<string, QuantizationParameters>(), options));
     }
