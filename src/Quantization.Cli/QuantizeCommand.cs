@@ -104,8 +104,10 @@ internal static class QuantizeCommand
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
+                // A checkpoint streams through once, so its throughput means something; an ONNX model's time is mostly calibration.
                 double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"stats: {bytes / 1e9:F3} GB in {seconds:F2} s ({bytes / 1e9 / seconds:F2} GB/s), peak resident memory {PeakResidentBytes() / 1e6:F0} MB"));
+                string throughput = onnx ? "" : string.Create(CultureInfo.InvariantCulture, $" ({bytes / 1e9 / seconds:F2} GB/s)");
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"stats: {bytes / 1e9:F3} GB in {seconds:F2} s{throughput}, peak resident memory {PeakResidentBytes() / 1e6:F0} MB"));
             }
         }));
         return command;
@@ -137,9 +139,12 @@ internal static class QuantizeCommand
                 : "--mode dynamic quantizes activations at run time and takes no --calibration-data, except for --smoothquant.");
         }
 
-        if (mode == "dynamic" && gptq)
+        if (gptq && (mode != "weight-only" || calibrationDirectory is null || matMulNBits))
         {
-            throw new ArgumentException("--gptq applies to --mode weight-only with --calibration-data; --mode dynamic rounds weights to nearest.");
+            throw new ArgumentException(mode != "weight-only"
+                ? $"--gptq applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
+                : matMulNBits ? "--gptq rounds weights per output channel and does not combine with --format matmulnbits (blocks along the inputs)."
+                : "--gptq needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
         }
 
         OnnxModel model = OnnxModel.Load(source);

@@ -95,6 +95,20 @@ public sealed class CalibrationDataCliTests : IDisposable
         Assert.True(code == 0, stderr);
         Assert.Contains("Static W8A8: 0 activations", stdout, StringComparison.Ordinal);
 
+        // GPTQ's errors speak the command line's words, not the library's.
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--gptq");
+        Assert.Equal(1, code);
+        Assert.Contains("--gptq needs --calibration-data", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--gptq");
+        Assert.Equal(1, code);
+        Assert.Contains("--mode static rounds weights to nearest", stderr, StringComparison.Ordinal);
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--gptq", "--format", "matmulnbits");
+        Assert.Equal(1, code);
+        Assert.Contains("does not combine with --format matmulnbits", stderr, StringComparison.Ordinal);
+        (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--gptq", "--stats");
+        Assert.True(code == 0, stderr);
+        Assert.Matches(@"stats: [0-9.]+ GB in [0-9.]+ s, peak resident memory [0-9]+ MB", stdout);
+
         (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--observer", "mse");
         Assert.Equal(1, code);
         Assert.Contains("need --mode static", stderr, StringComparison.Ordinal);
