@@ -23,7 +23,11 @@ internal static class QuantizeCommand
         format.AcceptOnlyFromAmong("qdq", "matmulnbits");
         Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of inputs (safetensors only) or per tensor.", DefaultValueFactory = _ => "channel" };
         granularity.AcceptOnlyFromAmong("channel", "group", "tensor");
-        Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group.", DefaultValueFactory = _ => 128 };
+        Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group (4-bit checkpoints are grouped by default).", DefaultValueFactory = _ => 128 };
+        Option<int> bits = new("--bits") { Description = "Weight bits: 8 (int8), or 4 (symmetric int4, asymmetric uint4; checkpoints: compressed-tensors pack-quantized, W4A16 groups of 128 unless --granularity says otherwise).", DefaultValueFactory = _ => 8 };
+        bits.AcceptOnlyFromAmong("4", "8");
+        Option<string> algorithm = new("--algorithm") { Description = "How weights are rounded: rtn (to nearest), gptq or awq (ONNX only: they need a forward pass over --calibration-data).", DefaultValueFactory = _ => "rtn" };
+        algorithm.AcceptOnlyFromAmong("rtn", "gptq", "awq");
         Option<bool> asymmetric = new("--asymmetric") { Description = "Asymmetric weights (a zero point per scale); symmetric by default." };
         Option<string> convention = new("--convention") { Description = "Whose arithmetic computes the parameters.", DefaultValueFactory = _ => "onnx" };
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
@@ -44,12 +48,17 @@ internal static class QuantizeCommand
         Option<bool> explicitScales = new("--explicit-scales") { Description = "With --smoothquant: also smooth MatMul/Gemm layers whose input no normalization or linear layer can absorb 1/s into (after Gelu, Reshape or a graph input), by inserting a Mul by 1/s before them. Pair it with 'auto' or a high ALPHA such as 0.8: at 0.5, the layers after Gelu can lose more in their weights than they gain." };
         Command command = new("quantize", "Quantize a model or checkpoint to int8.")
         {
-            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales,
+            input, output, mode, format, granularity, groupSize, bits, algorithm, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
             string source = parse.GetValue(input)!;
-            QuantizationGranularity grain = parse.GetValue(granularity) switch
+            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+            int weightBits = parse.GetValue(bits);
+
+            // A 4-bit checkpoint is grouped unless told otherwise: compressed-tensors' W4A16 recipe.
+            string grainName = !onnx && weightBits == 4 && !Given(parse, granularity) ? "group" : parse.GetValue(granularity)!;
+            QuantizationGranularity grain = grainName switch
             {
                 "group" => QuantizationGranularity.PerGroup(parse.GetValue(groupSize)),
                 "tensor" => QuantizationGranularity.PerTensor,
@@ -62,7 +71,21 @@ internal static class QuantizeCommand
                 "golden-stick" => NumericConvention.GoldenStick,
                 _ => NumericConvention.Onnx,
             };
-            QuantizationScheme scheme = new(QuantizedType.Int8, symmetric: !parse.GetValue(asymmetric), grain, arithmetic);
+            bool symmetric = !parse.GetValue(asymmetric);
+            QuantizationScheme scheme = weightBits == 4
+                ? new(symmetric ? QuantizedType.Int4 : QuantizedType.UInt4, symmetric, grain, arithmetic, QuantizationRange.Full)
+                : new(QuantizedType.Int8, symmetric, grain, arithmetic);
+            string rounding = parse.GetValue(algorithm)!;
+            if (!onnx && rounding != "rtn")
+            {
+                throw new ArgumentException($"--algorithm {rounding} fits the weights to the layers' inputs, which takes a forward pass over calibration data; a safetensors checkpoint has no graph to run, so its weights are rounded to nearest (--algorithm rtn). Quantize the ONNX export with --calibration-data instead.");
+            }
+
+            if (rounding == "awq")
+            {
+                throw new NotSupportedException("--algorithm awq is not available for ONNX models yet; use rtn or gptq.");
+            }
+
             NamePattern[] includes = [.. (parse.GetValue(include) ?? []).Select(p => new NamePattern(p))];
             NamePattern[] excludes = [.. (parse.GetValue(exclude) ?? []).Select(p => new NamePattern(p))];
             long started = Stopwatch.GetTimestamp();
@@ -76,7 +99,6 @@ internal static class QuantizeCommand
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
                 parse.GetValue(explicitScales));
-            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
             bool matMulNBits = parse.GetValue(format) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
@@ -100,7 +122,7 @@ internal static class QuantizeCommand
             }
 
             long bytes = onnx
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq) || rounding == "gptq", cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -283,6 +305,7 @@ internal static class QuantizeCommand
         });
         long before = reports.Sum(r => r.BytesBefore), after = reports.Sum(r => r.BytesAfter);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Quantized {reports.Count(r => r.Quantized)} of {reports.Count} tensors: {before / 1e6:F1} MB -> {after / 1e6:F1} MB ({(double)after / before:F3}x) in {target}."));
+        Console.WriteLine($"Layout: {InspectCommand.Describe(scheme)}.");
         return before;
     }
 
