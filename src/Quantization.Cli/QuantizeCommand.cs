@@ -93,7 +93,8 @@ internal static class QuantizeCommand
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
                 parse.GetValue(explicitScales));
-            bool matMulNBits = (parse.GetValue(format) ?? (weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
+            // MatMulNBits is the default of 4-bit ONNX models only; a checkpoint has no operators and is pack-quantized.
+            bool matMulNBits = (parse.GetValue(format) ?? (onnx && weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
                 throw new ArgumentException(weightBits == 4 && onnx
