@@ -61,7 +61,9 @@ internal static class QuantizeCommand
                 throw new ArgumentException($"--group-size must be positive, not {group}.");
             }
 
-            QuantizationGranularity grain = parse.GetValue(granularity) switch
+            // A 4-bit checkpoint is grouped unless told otherwise: compressed-tensors' W4A16 recipe.
+            string grainName = !onnx && weightBits == 4 && !Given(parse, granularity) ? "group" : parse.GetValue(granularity)!;
+            QuantizationGranularity grain = grainName switch
             {
                 "group" => QuantizationGranularity.PerGroup(group),
                 "tensor" => QuantizationGranularity.PerTensor,
@@ -91,7 +93,8 @@ internal static class QuantizeCommand
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
                 parse.GetValue(explicitScales));
-            bool matMulNBits = (parse.GetValue(format) ?? (weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
+            // MatMulNBits is the default of 4-bit ONNX models only; a checkpoint has no operators and is pack-quantized.
+            bool matMulNBits = (parse.GetValue(format) ?? (onnx && weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
                 throw new ArgumentException(weightBits == 4 && onnx
@@ -312,6 +315,7 @@ internal static class QuantizeCommand
         });
         long before = reports.Sum(r => r.BytesBefore), after = reports.Sum(r => r.BytesAfter);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Quantized {reports.Count(r => r.Quantized)} of {reports.Count} tensors: {before / 1e6:F1} MB -> {after / 1e6:F1} MB ({(double)after / before:F3}x) in {target}."));
+        Console.WriteLine($"Layout: {InspectCommand.Describe(scheme)}.");
         return before;
     }
 
