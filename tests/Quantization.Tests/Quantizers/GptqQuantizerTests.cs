@@ -80,6 +80,8 @@ public class GptqQuantizerTests(ITestOutputHelper output)
     [InlineData("uint8 asymmetric")]
     [InlineData("torch")]
     [InlineData("ggml per-channel")]
+    [InlineData("group 16 [N,K]")]
+    [InlineData("group 16 [K,N] uint8")]
     public void Quantize_WithUncorrelatedInputs_EqualsRtnBitForBit(string layout)
     {
         const int K = 64, N = 24;
@@ -155,20 +157,31 @@ public class GptqQuantizerTests(ITestOutputHelper output)
         }
     }
 
-    [Fact]
-    public void Quantize_WithNoCalibrationRows_TreatsEveryInputAsDead()
+    [Theory]
+    [InlineData("axis1 [K,N] uint8")]
+    [InlineData("group 4 [N,K]")]
+    [InlineData("group 4 [K,N]")]
+    public void Quantize_WithNoCalibrationRows_FallsBackToRtn_AndWithAllZeroInputs_ZeroesEveryWeight(string layout)
     {
-        QuantizationScheme scheme = new(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerChannel(1));
-        float[] weight = GptqTestData.Gaussian(new Random(2), 8 * 6);
-        QuantizedTensor tensor = GptqQuantizer.Quantize(weight, [8, 6], scheme, new HessianAccumulator(8), name: "w");
-        int[] values = GptqTestData.Integers(tensor);
-        for (int i = 0; i < values.Length; i++)
-        {
-            Assert.Equal(tensor.Parameters.ZeroPoints[i % 6], values[i]);
-        }
+        const int K = 8, N = 6;
+        (int[] shape, QuantizationScheme scheme, GptqOptions options, _) = Setup(layout, K, N);
+        float[] weight = GptqTestData.Gaussian(new Random(2), K * N);
+        QuantizedTensor rtn = QuantizedTensor.Quantize(weight, shape, scheme, "w");
 
-        Assert.All(tensor.Dequantize(), v => Assert.Equal(0f, v));
-        Assert.Equal(QuantizedTensor.Quantize(weight, [8, 6], scheme).Parameters.Scales.ToArray(), tensor.Parameters.Scales.ToArray());
+        // No rows: the Hessian carries no information, so the result is RTN's (what the ONNX quantizer does for such a layer).
+        HessianAccumulator empty = new(K);
+        QuantizedTensor fallback = GptqQuantizer.Quantize(weight, shape, scheme, empty, options, "w");
+        Assert.Equal(rtn.Data.ToArray(), fallback.Data.ToArray());
+        Assert.Equal(rtn.Parameters.Scales.ToArray(), fallback.Parameters.Scales.ToArray());
+        Assert.Equal(rtn.Parameters.ZeroPoints.ToArray(), fallback.Parameters.ZeroPoints.ToArray());
+        Assert.Equal("w", fallback.Name);
+
+        // Rows that are all zero: every input is dead (H_ii = 0), so every weight is zeroed, as in the reference.
+        HessianAccumulator zeros = new(K);
+        zeros.Add(new float[3 * K], [3, K]);
+        QuantizedTensor dead = GptqQuantizer.Quantize(weight, shape, scheme, zeros, options, "w");
+        Assert.Equal(rtn.Parameters.Scales.ToArray(), dead.Parameters.Scales.ToArray());
+        Assert.All(dead.Dequantize(), v => Assert.Equal(0f, v));
     }
 
     [Fact]
@@ -196,7 +209,7 @@ public class GptqQuantizerTests(ITestOutputHelper output)
         accumulator.Add(x, [200, K]);
         double[] h = accumulator.ToMatrix();
         double[] u = new double[K * K];
-        Assert.True(GptqQuantizer.TryInverseUpperFactor(h, K, u));
+        Assert.True(GptqQuantizer.TryInverseUpperFactor((double[])h.Clone(), K, u));
         for (int i = 0; i < K; i++)
         {
             Assert.True(u[(i * K) + i] > 0);
@@ -245,7 +258,10 @@ public class GptqQuantizerTests(ITestOutputHelper output)
         ArgumentException rank = Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [2, 3, 4], scheme, four, name: "fc2"));
         Assert.Contains("'fc2'", rank.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [24], scheme, four));
-        Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], scheme.WithGranularity(QuantizationGranularity.PerGroup(2)), four));
+        ArgumentException groupAxis = Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], scheme.WithGranularity(QuantizationGranularity.PerGroup(2, 0)), four, new GptqOptions { InputAxis = 1 }, "fc2"));
+        Assert.Contains("'fc2'", groupAxis.Message, StringComparison.Ordinal);
+        Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], scheme.WithGranularity(QuantizationGranularity.PerGroup(2, 0)), four));
+        Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], scheme.WithGranularity(QuantizationGranularity.PerGroup(2, 2)), four));
         Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], scheme.WithGranularity(QuantizationGranularity.PerToken), four));
         Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], QuantizationScheme.Int8PerChannel(2), four));
         Assert.Throws<ArgumentException>(() => GptqQuantizer.Quantize(weight, [6, 4], scheme, four, new GptqOptions { InputAxis = 0 }));
@@ -302,6 +318,11 @@ public class GptqQuantizerTests(ITestOutputHelper output)
         "per-tensor [K,N]" => ([k, n], QuantizationScheme.Int8PerTensor(), new GptqOptions { InputAxis = 0 }, 0),
         "uint8 asymmetric" => ([k, n], new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerChannel(-1)), new GptqOptions(), 0),
         "torch" => ([n, k], new QuantizationScheme(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerChannel(0), NumericConvention.Torch), new GptqOptions(), 1),
+        "group 4 [N,K]" => ([n, k], QuantizationScheme.Int8PerChannel().WithGranularity(QuantizationGranularity.PerGroup(4)), new GptqOptions(), 1),
+        "group 4 [K,N]" => ([k, n], new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerGroup(4, 0)), new GptqOptions(), 0),
+        "group 16 [N,K]" => ([n, k], QuantizationScheme.Int8PerChannel().WithGranularity(QuantizationGranularity.PerGroup(16)), new GptqOptions(), 1),
+        "group 16 [K,N] uint8" => ([k, n], new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerGroup(16, 0)), new GptqOptions(), 0),
+        "axis1 [K,N] uint8" => ([k, n], new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerChannel(1)), new GptqOptions(), 0),
         "ggml per-channel" => ([n, k], new QuantizationScheme(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerChannel(0), NumericConvention.GgmlQ8_0), new GptqOptions(), 1),
         _ => throw new ArgumentOutOfRangeException(nameof(layout)),
     };
