@@ -146,7 +146,7 @@ public static class GptqQuantizer
             }
         }
 
-        return new QuantizedTensor(codes, shape, scheme, parameters, name);
+        return QuantizedTensor.FromCodes(codes, shape.ToArray(), scheme, parameters, name);
     }
 
     /// <summary>
@@ -245,11 +245,6 @@ public static class GptqQuantizer
         if (shape.Length != 2)
         {
             throw new ArgumentException(Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape.ToArray())}]; GPTQ quantizes 2-D linear weights."), nameof(shape));
-        }
-
-        if (scheme.Type.GetBitWidth() != 8)
-        {
-            throw new NotSupportedException($"{TensorNames.Describe(name)}: {scheme.Type} storage (packed 4-bit) is not supported yet.");
         }
 
         QuantizationGranularity granularity = scheme.Granularity;
