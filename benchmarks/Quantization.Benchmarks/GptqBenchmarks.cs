@@ -11,7 +11,7 @@ namespace Quantization.Benchmarks;
 /// library's factorisation: the upper Cholesky factor U of H⁻¹ from one Cholesky factorisation and one triangular inverse.
 /// <see cref="MathNetInverseUpperFactor"/> computes the same U with MathNet.Numerics the way the reference implementation
 /// does (Cholesky of H, H⁻¹ from the factor, Cholesky of H⁻¹), since MathNet has no triangular inverse;
-/// <see cref="MathNetCholesky"/> is its first factorisation alone. The Hessian is that of 1,024 Gaussian tokens with a few
+/// <see cref="HandWrittenCholesky"/> and <see cref="MathNetCholesky"/> are the factorisations alone. The Hessian is that of 1,024 Gaussian tokens with a few
 /// outlier features, dampened by 0.01 × mean(diag H) as GPTQ does. <see cref="AccumulateHessian"/> and
 /// <see cref="QuantizeLayer"/> are GPTQ on a K × K layer (int4, groups of 128) with those 1,024 tokens; the peak working
 /// set of each benchmark process is printed at its end.
@@ -80,6 +80,13 @@ public class GptqBenchmarks
         }
 
         return upper[^1];
+    }
+
+    [Benchmark]
+    public double HandWrittenCholesky()
+    {
+        double[] work = (double[])_dampened.Clone();
+        return GptqQuantizer.TryReversedCholesky(work, K) ? work[^1] : throw new InvalidOperationException("The dampened Hessian is positive definite.");
     }
 
     [Benchmark]
