@@ -42,7 +42,9 @@ public class OnnxWeightQuantizationOptions
     /// <summary>
     /// Gets or sets a value indicating whether, when there is calibration data, each quantized layer's bias takes back
     /// the mean shift ΔW·E[x] that rounding its weight causes (empirical bias correction); on by default. Applies to
-    /// Conv, MatMul with a 2-D weight and Gemm without transA and with alpha = beta = 1.
+    /// Conv, MatMul with a 2-D weight and Gemm without transA and with alpha = beta = 1, except the layers that
+    /// <see cref="Gptq"/> rounds: GPTQ already minimises their output error on the same data, and correcting the mean on
+    /// top measured worse (all-MiniLM-L6-v2, int4 blocks of 32: embedding cosine 0.9842 with, 0.9862 without).
     /// </summary>
     public bool BiasCorrection { get; set; } = true;
 
@@ -188,14 +190,15 @@ public static class OnnxWeightQuantizer
         foreach (NodeProto node in editor.Graph.Node.Where(n => options.Selects(n) && WeightOf(editor, n) is not null))
         {
             IReadOnlyList<long> dims = editor.ConstantShape(node.Input[1])!;
-            if (correction is not null && BiasCorrection.Supports(node, dims.Count))
+            bool gptq = hessians is not null && GptqHessians.Supports(node, dims.Count);
+            if (correction is not null && BiasCorrection.Supports(node, dims.Count) && !gptq)
             {
                 correction.Track(node);
             }
 
-            if (hessians is not null && GptqHessians.Supports(node, dims.Count))
+            if (gptq)
             {
-                hessians.Track(node, checked((int)dims[node.GemmTransB() ? 1 : 0]));
+                hessians?.Track(node, checked((int)dims[node.GemmTransB() ? 1 : 0]));
             }
         }
 
