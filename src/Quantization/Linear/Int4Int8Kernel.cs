@@ -144,6 +144,7 @@ internal static class Int4Int8Kernel
             for (int s = weight.GroupStart(g); s < end; s++)
             {
                 ref uint ws = ref Unsafe.Add(ref w, s * PackedInt4Weight.PanelRows);
+                Int4WeightOnlyKernel.Prefetch(ref w, s);
                 Vector256<sbyte> p = Broadcast256(x + (s * PackedInt4Weight.StepFeatures));
                 Vector256<sbyte> q = Broadcast256(x + (s * PackedInt4Weight.StepFeatures) + 4);
                 Vector256<uint> v0 = Vector256.LoadUnsafe(ref ws), v1 = Vector256.LoadUnsafe(ref ws, 8), v2 = Vector256.LoadUnsafe(ref ws, 16), v3 = Vector256.LoadUnsafe(ref ws, 24);

@@ -60,14 +60,8 @@ internal static class Int4WeightOnlyKernel
                 case SimdTier.Vector512:
                     for (int t = 0; t < tokens; t++)
                     {
-                        if (symmetric)
-                        {
-                            Vector512Token<SymmetricCodes>(weight, panel, xp + (t * weight.PaddedInFeatures), s + (t * PackedInt4Weight.PanelRows));
-                        }
-                        else
-                        {
-                            Vector512Token<AsymmetricCodes>(weight, panel, xp + (t * weight.PaddedInFeatures), s + (t * PackedInt4Weight.PanelRows));
-                        }
+                        float* st = s + (t * PackedInt4Weight.PanelRows);
+                        TwoPanels(symmetric, weight, panel, panel, xp + (t * weight.PaddedInFeatures), st, st);
                     }
 
                     break;
@@ -82,6 +76,61 @@ internal static class Int4WeightOnlyKernel
                     break;
             }
         }
+    }
+
+    /// <summary>
+    /// Computes one token's sums for two panels at once on the 512-bit tier: the GEMV path, two streams from memory.
+    /// </summary>
+    /// <param name="weight">The packed weight.</param>
+    /// <param name="panel">The first panel.</param>
+    /// <param name="other">The second panel (may equal the first).</param>
+    /// <param name="symmetric">Whether every offset is 8.</param>
+    /// <param name="x">The token's activations, padded to <see cref="PackedInt4Weight.PaddedInFeatures"/> with zeros.</param>
+    /// <param name="sums">Receives the 32 sums of <paramref name="panel"/>, then the 32 of <paramref name="other"/>.</param>
+    public static unsafe void AccumulatePair(PackedInt4Weight weight, int panel, int other, bool symmetric, ReadOnlySpan<float> x, Span<float> sums)
+    {
+        Debug.Assert(x.Length == weight.PaddedInFeatures && sums.Length >= 2 * PackedInt4Weight.PanelRows, "One padded token, 64 sums.");
+        fixed (float* xp = x)
+        fixed (float* s = sums)
+        {
+            TwoPanels(symmetric, weight, panel, other, xp, s, s + PackedInt4Weight.PanelRows);
+        }
+    }
+
+    private static unsafe void TwoPanels(bool symmetric, PackedInt4Weight weight, int panel, int other, float* x, float* sums, float* otherSums)
+    {
+        if (symmetric)
+        {
+            Vector512TwoPanels<SymmetricCodes>(weight, panel, other, x, sums, otherSums);
+        }
+        else
+        {
+            Vector512TwoPanels<AsymmetricCodes>(weight, panel, other, x, sums, otherSums);
+        }
+    }
+
+    /// <summary>Steps ahead of the one being computed whose two cache lines are prefetched.</summary>
+    private const int PrefetchSteps = 16;
+
+    /// <summary>
+    /// Asks for the cache lines of a later step of the panel (prefetches never fault, past the end included): a GEMV reads
+    /// each weight once, from memory, and the hardware prefetcher alone keeps too few lines in flight.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static unsafe void Prefetch(ref uint w, int step)
+    {
+        byte* line = (byte*)Unsafe.AsPointer(ref Unsafe.Add(ref w, (step + PrefetchSteps) * PackedInt4Weight.PanelRows));
+        Sse.Prefetch0(line);
+        Sse.Prefetch0(line + 64);
+    }
+
+    /// <summary>Asks for the 32 scales (two cache lines) of the group <see cref="PrefetchSteps"/> / 2 ahead, the scales' stream.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void PrefetchScales(ref float scales, int group)
+    {
+        byte* line = (byte*)Unsafe.AsPointer(ref Unsafe.Add(ref scales, (group + (PrefetchSteps / 2)) * PackedInt4Weight.PanelRows));
+        Sse.Prefetch0(line);
+        Sse.Prefetch0(line + 64);
     }
 
     /// <summary>The table <c>vpermps</c> reads: code u to <c>u - 8</c>, the Int4 value.</summary>
@@ -99,52 +148,70 @@ internal static class Int4WeightOnlyKernel
         return value * scale;
     }
 
-    private static unsafe void Vector512Token<TCodes>(PackedInt4Weight weight, int panel, float* x, float* sums)
+    /// <summary>
+    /// One token and two panels at once (<paramref name="panel"/> into <paramref name="sums"/>, <paramref name="other"/>
+    /// into <paramref name="otherSums"/>): eight independent accumulator chains and two streams from memory, which a GEMV
+    /// needs to keep enough of the weight in flight. A single panel is computed as a pair with itself.
+    /// </summary>
+    private static unsafe void Vector512TwoPanels<TCodes>(PackedInt4Weight weight, int panel, int other, float* x, float* sums, float* otherSums)
         where TCodes : struct, ICodes
     {
         ref uint w = ref weight.GetPanel(panel);
-        ref float scales = ref weight.Scales[panel * weight.Groups * PackedInt4Weight.PanelRows];
-        ref int offsets = ref weight.Offsets[panel * weight.Groups * PackedInt4Weight.PanelRows];
+        ref uint u = ref weight.GetPanel(other);
+        int parametersPerPanel = weight.Groups * PackedInt4Weight.PanelRows;
+        ref float scales = ref weight.Scales[panel * parametersPerPanel];
+        ref float otherScales = ref weight.Scales[other * parametersPerPanel];
+        ref int offsets = ref weight.Offsets[panel * parametersPerPanel];
+        ref int otherOffsets = ref weight.Offsets[other * parametersPerPanel];
         Vector512<float> table = SignedTable;
-        Vector512<int> o0 = default, o1 = default;
-        Vector512<float> e0 = default, d0 = default, e1 = default, d1 = default;
+        Four<int> o = default;
+        Four<float> sc = default, even = default, odd = default;
         for (int g = 0; g < weight.Groups; g++)
         {
-            Vector512<float> s0 = Vector512.LoadUnsafe(ref scales, (nuint)(g * PackedInt4Weight.PanelRows));
-            Vector512<float> s1 = Vector512.LoadUnsafe(ref scales, (nuint)((g * PackedInt4Weight.PanelRows) + 16));
+            nuint p = (nuint)(g * PackedInt4Weight.PanelRows);
+            PrefetchScales(ref scales, g);
+            PrefetchScales(ref otherScales, g);
+            sc = new(Vector512.LoadUnsafe(ref scales, p), Vector512.LoadUnsafe(ref scales, p + 16), Vector512.LoadUnsafe(ref otherScales, p), Vector512.LoadUnsafe(ref otherScales, p + 16));
             if (!TCodes.Symmetric)
             {
-                o0 = Vector512.LoadUnsafe(ref offsets, (nuint)(g * PackedInt4Weight.PanelRows));
-                o1 = Vector512.LoadUnsafe(ref offsets, (nuint)((g * PackedInt4Weight.PanelRows) + 16));
+                o = new(Vector512.LoadUnsafe(ref offsets, p), Vector512.LoadUnsafe(ref offsets, p + 16), Vector512.LoadUnsafe(ref otherOffsets, p), Vector512.LoadUnsafe(ref otherOffsets, p + 16));
             }
 
             int end = weight.GroupStart(g) + weight.GroupLength(g);
             for (int s = weight.GroupStart(g); s < end; s++)
             {
-                Vector512<uint> v0 = Vector512.LoadUnsafe(ref w, (nuint)(s * PackedInt4Weight.PanelRows));
-                Vector512<uint> v1 = Vector512.LoadUnsafe(ref w, (nuint)((s * PackedInt4Weight.PanelRows) + 16));
+                Prefetch(ref w, s);
+                Prefetch(ref u, s);
+                nuint at = (nuint)(s * PackedInt4Weight.PanelRows);
+                Four<uint> v = new(Vector512.LoadUnsafe(ref w, at), Vector512.LoadUnsafe(ref w, at + 16), Vector512.LoadUnsafe(ref u, at), Vector512.LoadUnsafe(ref u, at + 16));
                 float* xs = x + (s * PackedInt4Weight.StepFeatures);
-                e0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 0, table, o0, s0), Vector512.Create(xs[0]), e0);
-                e1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 0, table, o1, s1), Vector512.Create(xs[0]), e1);
-                d0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 8, table, o0, s0), Vector512.Create(xs[1]), d0);
-                d1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 8, table, o1, s1), Vector512.Create(xs[1]), d1);
-                e0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 16, table, o0, s0), Vector512.Create(xs[2]), e0);
-                e1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 16, table, o1, s1), Vector512.Create(xs[2]), e1);
-                d0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 24, table, o0, s0), Vector512.Create(xs[3]), d0);
-                d1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 24, table, o1, s1), Vector512.Create(xs[3]), d1);
-                e0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 4, table, o0, s0), Vector512.Create(xs[4]), e0);
-                e1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 4, table, o1, s1), Vector512.Create(xs[4]), e1);
-                d0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 12, table, o0, s0), Vector512.Create(xs[5]), d0);
-                d1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 12, table, o1, s1), Vector512.Create(xs[5]), d1);
-                e0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 20, table, o0, s0), Vector512.Create(xs[6]), e0);
-                e1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 20, table, o1, s1), Vector512.Create(xs[6]), e1);
-                d0 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v0, 28, table, o0, s0), Vector512.Create(xs[7]), d0);
-                d1 = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v1, 28, table, o1, s1), Vector512.Create(xs[7]), d1);
+                Feature<TCodes>(v, 0, table, o, sc, xs[0], ref even);
+                Feature<TCodes>(v, 8, table, o, sc, xs[1], ref odd);
+                Feature<TCodes>(v, 16, table, o, sc, xs[2], ref even);
+                Feature<TCodes>(v, 24, table, o, sc, xs[3], ref odd);
+                Feature<TCodes>(v, 4, table, o, sc, xs[4], ref even);
+                Feature<TCodes>(v, 12, table, o, sc, xs[5], ref odd);
+                Feature<TCodes>(v, 20, table, o, sc, xs[6], ref even);
+                Feature<TCodes>(v, 28, table, o, sc, xs[7], ref odd);
             }
         }
 
-        (e0 + d0).Store(sums);
-        (e1 + d1).Store(sums + 16);
+        (even.A + odd.A).Store(sums);
+        (even.B + odd.B).Store(sums + 16);
+        (even.C + odd.C).Store(otherSums);
+        (even.D + odd.D).Store(otherSums + 16);
+    }
+
+    /// <summary>One feature of the two-panel kernel: four vectors of 16 channels dequantized and added to their accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Feature<TCodes>(Four<uint> v, [ConstantExpected] byte shift, Vector512<float> table, Four<int> o, Four<float> sc, float x, ref Four<float> a)
+        where TCodes : struct, ICodes
+    {
+        Vector512<float> p = Vector512.Create(x);
+        a.A = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v.A, shift, table, o.A, sc.A), p, a.A);
+        a.B = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v.B, shift, table, o.B, sc.B), p, a.B);
+        a.C = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v.C, shift, table, o.C, sc.C), p, a.C);
+        a.D = Vector512.FusedMultiplyAdd(Dequantize512<TCodes>(v.D, shift, table, o.D, sc.D), p, a.D);
     }
 
     /// <summary>One feature of the four-token kernel: the two dequantized vectors feed each token's even or odd accumulators.</summary>
@@ -327,6 +394,15 @@ internal static class Int4WeightOnlyKernel
 
             sums[c] = even + odd;
         }
+    }
+
+    /// <summary>Four 512-bit vectors: 64 channels of two panels, handled as one value so that helpers take them together.</summary>
+    private struct Four<T>(Vector512<T> a, Vector512<T> b, Vector512<T> c, Vector512<T> d)
+    {
+        public Vector512<T> A = a;
+        public Vector512<T> B = b;
+        public Vector512<T> C = c;
+        public Vector512<T> D = d;
     }
 
     /// <summary>Whether a weight's codes all have offset 8 (Int4), chosen at compile time per instantiation.</summary>

@@ -446,29 +446,52 @@ public sealed class QuantizedLinear
         {
             PackedInt4Weight weight = layer._int4!;
             int padded = weight.PaddedInFeatures;
-            int outFeatures = layer.OutFeatures;
             SimdTier tier = layer.FloatTier;
             int perPass = Int4WeightOnlyKernel.MaxTokens(tier);
-            Span<float> sums = stackalloc float[perPass * PackedInt4Weight.PanelRows];
+            Span<float> sums = stackalloc float[Math.Max(perPass, 2) * PackedInt4Weight.PanelRows];
+            if (tier == SimdTier.Vector512 && tokens < perPass)
+            {
+                // Decoding: the weight streams from memory, faster as two streams, so panel p goes with p + half.
+                int half = (endPanel - firstPanel + 1) / 2;
+                for (int p = firstPanel; p < firstPanel + half; p++)
+                {
+                    int other = p + half < endPanel ? p + half : p;
+                    for (int t = 0; t < tokens; t++)
+                    {
+                        Int4WeightOnlyKernel.AccumulatePair(weight, p, other, layer._int4Symmetric, floats.AsSpan(t * padded, padded), sums);
+                        WriteInt4Sums(p, t, sums, output);
+                        WriteInt4Sums(other, t, sums[PackedInt4Weight.PanelRows..], output);
+                    }
+                }
+
+                return;
+            }
+
             for (int p = firstPanel; p < endPanel; p++)
             {
-                int first = p * PackedInt4Weight.PanelRows;
-                int channels = Math.Min(PackedInt4Weight.PanelRows, outFeatures - first);
-                ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
                 for (int t0 = 0; t0 < tokens; t0 += perPass)
                 {
                     int block = Math.Min(perPass, tokens - t0);
                     Int4WeightOnlyKernel.Accumulate(tier, weight, p, layer._int4Symmetric, floats.AsSpan(t0 * padded, block * padded), block, sums);
                     for (int t = 0; t < block; t++)
                     {
-                        Span<float> y = output.Slice(((t0 + t) * outFeatures) + first, channels);
-                        ReadOnlySpan<float> sum = sums.Slice(t * PackedInt4Weight.PanelRows, channels);
-                        for (int c = 0; c < channels; c++)
-                        {
-                            y[c] = sum[c] + bias[c];
-                        }
+                        WriteInt4Sums(p, t0 + t, sums.Slice(t * PackedInt4Weight.PanelRows), output);
                     }
                 }
+            }
+        }
+
+        /// <summary>Writes <c>y = sum + b</c> for one panel and token.</summary>
+        private void WriteInt4Sums(int panel, int token, ReadOnlySpan<float> sums, Span<float> output)
+        {
+            int outFeatures = layer.OutFeatures;
+            int first = panel * PackedInt4Weight.PanelRows;
+            int channels = Math.Min(PackedInt4Weight.PanelRows, outFeatures - first);
+            ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
+            Span<float> y = output.Slice((token * outFeatures) + first, channels);
+            for (int c = 0; c < channels; c++)
+            {
+                y[c] = sums[c] + bias[c];
             }
         }
 
