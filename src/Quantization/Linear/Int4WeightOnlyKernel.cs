@@ -22,8 +22,9 @@ namespace Quantization;
 /// <para>
 /// A vector holds the same feature of several channels (16 at 512 bits, 8 at 256, 4 at 128), so the activation is
 /// broadcast and no vector is ever reduced across lanes. At 512 bits a code becomes its float with one
-/// <c>vpermps</c> from a 16-entry table (the instruction reads only the low four bits of each index), and four tokens
-/// share each dequantized weight vector.
+/// <c>vpermps</c> from a 16-entry table (the instruction reads only the low four bits of each index). Four tokens share
+/// each dequantized weight vector (GEMM); a single token reads two panels at once (GEMV, see <see cref="AccumulatePair"/>),
+/// with software prefetch, as the weight then streams from memory.
 /// </para>
 /// </remarks>
 internal static class Int4WeightOnlyKernel
