@@ -14,8 +14,8 @@ public class Int4LinearKernelTests
         { 40, 300, 256 }, { 100, 1027, 128 }, { 35, 96, 8 }, { 17, 77, 0 }, { 9, 40, -1 },
     };
 
-    /// <summary>Token counts that reach every tile of every path: 1 to 5 and partial blocks of four.</summary>
-    private static readonly int[] TokenCounts = [1, 2, 3, 4, 5, 8, 9];
+    /// <summary>Token counts that reach every tile of every path: 1 to 5, partial quads, and more than a block of 48.</summary>
+    private static readonly int[] TokenCounts = [1, 2, 3, 4, 5, 8, 9, 53];
 
     private static IEnumerable<SimdTier> SupportedTiers =>
         Enum.GetValues<SimdTier>().Where(tier => tier <= QuantizationPrimitives.ActiveSimdTier);
