@@ -86,12 +86,12 @@ public class LinearBenchmarks : IDisposable
         float[] weight = _floatWeights[Next(FloatCopies)];
         if (Threads == 1)
         {
-            DotRows(weight, 0, Features);
+            DotRows(weight, _input, _output, Features, M, 0, Features);
         }
         else
         {
             Parallel.For(0, Threads, new ParallelOptions { MaxDegreeOfParallelism = Threads }, part =>
-                DotRows(weight, Features * part / Threads, Features * (part + 1) / Threads));
+                DotRows(weight, _input, _output, Features, M, Features * part / Threads, Features * (part + 1) / Threads));
         }
     }
 
@@ -150,15 +150,18 @@ public class LinearBenchmarks : IDisposable
         return sessions;
     }
 
-    /// <summary>Rows [first, end) of the output: each weight row is read once and dotted with every token while it is in cache.</summary>
-    private void DotRows(float[] weight, int first, int end)
+    /// <summary>
+    /// Rows [first, end) of an fp32 <c>output = input weight^T</c> ([m, features] x [features, features]): each weight row
+    /// is read once and dotted with every token while it is in cache.
+    /// </summary>
+    internal static void DotRows(float[] weight, float[] input, float[] output, int features, int m, int first, int end)
     {
         for (int n = first; n < end; n++)
         {
-            ReadOnlySpan<float> row = weight.AsSpan(n * Features, Features);
-            for (int t = 0; t < M; t++)
+            ReadOnlySpan<float> row = weight.AsSpan(n * features, features);
+            for (int t = 0; t < m; t++)
             {
-                _output[(t * Features) + n] = TensorPrimitives.Dot(row, _input.AsSpan(t * Features, Features));
+                output[(t * features) + n] = TensorPrimitives.Dot(row, input.AsSpan(t * features, features));
             }
         }
     }

@@ -10,8 +10,8 @@ namespace Quantization.Benchmarks;
 
 /// <summary>
 /// One ONNX Runtime session of a one-node model, Y = A x B with B a constant [K, N] initializer: fp32 MatMul, or
-/// MatMulInteger with uint8 A (zero point 128) or int8 A, int8 B and int32 Y. Inputs and outputs are preallocated
-/// OrtValues, so a run measures only the kernel.
+/// MatMulInteger with uint8 A (zero point 128) or int8 A, int8 B and int32 Y; or com.microsoft.MatMulNBits with a 4-bit
+/// B. Inputs and outputs are preallocated OrtValues, so a run measures only the kernel.
 /// </summary>
 internal sealed class OrtMatMul : IDisposable
 {
@@ -66,6 +66,50 @@ internal sealed class OrtMatMul : IDisposable
         return new OrtMatMul(model, threads, input, OrtValue.CreateTensorValueFromMemory(new int[m * n], [m, n]));
     }
 
+    /// <summary>
+    /// Creates a <c>com.microsoft.MatMulNBits</c> (bits 4, zero points absent, i.e. 8) of a symmetric Int4 weight
+    /// [N, K] quantized per group along K: B uint8 [N, k_blocks, blockSize / 2], two codes (q + 8) a byte, the even
+    /// feature in the low nibble; scales float [N, k_blocks]. <paramref name="input"/> [m, k] and
+    /// <paramref name="output"/> [m, n] are the session's buffers.
+    /// </summary>
+    public static OrtMatMul MatMulNBits(QuantizedTensor weight, int accuracyLevel, float[] input, float[] output, int m, int threads)
+    {
+        int n = weight.Shape[0], k = weight.Shape[1], blockSize = weight.Scheme.Granularity.GroupSize;
+        int kBlocks = (k + blockSize - 1) / blockSize;
+        sbyte[] values = weight.GetInt4Data();
+        byte[] packed = new byte[n * kBlocks * blockSize / 2];
+        for (int row = 0; row < n; row++)
+        {
+            for (int c = 0; c < k; c++)
+            {
+                int i = (((row * kBlocks) + (c / blockSize)) * blockSize) + (c % blockSize);
+                packed[i / 2] |= (byte)((values[(row * k) + c] + 8) << (4 * (i % 2)));
+            }
+        }
+
+        TensorProto b = new() { Name = "B", DataType = (int)TensorProto.Types.DataType.Uint8, Dims = { n, kBlocks, blockSize / 2 }, RawData = ByteString.CopyFrom(packed) };
+        TensorProto scales = new() { Name = "scales", DataType = (int)TensorProto.Types.DataType.Float, Dims = { n, kBlocks }, RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(weight.Parameters.Scales)) };
+        NodeProto node = new() { Name = "MatMulNBits", OpType = "MatMulNBits", Domain = "com.microsoft", Input = { "A", "B", "scales" }, Output = { "Y" } };
+        node.Attribute.Add(
+        [
+            Int("K", k), Int("N", n), Int("bits", 4), Int("block_size", blockSize), Int("accuracy_level", accuracyLevel),
+        ]);
+        ModelProto model = new()
+        {
+            IrVersion = 8,
+            OpsetImport = { new OperatorSetIdProto { Version = 13 }, new OperatorSetIdProto { Domain = "com.microsoft", Version = 1 } },
+            Graph = new GraphProto
+            {
+                Name = "MatMulNBits",
+                Node = { node },
+                Initializer = { b, scales },
+                Input = { Value("A", TensorProto.Types.DataType.Float, m, k) },
+                Output = { Value("Y", TensorProto.Types.DataType.Float, m, n) },
+            },
+        };
+        return new OrtMatMul(model.ToByteArray(), threads, OrtValue.CreateTensorValueFromMemory(input, [m, k]), OrtValue.CreateTensorValueFromMemory(output, [m, n]));
+    }
+
     public void Run() => _session.Run(_runOptions, _inputNames, [_input], _outputNames, [_output]);
 
     public void Dispose()
@@ -108,6 +152,8 @@ internal sealed class OrtMatMul : IDisposable
         };
         return model.ToByteArray();
     }
+
+    private static AttributeProto Int(string name, long value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = value };
 
     private static ValueInfoProto Value(string name, TensorProto.Types.DataType type, params long[] dims)
     {

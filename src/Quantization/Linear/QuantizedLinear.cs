@@ -5,7 +5,8 @@ namespace Quantization;
 
 /// <summary>
 /// A linear layer, <c>y = x W^T + b</c>, with a symmetric int8 weight [outFeatures, inFeatures] (one scale per output
-/// channel) and an optional float bias: the int8 compute kernels of inference, for one token (GEMV) or many (GEMM).
+/// channel) or a 4-bit weight (Int4 or UInt4, one scale and zero point per output channel and group of input features),
+/// and an optional float bias: the compute kernels of inference, for one token (GEMV) or many (GEMM).
 /// </summary>
 /// <remarks>
 /// <para>
@@ -35,6 +36,16 @@ namespace Quantization;
 /// memory (see <see cref="DisableAssembledKernelsSwitch"/> to turn this off). With up to four tokens it reads two
 /// panels at once, as two streams from memory.
 /// </para>
+/// <para>
+/// A 4-bit weight runs <see cref="QuantizedLinearMode.W4A16"/> (float activations; each weight dequantized inside the dot
+/// product to exactly <c>(q - zeroPoint) * scale</c>, the bits of <see cref="QuantizedTensor.Dequantize()"/>; every channel
+/// sums its even and its odd input features in two fused multiply-add chains, in order, and the output is
+/// <c>(a0 + a1) + b[n]</c>) or <see cref="QuantizedLinearMode.W4A8"/> (each token quantized to int8 as in W8A8; per group
+/// g the exact int32 sum of <c>(q - zeroPoint) x q_x</c>, then <c>total = fma((float)sum_g, s_w[n, g], total)</c> in
+/// group order and <c>y = fma(total, s_x[t], b[n])</c>). Both give the same bits on every SIMD tier. The weight is
+/// repacked at construction into panels of 32 channels whose 32-bit words hold eight consecutive codes of a channel, so
+/// that a vector load is 16 (or 8) channels and one shift brings any feature's codes to the low bits.
+/// </para>
 /// </remarks>
 public sealed class QuantizedLinear
 {
@@ -53,19 +64,24 @@ public sealed class QuantizedLinear
 
     private static readonly QuantizationScheme ActivationScheme = QuantizationScheme.Int8PerTensor();
 
-    private readonly PackedInt8Weight _weight;
-    private readonly float[] _scales;
+    private readonly PackedInt8Weight? _weight;
+    private readonly PackedInt4Weight? _int4;
+    private readonly bool _int4Symmetric;
+    private readonly float[] _scales = [];
     private readonly float[] _bias;
     private int _maxDegreeOfParallelism = 1;
 
     /// <summary>Initializes a new instance of the <see cref="QuantizedLinear"/> class from a quantized weight.</summary>
     /// <param name="weight">
-    /// The weight, shape [outFeatures, inFeatures], symmetric int8 (zero points 0), per channel along axis 0 or per tensor:
-    /// <see cref="QuantizationScheme.Int8PerChannel"/> with axis 0 is the usual scheme. Its data is repacked (copied).
+    /// The weight, shape [outFeatures, inFeatures]: symmetric int8 (zero points 0), per channel along axis 0 or per tensor
+    /// (<see cref="QuantizationScheme.Int8PerChannel"/> with axis 0 is the usual scheme); or Int4 / UInt4, symmetric or
+    /// asymmetric, per group along the input features (axis 1 or -1, a group size that is a multiple of 8, the last group
+    /// may be partial), per output channel (axis 0) or per tensor (<see cref="QuantizationScheme.Int4PerGroup"/> is the
+    /// usual scheme). Its data is repacked (copied).
     /// </param>
     /// <param name="bias">The bias, <c>outFeatures</c> values, or empty for none.</param>
     /// <exception cref="ArgumentNullException"><paramref name="weight"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentException">The weight is not a 2-D symmetric int8 tensor (zero points 0) quantized per tensor or per output channel, or the bias has the wrong length.</exception>
+    /// <exception cref="ArgumentException">The weight is not a non-empty 2-D int8 or 4-bit tensor with a granularity listed above (int8: symmetric, zero points 0), or the bias has the wrong length.</exception>
     /// <exception cref="NonFiniteValueException">The bias contains NaN or an infinity.</exception>
     public QuantizedLinear(QuantizedTensor weight, ReadOnlySpan<float> bias = default)
     {
@@ -77,26 +93,17 @@ public sealed class QuantizedLinear
             throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(weight.Name)} must be a non-empty [outFeatures, inFeatures] matrix, not [{string.Join(", ", weight.Shape.ToArray())}]."), nameof(weight));
         }
 
-        bool perChannel = scheme.Granularity.Kind == GranularityKind.PerChannel && scheme.Granularity.Axis is 0 or -2;
-        if (scheme.Type != QuantizedType.Int8 || !scheme.Symmetric || !(perChannel || scheme.Granularity.Kind == GranularityKind.PerTensor))
-        {
-            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must be symmetric int8, per tensor or per output channel (axis 0), not {scheme.Type} {(scheme.Symmetric ? "symmetric" : "asymmetric")} {scheme.Granularity}.", nameof(weight));
-        }
-
-        if (weight.Parameters.ZeroPoints.ContainsAnyExcept(0))
-        {
-            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must have zero points of 0 (symmetric quantization).", nameof(weight));
-        }
-
         OutFeatures = shape[0];
         InFeatures = shape[1];
-        _weight = new PackedInt8Weight(weight.GetInt8Data(), OutFeatures, InFeatures);
-        int padded = _weight.Panels * PackedInt8Weight.PanelRows;
-        _scales = new float[padded];
-        ReadOnlySpan<float> scales = weight.Parameters.Scales;
-        for (int n = 0; n < OutFeatures; n++)
+        WeightType = scheme.Type;
+        bool perChannel = scheme.Granularity.Kind == GranularityKind.PerChannel && scheme.Granularity.Axis is 0 or -2;
+        if (scheme.Type is QuantizedType.Int4 or QuantizedType.UInt4)
         {
-            _scales[n] = perChannel ? scales[n] : scales[0];
+            _int4 = PackInt4(weight, perChannel, out _int4Symmetric);
+        }
+        else
+        {
+            (_weight, _scales) = PackInt8(weight, perChannel);
         }
 
         if (!bias.IsEmpty && bias.Length != OutFeatures)
@@ -105,7 +112,7 @@ public sealed class QuantizedLinear
         }
 
         QuantizationPrimitives.ThrowIfNonFinite(bias, "bias", nameof(bias));
-        _bias = new float[padded];
+        _bias = new float[Panels * PackedInt8Weight.PanelRows];
         bias.CopyTo(_bias);
         HasBias = !bias.IsEmpty;
     }
@@ -118,6 +125,13 @@ public sealed class QuantizedLinear
 
     /// <summary>Gets a value indicating whether the layer adds a bias.</summary>
     public bool HasBias { get; }
+
+    /// <summary>
+    /// Gets the type of the weight: <see cref="QuantizedType.Int8"/> runs <see cref="QuantizedLinearMode.W8A8"/> and
+    /// <see cref="QuantizedLinearMode.W8A16"/>, <see cref="QuantizedType.Int4"/> and <see cref="QuantizedType.UInt4"/> run
+    /// <see cref="QuantizedLinearMode.W4A16"/> and <see cref="QuantizedLinearMode.W4A8"/>.
+    /// </summary>
+    public QuantizedType WeightType { get; }
 
     /// <summary>Gets or sets the most threads one <see cref="Forward"/> call uses; 1 (the default) runs on the calling thread.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is below 1.</exception>
@@ -134,8 +148,95 @@ public sealed class QuantizedLinear
     /// <summary>Gets or sets the W8A8 kernel path; the fastest supported one unless a test chooses another.</summary>
     internal Int8KernelPath Int8Path { get; set; } = Int8KernelPaths.Best;
 
-    /// <summary>Gets or sets the W8A16 kernel tier; the active SIMD tier unless a test chooses another.</summary>
+    /// <summary>Gets or sets the W4A8 kernel path; the fastest supported one unless a test chooses another.</summary>
+    internal Int8KernelPath Int4Path { get; set; } = Int4Int8Kernel.Best;
+
+    /// <summary>Gets or sets the W8A16 and W4A16 kernel tier; the active SIMD tier unless a test chooses another.</summary>
     internal SimdTier FloatTier { get; set; } = QuantizationPrimitives.ActiveSimdTier;
+
+    private int Panels => _weight?.Panels ?? _int4!.Panels;
+
+    private int PaddedInFeatures => _weight?.PaddedInFeatures ?? _int4!.PaddedInFeatures;
+
+    /// <summary>Checks and repacks a symmetric int8 weight; returns it with one scale per (padded) output channel.</summary>
+    private static (PackedInt8Weight Weight, float[] Scales) PackInt8(QuantizedTensor weight, bool perChannel)
+    {
+        QuantizationScheme scheme = weight.Scheme;
+        if (scheme.Type != QuantizedType.Int8 || !scheme.Symmetric || !(perChannel || scheme.Granularity.Kind == GranularityKind.PerTensor))
+        {
+            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must be symmetric int8 per tensor or per output channel (axis 0), or 4-bit, not {scheme.Type} {(scheme.Symmetric ? "symmetric" : "asymmetric")} {scheme.Granularity}.", nameof(weight));
+        }
+
+        if (weight.Parameters.ZeroPoints.ContainsAnyExcept(0))
+        {
+            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must have zero points of 0 (symmetric quantization).", nameof(weight));
+        }
+
+        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
+        PackedInt8Weight packed = new(weight.GetInt8Data(), outFeatures, inFeatures);
+        float[] channelScales = new float[packed.Panels * PackedInt8Weight.PanelRows];
+        ReadOnlySpan<float> scales = weight.Parameters.Scales;
+        for (int n = 0; n < outFeatures; n++)
+        {
+            channelScales[n] = perChannel ? scales[n] : scales[0];
+        }
+
+        return (packed, channelScales);
+    }
+
+    /// <summary>
+    /// Checks and repacks a 4-bit weight: codes <c>q + 8</c> (Int4) or <c>q</c> (UInt4) with offsets <c>zeroPoint + 8</c> or
+    /// <c>zeroPoint</c>, so that every weight is <c>(code - offset) * scale</c>.
+    /// </summary>
+    private static PackedInt4Weight PackInt4(QuantizedTensor weight, bool perChannel, out bool symmetric)
+    {
+        QuantizationGranularity granularity = weight.Scheme.Granularity;
+        int outFeatures = weight.Shape[0], inFeatures = weight.Shape[1];
+        bool perGroup = granularity.Kind == GranularityKind.PerGroup && granularity.Axis is 1 or -1;
+        if (!(perGroup || perChannel || granularity.Kind == GranularityKind.PerTensor))
+        {
+            throw new ArgumentException($"{TensorNames.Describe(weight.Name)} must be quantized per group along the input features (axis 1), per output channel (axis 0) or per tensor, not {granularity}.", nameof(weight));
+        }
+
+        if (perGroup && granularity.GroupSize % PackedInt4Weight.StepFeatures != 0 && granularity.GroupSize < inFeatures)
+        {
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(weight.Name)} has groups of {granularity.GroupSize} input features; the 4-bit kernels need a multiple of {PackedInt4Weight.StepFeatures} (16 to 256, powers of two, are the usual sizes)."), nameof(weight));
+        }
+
+        int groupSize = perGroup ? Math.Min(granularity.GroupSize, inFeatures) : inFeatures;
+        int groups = (inFeatures + groupSize - 1) / groupSize;
+        bool signed = weight.Scheme.Type == QuantizedType.Int4;
+        byte[] codes = new byte[outFeatures * inFeatures];
+        if (signed)
+        {
+            ReadOnlySpan<sbyte> values = weight.GetInt4Data();
+            for (int i = 0; i < codes.Length; i++)
+            {
+                codes[i] = (byte)(values[i] + 8);
+            }
+        }
+        else
+        {
+            weight.GetUInt4Data().CopyTo(codes);
+        }
+
+        float[] scales = new float[outFeatures * groups];
+        int[] offsets = new int[outFeatures * groups];
+        ReadOnlySpan<float> s = weight.Parameters.Scales;
+        ReadOnlySpan<int> z = weight.Parameters.ZeroPoints;
+        for (int n = 0; n < outFeatures; n++)
+        {
+            for (int g = 0; g < groups; g++)
+            {
+                int index = perGroup ? (n * groups) + g : perChannel ? n : 0;
+                scales[(n * groups) + g] = s[index];
+                offsets[(n * groups) + g] = z[index] + (signed ? 8 : 0);
+            }
+        }
+
+        symmetric = !offsets.AsSpan().ContainsAnyExcept(8);
+        return new PackedInt4Weight(codes, outFeatures, inFeatures, groupSize, scales, offsets);
+    }
 
     /// <summary>
     /// Creates a layer from a float weight: quantizes it per output channel, symmetric int8 over [-127, 127]
@@ -166,9 +267,13 @@ public sealed class QuantizedLinear
     /// <param name="input">The activations, row-major [tokens, <see cref="InFeatures"/>].</param>
     /// <param name="output">Receives the outputs, row-major [tokens, <see cref="OutFeatures"/>].</param>
     /// <param name="tokens">The number of tokens (rows); 1 is a GEMV.</param>
-    /// <param name="mode">Whether the activations are quantized (<see cref="QuantizedLinearMode.W8A8"/>) or stay float (<see cref="QuantizedLinearMode.W8A16"/>).</param>
+    /// <param name="mode">
+    /// Whether the activations are quantized (<see cref="QuantizedLinearMode.W8A8"/>, <see cref="QuantizedLinearMode.W4A8"/>)
+    /// or stay float (<see cref="QuantizedLinearMode.W8A16"/>, <see cref="QuantizedLinearMode.W4A16"/>); its weight width
+    /// must be the layer's (<see cref="WeightType"/>).
+    /// </param>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="tokens"/> is negative or <paramref name="mode"/> is not defined.</exception>
-    /// <exception cref="ArgumentException">A span does not have <paramref name="tokens"/> rows of the layer's width.</exception>
+    /// <exception cref="ArgumentException">A span does not have <paramref name="tokens"/> rows of the layer's width, or <paramref name="mode"/> is for the other weight width.</exception>
     /// <exception cref="NonFiniteValueException">The input contains NaN or an infinity (the output is then not written).</exception>
     public void Forward(ReadOnlySpan<float> input, Span<float> output, int tokens, QuantizedLinearMode mode)
     {
@@ -176,6 +281,13 @@ public sealed class QuantizedLinear
         if (!Enum.IsDefined(mode))
         {
             throw new ArgumentOutOfRangeException(nameof(mode), mode, "Unknown linear mode.");
+        }
+
+        bool fourBitMode = mode is QuantizedLinearMode.W4A16 or QuantizedLinearMode.W4A8;
+        if (fourBitMode != (_int4 is not null))
+        {
+            string modes = _int4 is null ? "W8A8 or W8A16" : "W4A16 or W4A8";
+            throw new ArgumentException($"Mode {mode} needs a {(fourBitMode ? "4-bit" : "int8")} weight, but this layer's weight is {WeightType}: use {modes}.", nameof(mode));
         }
 
         if ((long)tokens * InFeatures != input.Length)
@@ -202,15 +314,30 @@ public sealed class QuantizedLinear
             return;
         }
 
-        int padded = _weight.PaddedInFeatures;
+        int padded = PaddedInFeatures;
         float[] tokenScales = ArrayPool<float>.Shared.Rent(tokens);
+        sbyte[]? quantized = null;
         byte[]? activations = null;
         float[]? floats = null;
+        int[]? groupSums = null;
         try
         {
-            if (mode == QuantizedLinearMode.W8A8)
+            if (mode is QuantizedLinearMode.W8A8 or QuantizedLinearMode.W4A8)
             {
-                activations = QuantizeActivations(input, tokens, tokenScales);
+                quantized = ArrayPool<sbyte>.Shared.Rent(tokens * padded);
+                QuantizeActivations(input, tokens, quantized.AsSpan(0, tokens * padded), tokenScales);
+                if (mode == QuantizedLinearMode.W8A8)
+                {
+                    Int8KernelPath path = Int8Path;
+                    int length = tokens * padded * Int8PanelKernel.ActivationBytes(path);
+                    activations = ArrayPool<byte>.Shared.Rent(length);
+                    Int8PanelKernel.PrepareActivations(path, quantized.AsSpan(0, tokens * padded), activations.AsSpan(0, length));
+                }
+                else
+                {
+                    groupSums = ArrayPool<int>.Shared.Rent(tokens * _int4!.Groups);
+                    Int4Int8Kernel.SumGroups(_int4, quantized.AsSpan(0, tokens * padded), tokens, groupSums);
+                }
             }
             else
             {
@@ -223,15 +350,25 @@ public sealed class QuantizedLinear
                 }
             }
 
-            PanelWork work = new(this, mode, activations, floats, tokenScales, tokens);
+            PanelWork work = new(this, mode, activations, quantized, groupSums, floats, tokenScales, tokens);
             Run(work, output);
         }
         finally
         {
             ArrayPool<float>.Shared.Return(tokenScales);
+            if (quantized is not null)
+            {
+                ArrayPool<sbyte>.Shared.Return(quantized);
+            }
+
             if (activations is not null)
             {
                 ArrayPool<byte>.Shared.Return(activations);
+            }
+
+            if (groupSums is not null)
+            {
+                ArrayPool<int>.Shared.Return(groupSums);
             }
 
             if (floats is not null)
@@ -241,38 +378,24 @@ public sealed class QuantizedLinear
         }
     }
 
-    /// <summary>Quantizes each token (symmetric int8, one scale per token) into padded rows, prepared for the W8A8 path.</summary>
-    private byte[] QuantizeActivations(ReadOnlySpan<float> input, int tokens, float[] tokenScales)
+    /// <summary>Quantizes each token (symmetric int8, one scale per token) into rows padded with zeros.</summary>
+    private void QuantizeActivations(ReadOnlySpan<float> input, int tokens, Span<sbyte> quantized, float[] tokenScales)
     {
-        int padded = _weight.PaddedInFeatures;
-        sbyte[] quantized = ArrayPool<sbyte>.Shared.Rent(tokens * padded);
-        try
+        int padded = PaddedInFeatures;
+        Span<sbyte> zeroPoint = stackalloc sbyte[1];
+        ReadOnlySpan<int> shape = [InFeatures];
+        for (int t = 0; t < tokens; t++)
         {
-            Span<sbyte> zeroPoint = stackalloc sbyte[1];
-            ReadOnlySpan<int> shape = [InFeatures];
-            for (int t = 0; t < tokens; t++)
-            {
-                Span<sbyte> row = quantized.AsSpan(t * padded, padded);
-                QuantizationPrimitives.QuantizeDynamic(input.Slice(t * InFeatures, InFeatures), shape, ActivationScheme, row[..InFeatures], tokenScales.AsSpan(t, 1), zeroPoint);
-                row[InFeatures..].Clear();
-            }
-
-            Int8KernelPath path = Int8Path;
-            int length = tokens * padded;
-            byte[] prepared = ArrayPool<byte>.Shared.Rent(length * Int8PanelKernel.ActivationBytes(path));
-            Int8PanelKernel.PrepareActivations(path, quantized.AsSpan(0, length), prepared.AsSpan(0, length * Int8PanelKernel.ActivationBytes(path)));
-            return prepared;
-        }
-        finally
-        {
-            ArrayPool<sbyte>.Shared.Return(quantized);
+            Span<sbyte> row = quantized.Slice(t * padded, padded);
+            QuantizationPrimitives.QuantizeDynamic(input.Slice(t * InFeatures, InFeatures), shape, ActivationScheme, row[..InFeatures], tokenScales.AsSpan(t, 1), zeroPoint);
+            row[InFeatures..].Clear();
         }
     }
 
     /// <summary>Runs every panel, on this thread or split into contiguous ranges between threads.</summary>
     private void Run(PanelWork work, Span<float> output)
     {
-        int panels = _weight.Panels;
+        int panels = Panels;
         int degree = Math.Min(_maxDegreeOfParallelism, panels);
         if (degree <= 1)
         {
@@ -296,25 +419,115 @@ public sealed class QuantizedLinear
     }
 
     /// <summary>One Forward call's prepared inputs; computes the outputs of a range of panels.</summary>
-    private readonly struct PanelWork(QuantizedLinear layer, QuantizedLinearMode mode, byte[]? activations, float[]? floats, float[] tokenScales, int tokens)
+    private readonly struct PanelWork(QuantizedLinear layer, QuantizedLinearMode mode, byte[]? activations, sbyte[]? quantized, int[]? groupSums, float[]? floats, float[] tokenScales, int tokens)
     {
         public int Tokens => tokens;
 
         public void Run(int firstPanel, int endPanel, Span<float> output)
         {
-            if (mode == QuantizedLinearMode.W8A8)
+            switch (mode)
             {
-                RunInt8(firstPanel, endPanel, output);
+                case QuantizedLinearMode.W8A8:
+                    RunInt8(firstPanel, endPanel, output);
+                    break;
+                case QuantizedLinearMode.W8A16:
+                    RunWeightOnly(firstPanel, endPanel, output);
+                    break;
+                case QuantizedLinearMode.W4A16:
+                    RunInt4WeightOnly(firstPanel, endPanel, output);
+                    break;
+                default:
+                    RunInt4Int8(firstPanel, endPanel, output);
+                    break;
             }
-            else
+        }
+
+        private void RunInt4WeightOnly(int firstPanel, int endPanel, Span<float> output)
+        {
+            PackedInt4Weight weight = layer._int4!;
+            int padded = weight.PaddedInFeatures;
+            SimdTier tier = layer.FloatTier;
+            int perPass = Int4WeightOnlyKernel.MaxTokens(tier);
+            Span<float> sums = stackalloc float[Math.Max(perPass, 2) * PackedInt4Weight.PanelRows];
+            if (tier == SimdTier.Vector512 && tokens < perPass)
             {
-                RunWeightOnly(firstPanel, endPanel, output);
+                // Decoding: the weight streams from memory, faster as two streams, so panel p goes with p + half.
+                int half = (endPanel - firstPanel + 1) / 2;
+                for (int p = firstPanel; p < firstPanel + half; p++)
+                {
+                    int other = p + half < endPanel ? p + half : p;
+                    for (int t = 0; t < tokens; t++)
+                    {
+                        Int4WeightOnlyKernel.AccumulatePair(weight, p, other, layer._int4Symmetric, floats.AsSpan(t * padded, padded), sums);
+                        WriteInt4Sums(p, t, sums, output);
+                        WriteInt4Sums(other, t, sums[PackedInt4Weight.PanelRows..], output);
+                    }
+                }
+
+                return;
+            }
+
+            for (int p = firstPanel; p < endPanel; p++)
+            {
+                for (int t0 = 0; t0 < tokens; t0 += perPass)
+                {
+                    int block = Math.Min(perPass, tokens - t0);
+                    Int4WeightOnlyKernel.Accumulate(tier, weight, p, layer._int4Symmetric, floats.AsSpan(t0 * padded, block * padded), block, sums);
+                    for (int t = 0; t < block; t++)
+                    {
+                        WriteInt4Sums(p, t0 + t, sums.Slice(t * PackedInt4Weight.PanelRows), output);
+                    }
+                }
+            }
+        }
+
+        /// <summary>Writes <c>y = sum + b</c> for one panel and token.</summary>
+        private void WriteInt4Sums(int panel, int token, ReadOnlySpan<float> sums, Span<float> output)
+        {
+            int outFeatures = layer.OutFeatures;
+            int first = panel * PackedInt4Weight.PanelRows;
+            int channels = Math.Min(PackedInt4Weight.PanelRows, outFeatures - first);
+            ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
+            Span<float> y = output.Slice((token * outFeatures) + first, channels);
+            for (int c = 0; c < channels; c++)
+            {
+                y[c] = sums[c] + bias[c];
+            }
+        }
+
+        private void RunInt4Int8(int firstPanel, int endPanel, Span<float> output)
+        {
+            PackedInt4Weight weight = layer._int4!;
+            int padded = weight.PaddedInFeatures;
+            int outFeatures = layer.OutFeatures;
+            Int8KernelPath path = layer.Int4Path;
+            Span<float> totals = stackalloc float[TokenBlock * PackedInt4Weight.PanelRows];
+            for (int p = firstPanel; p < endPanel; p++)
+            {
+                int first = p * PackedInt4Weight.PanelRows;
+                int channels = Math.Min(PackedInt4Weight.PanelRows, outFeatures - first);
+                ReadOnlySpan<float> bias = layer._bias.AsSpan(first, channels);
+                for (int t0 = 0; t0 < tokens; t0 += TokenBlock)
+                {
+                    int block = Math.Min(TokenBlock, tokens - t0);
+                    Int4Int8Kernel.Accumulate(path, weight, p, quantized.AsSpan(t0 * padded, block * padded), groupSums.AsSpan(t0 * weight.Groups, block * weight.Groups), block, totals);
+                    for (int t = 0; t < block; t++)
+                    {
+                        Span<float> y = output.Slice(((t0 + t) * outFeatures) + first, channels);
+                        ReadOnlySpan<float> total = totals.Slice(t * PackedInt4Weight.PanelRows, channels);
+                        float tokenScale = tokenScales[t0 + t];
+                        for (int c = 0; c < channels; c++)
+                        {
+                            y[c] = MathF.FusedMultiplyAdd(total[c], tokenScale, bias[c]);
+                        }
+                    }
+                }
             }
         }
 
         private void RunInt8(int firstPanel, int endPanel, Span<float> output)
         {
-            PackedInt8Weight weight = layer._weight;
+            PackedInt8Weight weight = layer._weight!;
             Int8KernelPath path = layer.Int8Path;
             int stride = weight.PaddedInFeatures * Int8PanelKernel.ActivationBytes(path);
             Span<int> sums = stackalloc int[TokenBlock * PackedInt8Weight.PanelRows];
@@ -393,7 +606,7 @@ public sealed class QuantizedLinear
 
         private void RunWeightOnly(int firstPanel, int endPanel, Span<float> output)
         {
-            PackedInt8Weight weight = layer._weight;
+            PackedInt8Weight weight = layer._weight!;
             int padded = weight.PaddedInFeatures;
             int outFeatures = layer.OutFeatures;
             SimdTier tier = layer.FloatTier;

@@ -52,7 +52,7 @@ public class QuantizedLinearTests
         QuantizedLinear without = QuantizedLinear.Create(weight, Out, In);
         Assert.True(withBias.HasBias);
         Assert.False(without.HasBias);
-        foreach (QuantizedLinearMode mode in Enum.GetValues<QuantizedLinearMode>())
+        foreach (QuantizedLinearMode mode in new[] { QuantizedLinearMode.W8A8, QuantizedLinearMode.W8A16 })
         {
             float[] a = new float[3 * Out], b = new float[3 * Out];
             withBias.Forward(input, a, 3, mode);
@@ -73,7 +73,7 @@ public class QuantizedLinearTests
         Random random = new(tokens);
         QuantizedLinear layer = QuantizedLinear.Create(Gaussian(random, Out * In, 0.05f), Out, In, Gaussian(random, Out, 1f));
         float[] input = Gaussian(random, tokens * In, 1f);
-        foreach (QuantizedLinearMode mode in Enum.GetValues<QuantizedLinearMode>())
+        foreach (QuantizedLinearMode mode in new[] { QuantizedLinearMode.W8A8, QuantizedLinearMode.W8A16 })
         {
             layer.MaxDegreeOfParallelism = 1;
             float[] serial = new float[tokens * Out];
