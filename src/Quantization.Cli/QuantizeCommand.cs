@@ -19,18 +19,22 @@ internal static class QuantizeCommand
         Option<string> output = new("--output", "-o") { Description = "The quantized .onnx file, or the directory of the quantized checkpoint.", Required = true };
         Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16), static (W8A8, needs --calibration-data) or dynamic (W8A8, MatMul and Gemm, activations quantized at run time; calibration data only with --smoothquant).", DefaultValueFactory = _ => "weight-only" };
         mode.AcceptOnlyFromAmong("weight-only", "static", "dynamic");
-        Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear) or matmulnbits (ONNX Runtime's MatMulNBits, 8-bit blocks of 32 along K, activations quantized per block at run time: accuracy_level 4).", DefaultValueFactory = _ => "qdq" };
+        Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear; the default for --bits 8) or matmulnbits (ONNX Runtime's MatMulNBits, blocks of --group-size along K, activations quantized per block at run time: accuracy_level 4; the default for --bits 4)." };
         format.AcceptOnlyFromAmong("qdq", "matmulnbits");
         Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of inputs (safetensors only) or per tensor.", DefaultValueFactory = _ => "channel" };
         granularity.AcceptOnlyFromAmong("channel", "group", "tensor");
-        Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group.", DefaultValueFactory = _ => 128 };
+        Option<int> bits = new("--bits") { Description = "Weight bits: 8 (int8), or 4 (int4 in groups of --group-size along the inputs; ONNX MatMul and Gemm weights as MatMulNBits).", DefaultValueFactory = _ => 8 };
+        bits.AcceptOnlyFromAmong("8", "4");
+        Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group or --bits 4; ONNX MatMulNBits blocks (a power of two, at least 16). Default: 32 for ONNX models, 128 for checkpoints." };
+        Option<string> algorithm = new("--algorithm") { Description = "ONNX weight-only: how weights are rounded: rtn (to nearest, the default) or gptq (GPTQ with error feedback; needs --calibration-data).", DefaultValueFactory = _ => "rtn" };
+        algorithm.AcceptOnlyFromAmong("rtn", "gptq");
         Option<bool> asymmetric = new("--asymmetric") { Description = "Asymmetric weights (a zero point per scale); symmetric by default." };
         Option<string> convention = new("--convention") { Description = "Whose arithmetic computes the parameters.", DefaultValueFactory = _ => "onnx" };
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
         Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or the weights of the nodes (ONNX; activations follow --activation-include) matching this glob, or re:regex; repeatable." };
         Option<string[]> exclude = new("--exclude") { Description = "Keep tensors or nodes matching this glob or re:regex in float; repeatable. Safetensors always keeps *embed*, *norm* and *lm_head* too." };
         Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of input batches for static ranges, bias correction and SmoothQuant: one .npz file per batch (numpy.savez) with one array named after each model input (int64, int32, float32, float16, bool...; e.g. input_ids, attention_mask, token_type_ids), or one .npy file per batch for a model with a single input." };
-        Option<bool> gptq = new("--gptq") { Description = "ONNX weight-only with calibration data: round MatMul and Gemm weights with GPTQ." };
+        Option<bool> gptq = new("--gptq") { Description = "The same as --algorithm gptq." };
         Option<bool> stats = new("--stats") { Description = "Print time, throughput and peak memory." };
         Option<string[]> weightOps = new("--weight-ops") { Description = "ONNX only: operator types whose weights are quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default.", AllowMultipleArgumentsPerToken = true };
         Option<string[]> activationOps = new("--activation-ops") { Description = "ONNX static only: operator types whose activation inputs are always quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default. Add and the pools are quantized only between such operators unless listed here.", AllowMultipleArgumentsPerToken = true };
@@ -43,16 +47,24 @@ internal static class QuantizeCommand
         Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static, or dynamic with --calibration-data: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer (for dynamic, measuring the error as run-time quantization rounds).", Arity = ArgumentArity.ZeroOrOne };
         Option<bool> explicitScales = new("--explicit-scales") { Description = "With --smoothquant: also smooth MatMul/Gemm layers whose input no normalization or linear layer can absorb 1/s into (after Gelu, Reshape or a graph input), by inserting a Mul by 1/s before them. Pair it with 'auto' or a high ALPHA such as 0.8: at 0.5, the layers after Gelu can lose more in their weights than they gain." };
         Option<bool> quantizeEmbeddings = new("--quantize-embeddings") { Description = "ONNX only: store embedding tables (Gather data of at least a million elements) as int8 per row, read by ONNX Runtime's GatherBlockQuantized; true by default, false keeps them in float.", DefaultValueFactory = _ => true };
-        Command command = new("quantize", "Quantize a model or checkpoint to int8.")
+        Command command = new("quantize", "Quantize a model or checkpoint to int8 or int4.")
         {
-            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales, quantizeEmbeddings,
+            input, output, mode, format, bits, granularity, groupSize, algorithm, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales, quantizeEmbeddings,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
             string source = parse.GetValue(input)!;
+            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+            int weightBits = parse.GetValue(bits);
+            int group = parse.GetResult(groupSize) is { Implicit: false } ? parse.GetValue(groupSize) : onnx ? new MatMulNBitsOptions().BlockSize : 128;
+            if (group <= 0)
+            {
+                throw new ArgumentException($"--group-size must be positive, not {group}.");
+            }
+
             QuantizationGranularity grain = parse.GetValue(granularity) switch
             {
-                "group" => QuantizationGranularity.PerGroup(parse.GetValue(groupSize)),
+                "group" => QuantizationGranularity.PerGroup(group),
                 "tensor" => QuantizationGranularity.PerTensor,
                 _ => QuantizationGranularity.PerChannel(0),
             };
@@ -63,7 +75,10 @@ internal static class QuantizeCommand
                 "golden-stick" => NumericConvention.GoldenStick,
                 _ => NumericConvention.Onnx,
             };
-            QuantizationScheme scheme = new(QuantizedType.Int8, symmetric: !parse.GetValue(asymmetric), grain, arithmetic);
+            bool symmetric = !parse.GetValue(asymmetric);
+            QuantizationScheme scheme = weightBits == 4
+                ? new(symmetric ? QuantizedType.Int4 : QuantizedType.UInt4, symmetric, grain, arithmetic, symmetric ? QuantizationRange.Full : null)
+                : new(QuantizedType.Int8, symmetric, grain, arithmetic);
             NamePattern[] includes = [.. (parse.GetValue(include) ?? []).Select(p => new NamePattern(p))];
             NamePattern[] excludes = [.. (parse.GetValue(exclude) ?? []).Select(p => new NamePattern(p))];
             long started = Stopwatch.GetTimestamp();
@@ -77,11 +92,28 @@ internal static class QuantizeCommand
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
                 parse.GetValue(explicitScales));
-            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
-            bool matMulNBits = parse.GetValue(format) == "matmulnbits";
+            bool matMulNBits = (parse.GetValue(format) ?? (weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
-                throw new ArgumentException("--format matmulnbits applies to ONNX models with --mode weight-only.");
+                throw new ArgumentException(weightBits == 4 && onnx
+                    ? "--bits 4 applies to --mode weight-only: 4-bit weights with float activations (MatMulNBits)."
+                    : "--format matmulnbits applies to ONNX models with --mode weight-only.");
+            }
+
+            if (onnx && weightBits == 4 && !matMulNBits)
+            {
+                throw new ArgumentException("--bits 4 writes ONNX MatMul and Gemm weights as MatMulNBits; int4 DequantizeLinear (--format qdq) is not written yet.");
+            }
+
+            if (matMulNBits && Given(parse, groupSize) && (group < 16 || !int.IsPow2(group)))
+            {
+                throw new ArgumentException($"--group-size for MatMulNBits blocks is a power of two of at least 16, not {group}.");
+            }
+
+            bool useGptq = parse.GetValue(gptq) || parse.GetValue(algorithm) == "gptq";
+            if (!onnx && useGptq)
+            {
+                throw new ArgumentException("--algorithm gptq runs calibration data through the model, so it applies to ONNX models; a safetensors checkpoint is rounded to nearest.");
             }
 
             Option[] onnxOnly = [mode, format, calibration, gptq, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales, quantizeEmbeddings];
@@ -101,7 +133,7 @@ internal static class QuantizeCommand
             }
 
             long bytes = onnx
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), parse.GetValue(quantizeEmbeddings), cancellationToken).ConfigureAwait(false)
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits ? group : null, scheme, includes, excludes, rules, parse.GetValue(calibration), useGptq, parse.GetValue(quantizeEmbeddings), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -121,7 +153,7 @@ internal static class QuantizeCommand
     private static string[]? OpList(string[]? values) =>
         values is null or [] ? null : [.. values.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))];
 
-    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, bool matMulNBits, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, bool quantizeEmbeddings, CancellationToken cancellationToken)
+    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, int? matMulNBitsBlock, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, bool quantizeEmbeddings, CancellationToken cancellationToken)
     {
         if (mode != "static" && rules.UsesStaticActivations)
         {
@@ -140,12 +172,11 @@ internal static class QuantizeCommand
                 : "--mode dynamic quantizes activations at run time and takes no --calibration-data, except for --smoothquant.");
         }
 
-        if (gptq && (mode != "weight-only" || calibrationDirectory is null || matMulNBits))
+        if (gptq && (mode != "weight-only" || calibrationDirectory is null))
         {
             throw new ArgumentException(mode != "weight-only"
-                ? $"--gptq applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
-                : matMulNBits ? "--gptq rounds weights per output channel and does not combine with --format matmulnbits (blocks along the inputs)."
-                : "--gptq needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
+                ? $"--algorithm gptq applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
+                : "--algorithm gptq needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
         }
 
         OnnxModel model = OnnxModel.Load(source);
@@ -166,7 +197,7 @@ internal static class QuantizeCommand
         {
             "static" => new OnnxStaticQuantizationOptions(),
             "dynamic" => new OnnxDynamicQuantizationOptions(),
-            _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBits ? new MatMulNBitsOptions() : null },
+            _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBitsBlock is int block ? new MatMulNBitsOptions { BlockSize = block } : null },
         };
         options.Scheme = scheme;
         options.Gptq = gptq ? new GptqOptions() : null;

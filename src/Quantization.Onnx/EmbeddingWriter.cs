@@ -9,8 +9,10 @@ namespace Quantization.Onnx;
 /// Quantizes embedding tables (the constant data of a Gather on axis 0) per row or per group along the row, and writes
 /// them as ONNX Runtime's <c>com.microsoft.GatherBlockQuantized</c>, which gathers the quantized rows and dequantizes
 /// only those, or as a DequantizeLinear that feeds the Gather (see <see cref="OnnxEmbeddingQuantizationOptions"/>).
-/// GatherBlockQuantized stores 8-bit codes as uint8 (signed codes offset by 128), with scales [rows, blocks] and zero
-/// points absent when they are all 2^(bits−1), the operator's default.
+/// GatherBlockQuantized stores 8-bit codes as uint8 (signed codes offset by 128, zero points absent when they are all 128,
+/// the operator's default for uint8 data) and 4-bit codes as ONNX int4 or uint4 [rows, columns], packed two a byte over
+/// the flattened table as <see cref="QuantizedTensor.Data"/> holds them (zero points, packed the same way, absent when
+/// they are all 0, the default for those types); scales are float [rows, blocks].
 /// </summary>
 internal static class EmbeddingWriter
 {
@@ -20,12 +22,15 @@ internal static class EmbeddingWriter
     /// <summary>The operator's smallest block.</summary>
     private const int MinBlockSize = 16;
 
+    /// <summary>ONNX's <c>TensorProto.DataType</c> codes of the 4-bit types (IR version 10), which the generated enum predates.</summary>
+    private const int OnnxUInt4 = 21, OnnxInt4 = 22;
+
     /// <summary>Whether GatherBlockQuantized runs tables of the scheme, and why not when it does not.</summary>
     public static bool Supports(QuantizationScheme scheme, out string? reason)
     {
         reason = scheme switch
         {
-            { Type: not (QuantizedType.Int8 or QuantizedType.UInt8) } => $"Embedding tables are stored as Int8 or UInt8, not {scheme.Type}.",
+            { Type: not (QuantizedType.Int8 or QuantizedType.UInt8 or QuantizedType.Int4 or QuantizedType.UInt4) } => $"Embedding tables are stored as Int8, UInt8, Int4 or UInt4, not {scheme.Type}.",
             { Granularity.Kind: not (GranularityKind.PerChannel or GranularityKind.PerGroup) } => $"Embedding tables are quantized per row (PerChannel) or per group along the row (PerGroup), not {scheme.Granularity}.",
             { Granularity: { Kind: GranularityKind.PerGroup, GroupSize: int size } } when size < MinBlockSize || !int.IsPow2(size) => $"GatherBlockQuantized takes groups of a power of two of at least {MinBlockSize} elements, not {size}.",
             _ => null,
@@ -38,7 +43,7 @@ internal static class EmbeddingWriter
     /// returns a report per table (named after its first Gather). Runs after the weight quantizers' own edits, so a table
     /// that a MatMul or Gemm quantizer took is left as it is.
     /// </summary>
-    /// <exception cref="NotSupportedException">DequantizeLinear is asked for with a per-group scheme.</exception>
+    /// <exception cref="NotSupportedException">DequantizeLinear is asked for with a per-group or 4-bit scheme.</exception>
     public static List<OnnxWeightReport> Quantize(OnnxGraphEditor editor, OnnxModel model, OnnxWeightQuantizationOptions options)
     {
         List<OnnxWeightReport> reports = [];
@@ -48,9 +53,10 @@ internal static class EmbeddingWriter
         }
 
         bool perGroup = embeddings.Scheme.Granularity.Kind == GranularityKind.PerGroup;
-        if (embeddings.Operator == OnnxEmbeddingOperator.DequantizeLinear && perGroup)
+        bool dequantizable = !perGroup && embeddings.Scheme.Type.GetBitWidth() == 8;
+        if (embeddings.Operator == OnnxEmbeddingOperator.DequantizeLinear && !dequantizable)
         {
-            throw new NotSupportedException("Embedding tables read through DequantizeLinear are quantized per row; use GatherBlockQuantized for a per-group scheme.");
+            throw new NotSupportedException($"Embedding tables read through DequantizeLinear are 8-bit per row; use GatherBlockQuantized for {embeddings.Scheme.Type} {embeddings.Scheme.Granularity}.");
         }
 
         foreach (IGrouping<string, NodeProto> readers in editor.Graph.Node.Where(n => IsEmbeddingGather(editor, n, embeddings.MinElements)).GroupBy(n => n.Input[0], StringComparer.Ordinal).ToList())
@@ -59,7 +65,7 @@ internal static class EmbeddingWriter
             NodeProto[] gathers = [.. readers];
             bool readByOthers = editor.Graph.AllNodes().Any(n => !gathers.Contains(n) && n.Input.Contains(table)) || editor.Graph.Output.Any(o => o.Name == table);
             bool dequantize = readByOthers || embeddings.Operator == OnnxEmbeddingOperator.DequantizeLinear;
-            if (!gathers.All(options.SelectsName) || (dequantize && perGroup))
+            if (!gathers.All(options.SelectsName) || (dequantize && !dequantizable))
             {
                 continue;
             }
@@ -99,34 +105,57 @@ internal static class EmbeddingWriter
     /// <summary>Stores the quantized table once and turns every Gather of it into a GatherBlockQuantized; returns the bytes stored.</summary>
     private static long WriteGatherBlockQuantized(OnnxGraphEditor editor, NodeProto[] gathers, QuantizedTensor quantized)
     {
-        const int Bits = 8;
-        const int Offset = 1 << (Bits - 1);
         string table = quantized.Name!;
         int rows = quantized.Shape[0], columns = quantized.Shape[1];
-        QuantizationGranularity granularity = quantized.Scheme.Granularity;
-        int blockSize = granularity.Kind == GranularityKind.PerGroup ? granularity.GroupSize : checked((int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(columns, MinBlockSize)));
+        QuantizationScheme scheme = quantized.Scheme;
+        int bits = scheme.Type.GetBitWidth();
+        int blockSize = scheme.Granularity.Kind == GranularityKind.PerGroup ? scheme.Granularity.GroupSize : checked((int)BitOperations.RoundUpToPowerOf2((uint)Math.Max(columns, MinBlockSize)));
         int blocks = quantized.Parameters.Count / rows;
-
-        // Signed codes q are stored as q + 128 (flipping the top bit), so that the operator's uint8 data and zero points read (q - z)·scale.
-        bool signed = quantized.Scheme.Type == QuantizedType.Int8;
-        int shift = signed ? Offset : 0;
-        byte[] codes = quantized.Data.ToArray();
-        if (signed)
+        int[] zeroPoints = quantized.Parameters.ZeroPoints.ToArray();
+        byte[] codes, points;
+        int type;
+        bool defaultZeroPoints;
+        if (bits == 8)
         {
-            foreach (ref byte code in codes.AsSpan())
+            // uint8 data: signed codes q are stored as q + 128 (flipping the top bit), zero points likewise, so that (q - z)·scale is unchanged.
+            bool signed = scheme.Type == QuantizedType.Int8;
+            codes = quantized.Data.ToArray();
+            if (signed)
             {
-                code ^= 0x80;
+                foreach (ref byte code in codes.AsSpan())
+                {
+                    code ^= 0x80;
+                }
             }
+
+            points = [.. zeroPoints.Select(z => (byte)(signed ? z + 128 : z))];
+            type = (int)TensorProto.Types.DataType.Uint8;
+            defaultZeroPoints = points.All(p => p == 128);
+        }
+        else
+        {
+            codes = quantized.Data.ToArray();
+            points = new byte[(zeroPoints.Length + 1) / 2];
+            if (scheme.Type == QuantizedType.Int4)
+            {
+                QuantizationPrimitives.PackInt4([.. zeroPoints.Select(z => (sbyte)z)], points);
+            }
+            else
+            {
+                QuantizationPrimitives.PackUInt4([.. zeroPoints.Select(z => (byte)z)], points);
+            }
+
+            type = scheme.Type == QuantizedType.Int4 ? OnnxInt4 : OnnxUInt4;
+            defaultZeroPoints = zeroPoints.All(z => z == 0);
         }
 
-        string data = editor.AddInitializer(table + "_quantized", TensorProto.Types.DataType.Uint8, [rows, columns], codes);
+        string data = editor.AddInitializer(table + "_quantized", (TensorProto.Types.DataType)type, [rows, columns], codes);
         string scales = editor.AddInitializer(table + "_scale", TensorProto.Types.DataType.Float, [rows, blocks], MemoryMarshal.AsBytes(quantized.Parameters.Scales));
         long bytes = codes.Length + (quantized.Parameters.Count * (long)sizeof(float));
-        byte[] points = [.. quantized.Parameters.ZeroPoints.ToArray().Select(z => (byte)(z + shift))];
-        string? zeroPoints = null;
-        if (points.Any(p => p != Offset))
+        string? zeroPointName = null;
+        if (!defaultZeroPoints)
         {
-            zeroPoints = editor.AddInitializer(table + "_zero_point", TensorProto.Types.DataType.Uint8, [rows, blocks], points);
+            zeroPointName = editor.AddInitializer(table + "_zero_point", (TensorProto.Types.DataType)type, [rows, blocks], points);
             bytes += points.Length;
         }
 
@@ -137,13 +166,13 @@ internal static class EmbeddingWriter
             gather.Domain = Domain;
             gather.Input.Clear();
             gather.Input.Add([data, indices, scales]);
-            if (zeroPoints is not null)
+            if (zeroPointName is not null)
             {
-                gather.Input.Add(zeroPoints);
+                gather.Input.Add(zeroPointName);
             }
 
             gather.Attribute.Clear();
-            gather.Attribute.Add([Int("gather_axis", 0), Int("quantize_axis", 1), Int("block_size", blockSize), Int("bits", Bits)]);
+            gather.Attribute.Add([Int("gather_axis", 0), Int("quantize_axis", 1), Int("block_size", blockSize), Int("bits", bits)]);
         }
 
         return bytes;

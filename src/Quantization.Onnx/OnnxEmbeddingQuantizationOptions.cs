@@ -8,11 +8,12 @@ namespace Quantization.Onnx;
 /// the library's dequantized row, <c>(q − zero point) · scale</c> in float.
 /// </summary>
 /// <remarks>
-/// A table that other nodes read too (a tied output projection, say through a Transpose) is stored once, quantized per row,
-/// and a DequantizeLinear feeds every reader (with a per-group scheme such a table stays in float); a table that a MatMul or Gemm quantizer took first (a Gemm with transB reads
-/// the table directly) is already stored once as int8, and the Gather reads that. Node-name patterns
-/// (<see cref="OnnxWeightQuantizationOptions.IncludeNodes"/>, <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>)
-/// choose Gather nodes as they choose the others; <see cref="OnnxWeightQuantizationOptions.OpTypes"/> does not apply.
+/// A table that other nodes read too (a tied output projection, say through a Transpose) is stored once, quantized per
+/// row, and a DequantizeLinear feeds every reader (with a per-group or 4-bit scheme such a table stays in float); a table
+/// that a MatMul or Gemm quantizer took first (a Gemm with transB reads the table directly) is already stored once as
+/// int8, and the Gather reads that. Node-name patterns (<see cref="OnnxWeightQuantizationOptions.IncludeNodes"/>,
+/// <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>) choose Gather nodes as they choose the others;
+/// <see cref="OnnxWeightQuantizationOptions.OpTypes"/> does not apply.
 /// </remarks>
 public sealed class OnnxEmbeddingQuantizationOptions
 {
@@ -34,8 +35,9 @@ public sealed class OnnxEmbeddingQuantizationOptions
     /// <summary>
     /// Gets or sets the tables' scheme: symmetric int8 per row by default (per channel means per row, whatever axis the
     /// scheme names). Per group means blocks of <see cref="QuantizationGranularity.GroupSize"/> consecutive elements of a
-    /// row (a power of two, at least 16, as ONNX Runtime's operator requires). Int8 or UInt8, symmetric or asymmetric;
-    /// not per tensor or per token.
+    /// row (a power of two, at least 16, as ONNX Runtime's operator requires; the last group of a row may be partial).
+    /// Int8, UInt8, Int4 or UInt4 (<see cref="QuantizationScheme.Int4PerGroup"/>), symmetric or asymmetric; not per tensor
+    /// or per token.
     /// </summary>
     /// <exception cref="ArgumentNullException">The value is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The scheme is not one ONNX Runtime's GatherBlockQuantized runs.</exception>
@@ -51,7 +53,7 @@ public sealed class OnnxEmbeddingQuantizationOptions
 
     /// <summary>
     /// Gets or sets the operator that reads the quantized table: <see cref="OnnxEmbeddingOperator.GatherBlockQuantized"/> by
-    /// default. DequantizeLinear takes per-row schemes only.
+    /// default. DequantizeLinear takes 8-bit per-row schemes only.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not a defined operator.</exception>
     public OnnxEmbeddingOperator Operator

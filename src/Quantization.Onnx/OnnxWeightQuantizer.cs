@@ -48,18 +48,20 @@ public class OnnxWeightQuantizationOptions
     /// <summary>
     /// Gets or sets the GPTQ settings, or <see langword="null"/> (the default) to round to nearest. With calibration
     /// data (<see cref="OnnxWeightQuantizer.QuantizeAsync"/>), the weights of MatMul and Gemm nodes are then rounded by
-    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest; Conv weights are rounded to
-    /// nearest. The input axis of each weight comes from its node, whatever <see cref="GptqOptions.InputAxis"/> says.
+    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest (per channel, or per block when
+    /// written as <see cref="MatMulNBits"/>); Conv weights are rounded to nearest. The input axis of each weight comes
+    /// from its node, whatever <see cref="GptqOptions.InputAxis"/> says.
     /// </summary>
     public GptqOptions? Gptq { get; set; }
 
     /// <summary>
-    /// Gets or sets the MatMulNBits settings, or <see langword="null"/> (the default) to write every weight as int8 with a
+    /// Gets or sets the MatMulNBits settings, or <see langword="null"/> (the default) to write every weight with a
     /// DequantizeLinear (QDQ). When set, <see cref="OnnxWeightQuantizer"/> writes the 2-D weights of MatMul nodes, and of
     /// Gemm nodes without transA, with alpha = beta = 1 and a bias that is absent or a constant of N values, as ONNX
-    /// Runtime's <c>com.microsoft.MatMulNBits</c> with 8-bit codes in blocks along K (see <see cref="MatMulNBitsOptions"/>);
-    /// other weights, and weights that several nodes share, stay QDQ. The scheme's type must be int8; its symmetry and
-    /// convention apply per block, its granularity is replaced by the blocks. Not combined with <see cref="Gptq"/>.
+    /// Runtime's <c>com.microsoft.MatMulNBits</c> with codes in blocks along K (see <see cref="MatMulNBitsOptions"/>): 8
+    /// bits for an int8 or uint8 scheme, 4 for int4 or uint4 (<see cref="QuantizationScheme.Int4PerGroup"/>). Other
+    /// weights, and weights that several nodes share, stay QDQ. The scheme's symmetry and convention apply per block; its
+    /// granularity is replaced by the blocks.
     /// </summary>
     public MatMulNBitsOptions? MatMulNBits { get; set; }
 
@@ -84,10 +86,6 @@ public class OnnxWeightQuantizationOptions
             throw new ArgumentException($"OpTypes may hold only {string.Join(", ", WeightedOperators)}; not {string.Join(", ", unknown)}.", "options");
         }
 
-        if (MatMulNBits is not null && Gptq is not null)
-        {
-            throw new NotSupportedException("GPTQ rounds per-channel weights; it is not combined with MatMulNBits blocks. Set Gptq or MatMulNBits to null.");
-        }
     }
 
     /// <summary>Whether the rules select a node: its type is one of <see cref="OpTypes"/> and <see cref="SelectsName"/>.</summary>
@@ -131,7 +129,7 @@ public static class OnnxWeightQuantizer
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> is set (GPTQ needs the calibration data of <see cref="QuantizeAsync"/>), or both GPTQ and MatMulNBits are.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> is set (GPTQ needs the calibration data of <see cref="QuantizeAsync"/>).</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <remarks>A weight that several nodes share is quantized once, along the channel axis of the first of them.</remarks>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
@@ -224,7 +222,7 @@ public static class OnnxWeightQuantizer
 
             if (options.MatMulNBits is MatMulNBitsOptions nbits && MatMulNBitsTarget(editor, node, weightName) is (int k, int n))
             {
-                reports.Add(WriteMatMulNBits(editor, node, weightName, k, n, options, nbits, correction));
+                reports.Add(WriteMatMulNBits(editor, node, weightName, k, n, options, nbits, correction, hessians?.For(node), cancellationToken));
                 continue;
             }
 
@@ -280,15 +278,21 @@ public static class OnnxWeightQuantizer
         return (k, n);
     }
 
-    /// <summary>Quantizes the node's weight in blocks along K and turns the node into a MatMulNBits (bias correction first, when asked).</summary>
-    private static OnnxWeightReport WriteMatMulNBits(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, OnnxWeightQuantizationOptions options, MatMulNBitsOptions nbits, BiasCorrection? correction)
+    /// <summary>
+    /// Quantizes the node's weight in blocks along K (by GPTQ when there is a Hessian for the node, else to nearest) and
+    /// turns the node into a MatMulNBits (bias correction first, when asked).
+    /// </summary>
+    private static OnnxWeightReport WriteMatMulNBits(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, OnnxWeightQuantizationOptions options, MatMulNBitsOptions nbits, BiasCorrection? correction, HessianAccumulator? hessian, CancellationToken cancellationToken)
     {
         string opType = node.OpType;
         bool transB = node.GemmTransB();
         (float[] values, int[] shape) = editor.Take(weightName);
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
-        QuantizedTensor blocks = MatMulNBitsWriter.QuantizeBlocks(transB ? values : Transpose(values, k, n), n, k, nbits.BlockSize, scheme, weightName);
-        float[] restoredRows = MatMulNBitsWriter.DequantizeRows(blocks, k);
+        float[] rows = transB ? values : Transpose(values, k, n);
+        QuantizedTensor blocks = hessian is not null && options.Gptq is GptqOptions gptq
+            ? GptqQuantizer.Quantize(rows, [n, k], MatMulNBitsWriter.BlockScheme(scheme, nbits.BlockSize), hessian, WithInputAxis(gptq, 1), weightName, cancellationToken)
+            : MatMulNBitsWriter.QuantizeBlocks(rows, n, k, nbits.BlockSize, scheme, weightName);
+        float[] restoredRows = blocks.Dequantize();
         float[] restored = transB ? restoredRows : Transpose(restoredRows, n, k);
         if (correction?.Shift(node, values, restored, shape) is float[] shift)
         {
@@ -296,7 +300,7 @@ public static class OnnxWeightQuantizer
         }
 
         string? bias = opType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : null;
-        long bytes = MatMulNBitsWriter.Write(editor, node, node.Input[0], blocks, k, bits: 8, nbits.AccuracyLevel, bias);
+        long bytes = MatMulNBitsWriter.Write(editor, node, node.Input[0], blocks, nbits.AccuracyLevel, bias);
         return new OnnxWeightReport(node.Name, opType, weightName, transB ? 0 : 1, TensorErrorReport.Compare(weightName, values, restored, values.Length * (long)sizeof(float), bytes));
     }
 
@@ -316,12 +320,14 @@ public static class OnnxWeightQuantizer
     }
 
     /// <summary>The GPTQ settings with the weight's input axis: 0 for MatMul's [K, N] and Gemm's, 1 for Gemm with transB.</summary>
-    private static GptqOptions InputAxis(NodeProto node, GptqOptions options) => new()
+    private static GptqOptions InputAxis(NodeProto node, GptqOptions options) => WithInputAxis(options, node.GemmTransB() ? 1 : 0);
+
+    private static GptqOptions WithInputAxis(GptqOptions options, int inputAxis) => new()
     {
         DampeningFraction = options.DampeningFraction,
         BlockSize = options.BlockSize,
         ActivationOrder = options.ActivationOrder,
-        InputAxis = node.GemmTransB() ? 1 : 0,
+        InputAxis = inputAxis,
     };
 
     /// <summary>Throws unless the model imports opset 13 or later, which per-axis DequantizeLinear needs.</summary>
@@ -343,6 +349,11 @@ public static class OnnxWeightQuantizer
     {
         int axis = ChannelAxis(node, rank);
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
+        if (scheme.Type.GetBitWidth() == 4)
+        {
+            throw new NotSupportedException($"Node '{node.Name}' ({node.OpType}): {scheme.Type} weights are written as MatMulNBits (set MatMulNBits, for MatMul and Gemm weights); int4 DequantizeLinear (opset 21) is not written yet. Keep this node at 8 bits with NodeSchemes or ExcludeNodes.");
+        }
+
         return scheme.Granularity.Kind switch
         {
             GranularityKind.PerTensor => scheme,

@@ -14,7 +14,7 @@ public class EmbeddingQuantizationTests
 
     private static readonly long[] Ids = [0, 7, 299, 7, -1, 150, 42];
 
-    public static TheoryData<string> Schemes => ["int8 per row", "int8 asymmetric per row", "uint8 per row", "int8 per group 16", "uint8 asymmetric per group 32"];
+    public static TheoryData<string> Schemes => ["int8 per row", "int8 asymmetric per row", "uint8 per row", "int8 per group 16", "uint8 asymmetric per group 32", "int4 per group 32", "uint4 asymmetric per group 16", "int4 per row"];
 
     [Theory]
     [MemberData(nameof(Schemes))]
@@ -64,6 +64,24 @@ public class EmbeddingQuantizationTests
 
         Assert.Equal(512, model.Proto.Graph.Node[0].Attribute.Single(a => a.Name == "block_size").I);
         Assert.Equal([Rows, 1L], model.Proto.Graph.Initializer.Single(t => t.DataType == (int)TensorProto.Types.DataType.Float).Dims);
+        Assert.Equal(ExpectedRows(table, Width, options.Embeddings.Scheme), Gather(model.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL));
+    }
+
+    [Theory]
+    [InlineData("int4 per group 32")]
+    [InlineData("uint4 asymmetric per group 16")]
+    [InlineData("int8 per group 16")]
+    public void OddRowsAndAPartialLastGroup_GatherTheLibrarysRows(string scheme)
+    {
+        // 39 columns: groups of 16 or 32 leave a partial last group (ONNX blocked semantics), and 4-bit rows share bytes
+        // (the table is packed two a byte over its flattened elements).
+        const int Width = 39;
+        float[] table = Table(Width);
+        OnnxModel model = OnnxModel.Parse(EmbeddingModel(table, Width).ToByteArray());
+        OnnxWeightQuantizationOptions options = new() { Embeddings = new OnnxEmbeddingQuantizationOptions { MinElements = 1, Scheme = SchemeNamed(scheme) } };
+
+        OnnxWeightQuantizer.Quantize(model, options);
+
         Assert.Equal(ExpectedRows(table, Width, options.Embeddings.Scheme), Gather(model.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL));
     }
 
@@ -178,6 +196,8 @@ public class EmbeddingQuantizationTests
             Embeddings = new OnnxEmbeddingQuantizationOptions { MinElements = 1, Operator = OnnxEmbeddingOperator.DequantizeLinear, Scheme = SchemeNamed("int8 per group 16") },
         };
         Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(model, perGroupDequantize));
+        perGroupDequantize.Embeddings.Scheme = SchemeNamed("int4 per row");
+        Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(model, perGroupDequantize));
     }
 
     [Fact]
@@ -199,6 +219,9 @@ public class EmbeddingQuantizationTests
         "uint8 per row" => new QuantizationScheme(QuantizedType.UInt8, symmetric: true, QuantizationGranularity.PerChannel()),
         "int8 per group 16" => new QuantizationScheme(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerGroup(16, axis: 1)),
         "uint8 asymmetric per group 32" => new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerGroup(32, axis: 1)),
+        "int4 per group 32" => QuantizationScheme.Int4PerGroup(32),
+        "uint4 asymmetric per group 16" => QuantizationScheme.Int4PerGroup(16, symmetric: false),
+        "int4 per row" => new QuantizationScheme(QuantizedType.Int4, symmetric: true, QuantizationGranularity.PerChannel()),
         _ => throw new ArgumentOutOfRangeException(nameof(name), name, null),
     };
 

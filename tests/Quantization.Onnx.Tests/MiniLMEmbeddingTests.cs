@@ -1,13 +1,10 @@
 using Google.Protobuf;
 
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.Tokenizers;
 
 using Quantization.Samples;
 
 using Xunit.Abstractions;
-
-using static Quantization.Onnx.Tests.TestGraphs;
 
 namespace Quantization.Onnx.Tests;
 
@@ -17,17 +14,16 @@ namespace Quantization.Onnx.Tests;
 /// </summary>
 public class MiniLMEmbeddingTests(ITestOutputHelper output)
 {
-    private readonly BertTokenizer _tokenizer = MiniLM.LoadTokenizer();
-    private readonly string[] _evaluation = [.. MiniLM.Sentences.Skip(100)];
+    private readonly MiniLMEvaluation _evaluation = new(output);
 
-    public static TheoryData<string> Recipes => ["weight-only QDQ", "weight-only MatMulNBits", "dynamic W8A8", "static W8A8"];
+    public static TheoryData<string> Recipes => ["weight-only QDQ", "weight-only MatMulNBits", "weight-only int4 MatMulNBits", "dynamic W8A8", "static W8A8"];
 
     [Theory]
     [MemberData(nameof(Recipes))]
     public async Task Int8Embeddings_KeepTheSentenceEmbeddings(string recipe)
     {
         byte[] original = MiniLM.LoadModel();
-        float[][] reference = Embed(original, GraphOptimizationLevel.ORT_ENABLE_BASIC);
+        float[][] reference = _evaluation.Embed(original, GraphOptimizationLevel.ORT_ENABLE_BASIC);
         (byte[] floatTable, _) = await QuantizeAsync(original, recipe, embeddings: null);
         (byte[] int8Table, IReadOnlyList<OnnxWeightReport> weights) = await QuantizeAsync(original, recipe, new OnnxEmbeddingQuantizationOptions());
 
@@ -38,10 +34,35 @@ public class MiniLMEmbeddingTests(ITestOutputHelper output)
             $"MiniLM {recipe}: {original.Length:N0} bytes fp32, {floatTable.Length:N0} ({(double)floatTable.Length / original.Length:F3}x) with float embeddings, {int8Table.Length:N0} ({(double)int8Table.Length / original.Length:F3}x) with int8 embeddings (table SQNR {table.Report.SqnrDb:F1} dB)"));
         foreach (GraphOptimizationLevel level in new[] { GraphOptimizationLevel.ORT_ENABLE_BASIC, GraphOptimizationLevel.ORT_ENABLE_ALL })
         {
-            double without = Report($"{recipe}, float embeddings, {level}", reference, Embed(floatTable, level));
-            double with = Report($"{recipe}, int8 embeddings, {level}", reference, Embed(int8Table, level));
+            double without = _evaluation.Report($"{recipe}, float embeddings, {level}", reference, _evaluation.Embed(floatTable, level)).Average();
+            double with = _evaluation.Report($"{recipe}, int8 embeddings, {level}", reference, _evaluation.Embed(int8Table, level)).Average();
             Assert.True(Math.Abs(with - without) <= 0.0005, $"{recipe} at {level}: mean cosine {with} with int8 embeddings, {without} without");
         }
+    }
+
+    [Fact]
+    public async Task Int4Weights_WithInt8OrInt4Embeddings_Sizes()
+    {
+        // The int4 issue's size bar (0.2x fp32 with int8 embeddings): int4 MatMulNBits weights in blocks of 32 (RTN,
+        // accuracy level 1) with the word embeddings in float, int8 per row, and int4 in groups of 32 and 128.
+        byte[] original = MiniLM.LoadModel();
+        float[][] reference = _evaluation.Embed(original, GraphOptimizationLevel.ORT_ENABLE_BASIC);
+        Dictionary<string, double> cosines = [], sizes = [];
+        foreach ((string label, OnnxEmbeddingQuantizationOptions? embeddings) in new (string, OnnxEmbeddingQuantizationOptions?)[]
+        {
+            ("float", null),
+            ("int8 per row", new()),
+            ("int4 groups of 32", new() { Scheme = QuantizationScheme.Int4PerGroup(32) }),
+            ("int4 groups of 128", new() { Scheme = QuantizationScheme.Int4PerGroup(128) }),
+        })
+        {
+            (byte[] bytes, _) = await QuantizeAsync(original, "weight-only int4 MatMulNBits", embeddings);
+            sizes[label] = (double)bytes.Length / original.Length;
+            cosines[label] = _evaluation.Report(FormattableString.Invariant($"int4 weights, {label} embeddings ({bytes.Length:N0} bytes, {sizes[label]:F3}x fp32), basic level"), reference, _evaluation.Embed(bytes, GraphOptimizationLevel.ORT_ENABLE_BASIC)).Average();
+        }
+
+        Assert.True(Math.Abs(cosines["int8 per row"] - cosines["float"]) <= 0.0005, $"int8 embeddings move the mean cosine from {cosines["float"]} to {cosines["int8 per row"]}");
+        Assert.True(sizes["int4 groups of 32"] < 0.2, $"int4 embeddings: {sizes["int4 groups of 32"]}x fp32");
     }
 
     [Fact]
@@ -85,29 +106,16 @@ public class MiniLMEmbeddingTests(ITestOutputHelper output)
     private async Task<(byte[] Model, IReadOnlyList<OnnxWeightReport> Weights)> QuantizeAsync(byte[] original, string recipe, OnnxEmbeddingQuantizationOptions? embeddings)
     {
         OnnxModel model = OnnxModel.Parse(original);
-        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibration = CalibrationDataSource.FromBatches(MiniLM.Sentences.Take(100).Select(s => MiniLM.Feed(_tokenizer, s)));
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibration = _evaluation.Calibration;
         IReadOnlyList<OnnxWeightReport> weights = recipe switch
         {
             "weight-only QDQ" => await OnnxWeightQuantizer.QuantizeAsync(model, calibration, new OnnxWeightQuantizationOptions { Embeddings = embeddings }),
+            "weight-only int4 MatMulNBits" => await OnnxWeightQuantizer.QuantizeAsync(model, calibration, new OnnxWeightQuantizationOptions { Embeddings = embeddings, Scheme = QuantizationScheme.Int4PerGroup(32), MatMulNBits = new MatMulNBitsOptions { AccuracyLevel = 1 } }),
             "weight-only MatMulNBits" => await OnnxWeightQuantizer.QuantizeAsync(model, calibration, new OnnxWeightQuantizationOptions { Embeddings = embeddings, MatMulNBits = new MatMulNBitsOptions() }),
             "dynamic W8A8" => OnnxDynamicQuantizer.Quantize(model, new OnnxDynamicQuantizationOptions { Embeddings = embeddings }).Weights,
             "static W8A8" => (await OnnxStaticQuantizer.QuantizeAsync(model, calibration, new OnnxStaticQuantizationOptions { Embeddings = embeddings })).Weights,
             _ => throw new ArgumentOutOfRangeException(nameof(recipe), recipe, null),
         };
         return (model.Proto.ToByteArray(), weights);
-    }
-
-    private float[][] Embed(byte[] bytes, GraphOptimizationLevel level)
-    {
-        using SessionOptions options = new() { GraphOptimizationLevel = level, IntraOpNumThreads = 1 };
-        using InferenceSession session = new(bytes, options);
-        return MiniLM.Embed(session, _tokenizer, _evaluation);
-    }
-
-    private double Report(string label, float[][] reference, float[][] embeddings)
-    {
-        double[] cosines = [.. embeddings.Select((e, i) => Cosine(reference[i], e))];
-        output.WriteLine(FormattableString.Invariant($"MiniLM {label}: cosine mean {cosines.Average():F6}, worst {cosines.Min():F6}"));
-        return cosines.Average();
     }
 }
