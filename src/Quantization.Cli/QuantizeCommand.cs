@@ -21,9 +21,9 @@ internal static class QuantizeCommand
         mode.AcceptOnlyFromAmong("weight-only", "static", "dynamic");
         Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear; the default for --bits 8) or matmulnbits (ONNX Runtime's MatMulNBits, blocks of --group-size along K, activations quantized per block at run time: accuracy_level 4; the default for --bits 4)." };
         format.AcceptOnlyFromAmong("qdq", "matmulnbits");
-        Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of inputs (safetensors only) or per tensor.", DefaultValueFactory = _ => "channel" };
+        Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of --group-size inputs or per tensor (MatMulNBits always takes blocks). ONNX models with 4-bit or grouped QDQ weights are upgraded to opset 21.", DefaultValueFactory = _ => "channel" };
         granularity.AcceptOnlyFromAmong("channel", "group", "tensor");
-        Option<int> bits = new("--bits") { Description = "Weight bits: 8 (int8), or 4 (int4 in groups of --group-size along the inputs; ONNX MatMul and Gemm weights as MatMulNBits).", DefaultValueFactory = _ => 8 };
+        Option<int> bits = new("--bits") { Description = "Weight bits: 8 (int8) or 4 (int4; ONNX MatMul and Gemm weights as MatMulNBits blocks of --group-size unless --format qdq, other weights as int4 DequantizeLinear of opset 21).", DefaultValueFactory = _ => 8 };
         bits.AcceptOnlyFromAmong("8", "4");
         Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group or --bits 4; ONNX MatMulNBits blocks (a power of two, at least 16). Default: 32 for ONNX models, 128 for checkpoints." };
         Option<string> algorithm = new("--algorithm") { Description = "ONNX weight-only: how weights are rounded: rtn (to nearest, the default) or gptq (GPTQ with error feedback; needs --calibration-data).", DefaultValueFactory = _ => "rtn" };
@@ -62,7 +62,9 @@ internal static class QuantizeCommand
                 throw new ArgumentException($"--group-size must be positive, not {group}.");
             }
 
-            QuantizationGranularity grain = parse.GetValue(granularity) switch
+            // A 4-bit checkpoint is grouped unless told otherwise: compressed-tensors' W4A16 recipe.
+            string grainName = !onnx && weightBits == 4 && !Given(parse, granularity) ? "group" : parse.GetValue(granularity)!;
+            QuantizationGranularity grain = grainName switch
             {
                 "group" => QuantizationGranularity.PerGroup(group),
                 "tensor" => QuantizationGranularity.PerTensor,
@@ -92,17 +94,13 @@ internal static class QuantizeCommand
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
                 parse.GetValue(explicitScales));
-            bool matMulNBits = (parse.GetValue(format) ?? (weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
+            // MatMulNBits is the default of 4-bit ONNX models only; a checkpoint has no operators and is pack-quantized.
+            bool matMulNBits = (parse.GetValue(format) ?? (onnx && weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
                 throw new ArgumentException(weightBits == 4 && onnx
                     ? "--bits 4 applies to --mode weight-only: 4-bit weights with float activations (MatMulNBits)."
                     : "--format matmulnbits applies to ONNX models with --mode weight-only.");
-            }
-
-            if (onnx && weightBits == 4 && !matMulNBits)
-            {
-                throw new ArgumentException("--bits 4 writes ONNX MatMul and Gemm weights as MatMulNBits; int4 DequantizeLinear (--format qdq) is not written yet.");
             }
 
             if (matMulNBits && Given(parse, groupSize) && (group < 16 || !int.IsPow2(group)))
@@ -181,10 +179,13 @@ internal static class QuantizeCommand
 
         OnnxModel model = OnnxModel.Load(source);
         long opset = model.Opset;
-        OnnxOpsetUpgrader.Upgrade(model);
+        bool int4Qdq = scheme.Type.GetBitWidth() == 4 || scheme.Granularity.Kind == GranularityKind.PerGroup;
+        OnnxOpsetUpgrader.Upgrade(model, int4Qdq ? 21 : OnnxOpsetUpgrader.MinimumTargetOpset);
         if (opset < model.Opset)
         {
-            Console.WriteLine($"Upgraded the model from opset {opset} to {model.Opset} (per-channel DequantizeLinear needs 13).");
+            Console.WriteLine(int4Qdq
+                ? $"Upgraded the model from opset {opset} to {model.Opset} (int4 and blocked DequantizeLinear need 21)."
+                : $"Upgraded the model from opset {opset} to {model.Opset} (per-channel DequantizeLinear needs 13).");
         }
 
         int folded = OnnxPreprocessor.FoldBatchNormalization(model);
@@ -316,6 +317,7 @@ internal static class QuantizeCommand
         });
         long before = reports.Sum(r => r.BytesBefore), after = reports.Sum(r => r.BytesAfter);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Quantized {reports.Count(r => r.Quantized)} of {reports.Count} tensors: {before / 1e6:F1} MB -> {after / 1e6:F1} MB ({(double)after / before:F3}x) in {target}."));
+        Console.WriteLine($"Layout: {InspectCommand.Describe(scheme)}.");
         return before;
     }
 

@@ -28,8 +28,9 @@ public class OnnxWeightQuantizationOptions
     /// <summary>
     /// Gets or sets the weights' scheme unless <see cref="NodeSchemes"/> names one for the node: symmetric int8 per
     /// channel with ONNX Runtime's arithmetic by default. Per channel means the operator's output-channel axis, whatever
-    /// axis the scheme names; per tensor is allowed too; per group needs blocked DequantizeLinear (opset 21) and is not
-    /// supported.
+    /// axis the scheme names; per tensor is allowed too; per group means blocks along the operator's input axis (Conv's
+    /// input channels, MatMul's K), which, like 4-bit types, needs DequantizeLinear of opset 21 (<see cref="OnnxOpsetUpgrader"/>
+    /// raises a model to it) unless the weight is written as <see cref="MatMulNBits"/>.
     /// </summary>
     /// <exception cref="ArgumentNullException">The value is <see langword="null"/>.</exception>
     public QuantizationScheme Scheme
@@ -110,7 +111,7 @@ public sealed class OnnxCalibrationOptions
 /// <param name="Node">The (first) node that consumes the weight.</param>
 /// <param name="OpType">That node's operator type.</param>
 /// <param name="Weight">The weight's name (an initializer or a Constant node's output).</param>
-/// <param name="Axis">The output-channel axis the weight was quantized along, or <see langword="null"/> when it was quantized per tensor.</param>
+/// <param name="Axis">The axis of the weight's parameters: its output-channel axis (per channel, and MatMulNBits' N), its input axis (blocks), or <see langword="null"/> when it was quantized per tensor.</param>
 /// <param name="Report">The weight's quantization error and sizes.</param>
 public sealed record OnnxWeightReport(string Node, string OpType, string Weight, int? Axis, TensorErrorReport Report);
 
@@ -227,17 +228,17 @@ public static class OnnxWeightQuantizer
             }
 
             (float[] values, int[] shape) = editor.Take(weightName);
-            QuantizationScheme scheme = WeightScheme(node, shape.Length, options);
+            QuantizationScheme scheme = WeightScheme(node, shape.Length, options, model.Opset);
             QuantizedTensor quantized = hessians?.For(node) is HessianAccumulator hessian && options.Gptq is GptqOptions gptq
                 ? GptqQuantizer.Quantize(values, shape, scheme, hessian, InputAxis(node, gptq), weightName, cancellationToken)
                 : QuantizedTensor.Quantize(values, shape, scheme, weightName);
-            int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
-            editor.AddDequantized(weightName, quantized, axis);
+            editor.AddDequantized(weightName, quantized);
             if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
             {
                 BiasCorrection.Apply(editor, node, shift, shape.Length);
             }
 
+            int? axis = scheme.Granularity.Kind == GranularityKind.PerTensor ? null : scheme.Granularity.Axis;
             reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
         }
 
@@ -344,23 +345,37 @@ public static class OnnxWeightQuantizer
     internal static string? WeightOf(OnnxGraphEditor editor, NodeProto node) =>
         node.OpType is "Conv" or "ConvTranspose" or "MatMul" or "Gemm" && node.Input.Count >= 2 && editor.ConstantShape(node.Input[1]) is { Count: >= 2 } ? node.Input[1] : null;
 
-    /// <summary>The weight's scheme: the node's own or the default, per channel on the operator's channel axis.</summary>
-    internal static QuantizationScheme WeightScheme(NodeProto node, int rank, OnnxWeightQuantizationOptions options)
+    /// <summary>
+    /// The weight's scheme: the node's own or the default, per channel on the operator's channel axis, or in blocks along
+    /// its input axis. 4-bit types and blocks need DequantizeLinear 21.
+    /// </summary>
+    internal static QuantizationScheme WeightScheme(NodeProto node, int rank, OnnxWeightQuantizationOptions options, long opset)
     {
-        int axis = ChannelAxis(node, rank);
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
-        if (scheme.Type.GetBitWidth() == 4)
+        bool blocked = scheme.Granularity.Kind == GranularityKind.PerGroup;
+        if ((blocked || scheme.Type.GetBitWidth() == 4) && opset < 21)
         {
-            throw new NotSupportedException($"Node '{node.Name}' ({node.OpType}): {scheme.Type} weights are written as MatMulNBits (set MatMulNBits, for MatMul and Gemm weights); int4 DequantizeLinear (opset 21) is not written yet. Keep this node at 8 bits with NodeSchemes or ExcludeNodes.");
+            throw new NotSupportedException(FormattableString.Invariant(
+                $"Node '{node.Name}' ({node.OpType}): {(blocked ? "blocked" : scheme.Type.ToString())} DequantizeLinear needs opset 21 and the model imports {opset}. Upgrade it with {nameof(OnnxOpsetUpgrader)}.{nameof(OnnxOpsetUpgrader.Upgrade)}(model, 21), or write MatMul and Gemm weights as MatMulNBits."));
         }
 
         return scheme.Granularity.Kind switch
         {
             GranularityKind.PerTensor => scheme,
-            GranularityKind.PerChannel => scheme.WithGranularity(QuantizationGranularity.PerChannel(axis)),
-            _ => throw new NotSupportedException($"Node '{node.Name}': ONNX DequantizeLinear before opset 21 takes per-tensor or per-channel parameters, not {scheme.Granularity}."),
+            GranularityKind.PerChannel => scheme.WithGranularity(QuantizationGranularity.PerChannel(ChannelAxis(node, rank))),
+            GranularityKind.PerGroup => scheme.WithGranularity(QuantizationGranularity.PerGroup(scheme.Granularity.GroupSize, InputAxis(node, rank))),
+            _ => throw new NotSupportedException($"Node '{node.Name}': weights take per-tensor, per-channel or blocked parameters, not {scheme.Granularity}."),
         };
     }
+
+    /// <summary>The input-channel (reduction) axis of a weight for its operator.</summary>
+    private static int InputAxis(NodeProto node, int rank) => node.OpType switch
+    {
+        "ConvTranspose" => 0,
+        "MatMul" => rank - 2,
+        "Gemm" => node.GemmTransB() ? 1 : 0,
+        _ => 1,
+    };
 
     /// <summary>The output-channel axis of a weight for its operator.</summary>
     private static int ChannelAxis(NodeProto node, int rank) => node.OpType switch
