@@ -22,9 +22,6 @@ internal static class EmbeddingWriter
     /// <summary>The operator's smallest block.</summary>
     private const int MinBlockSize = 16;
 
-    /// <summary>ONNX's <c>TensorProto.DataType</c> codes of the 4-bit types (IR version 10), which the generated enum predates.</summary>
-    private const int OnnxUInt4 = 21, OnnxInt4 = 22;
-
     /// <summary>Whether GatherBlockQuantized runs tables of the scheme, and why not when it does not.</summary>
     public static bool Supports(QuantizationScheme scheme, out string? reason)
     {
@@ -43,7 +40,7 @@ internal static class EmbeddingWriter
     /// returns a report per table (named after its first Gather). Runs after the weight quantizers' own edits, so a table
     /// that a MatMul or Gemm quantizer took is left as it is.
     /// </summary>
-    /// <exception cref="NotSupportedException">DequantizeLinear is asked for with a per-group or 4-bit scheme.</exception>
+    /// <exception cref="NotSupportedException">DequantizeLinear is asked for with a per-group or 4-bit scheme before opset 21.</exception>
     public static List<OnnxWeightReport> Quantize(OnnxGraphEditor editor, OnnxModel model, OnnxWeightQuantizationOptions options)
     {
         List<OnnxWeightReport> reports = [];
@@ -53,10 +50,11 @@ internal static class EmbeddingWriter
         }
 
         bool perGroup = embeddings.Scheme.Granularity.Kind == GranularityKind.PerGroup;
-        bool dequantizable = !perGroup && embeddings.Scheme.Type.GetBitWidth() == 8;
+        bool dequantizable = model.Opset >= 21 || (!perGroup && embeddings.Scheme.Type.GetBitWidth() == 8);
         if (embeddings.Operator == OnnxEmbeddingOperator.DequantizeLinear && !dequantizable)
         {
-            throw new NotSupportedException($"Embedding tables read through DequantizeLinear are 8-bit per row; use GatherBlockQuantized for {embeddings.Scheme.Type} {embeddings.Scheme.Granularity}.");
+            throw new NotSupportedException(FormattableString.Invariant(
+                $"{embeddings.Scheme.Type} {embeddings.Scheme.Granularity} embedding tables read through DequantizeLinear need opset 21 and the model imports {model.Opset}; upgrade it with {nameof(OnnxOpsetUpgrader)}.{nameof(OnnxOpsetUpgrader.Upgrade)}(model, 21), or use GatherBlockQuantized."));
         }
 
         foreach (IGrouping<string, NodeProto> readers in editor.Graph.Node.Where(n => IsEmbeddingGather(editor, n, embeddings.MinElements)).GroupBy(n => n.Input[0], StringComparer.Ordinal).ToList())
@@ -76,7 +74,7 @@ internal static class EmbeddingWriter
             TensorErrorReport report;
             if (dequantize)
             {
-                editor.AddDequantized(table, quantized, axis: 0);
+                editor.AddDequantized(table, quantized);
                 report = TensorErrorReport.Compare(values, quantized);
             }
             else
@@ -113,7 +111,7 @@ internal static class EmbeddingWriter
         int blocks = quantized.Parameters.Count / rows;
         int[] zeroPoints = quantized.Parameters.ZeroPoints.ToArray();
         byte[] codes, points;
-        int type;
+        TensorProto.Types.DataType type;
         bool defaultZeroPoints;
         if (bits == 8)
         {
@@ -129,33 +127,23 @@ internal static class EmbeddingWriter
             }
 
             points = [.. zeroPoints.Select(z => (byte)(signed ? z + 128 : z))];
-            type = (int)TensorProto.Types.DataType.Uint8;
+            type = TensorProto.Types.DataType.Uint8;
             defaultZeroPoints = points.All(p => p == 128);
         }
         else
         {
             codes = quantized.Data.ToArray();
-            points = new byte[(zeroPoints.Length + 1) / 2];
-            if (scheme.Type == QuantizedType.Int4)
-            {
-                QuantizationPrimitives.PackInt4([.. zeroPoints.Select(z => (sbyte)z)], points);
-            }
-            else
-            {
-                QuantizationPrimitives.PackUInt4([.. zeroPoints.Select(z => (byte)z)], points);
-            }
-
-            type = scheme.Type == QuantizedType.Int4 ? OnnxInt4 : OnnxUInt4;
+            (type, points) = OnnxGraphEditor.StoredZeroPoints(quantized);
             defaultZeroPoints = zeroPoints.All(z => z == 0);
         }
 
-        string data = editor.AddInitializer(table + "_quantized", (TensorProto.Types.DataType)type, [rows, columns], codes);
+        string data = editor.AddInitializer(table + "_quantized", type, [rows, columns], codes);
         string scales = editor.AddInitializer(table + "_scale", TensorProto.Types.DataType.Float, [rows, blocks], MemoryMarshal.AsBytes(quantized.Parameters.Scales));
         long bytes = codes.Length + (quantized.Parameters.Count * (long)sizeof(float));
         string? zeroPointName = null;
         if (!defaultZeroPoints)
         {
-            zeroPointName = editor.AddInitializer(table + "_zero_point", (TensorProto.Types.DataType)type, [rows, blocks], points);
+            zeroPointName = editor.AddInitializer(table + "_zero_point", type, [rows, blocks], points);
             bytes += points.Length;
         }
 

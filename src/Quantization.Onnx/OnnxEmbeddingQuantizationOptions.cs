@@ -9,7 +9,7 @@ namespace Quantization.Onnx;
 /// </summary>
 /// <remarks>
 /// A table that other nodes read too (a tied output projection, say through a Transpose) is stored once, quantized per
-/// row, and a DequantizeLinear feeds every reader (with a per-group or 4-bit scheme such a table stays in float); a table
+/// row, and a DequantizeLinear feeds every reader (before opset 21, with a per-group or 4-bit scheme, such a table stays in float); a table
 /// that a MatMul or Gemm quantizer took first (a Gemm with transB reads the table directly) is already stored once as
 /// int8, and the Gather reads that. Node-name patterns (<see cref="OnnxWeightQuantizationOptions.IncludeNodes"/>,
 /// <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>) choose Gather nodes as they choose the others;
@@ -53,7 +53,7 @@ public sealed class OnnxEmbeddingQuantizationOptions
 
     /// <summary>
     /// Gets or sets the operator that reads the quantized table: <see cref="OnnxEmbeddingOperator.GatherBlockQuantized"/> by
-    /// default. DequantizeLinear takes 8-bit per-row schemes only.
+    /// default. DequantizeLinear takes per-group and 4-bit schemes from opset 21 (blocked, int4 DequantizeLinear).
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not a defined operator.</exception>
     public OnnxEmbeddingOperator Operator

@@ -52,6 +52,25 @@ public class EmbeddingQuantizationTests
         Assert.Equal(ExpectedRows(table, Columns, options.Embeddings.Scheme), Gather(model.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL));
     }
 
+    [Theory]
+    [InlineData("int4 per group 32")]
+    [InlineData("uint4 asymmetric per group 16")]
+    [InlineData("int8 per group 16")]
+    public void DequantizeLinearOperator_AtOpset21_TakesGroupsAndInt4(string scheme)
+    {
+        float[] table = Table(Columns);
+        ModelProto proto = EmbeddingModel(table, Columns);
+        proto.OpsetImport[0].Version = 21;
+        proto.IrVersion = 10;
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        OnnxWeightQuantizationOptions options = new() { Embeddings = new OnnxEmbeddingQuantizationOptions { MinElements = 1, Operator = OnnxEmbeddingOperator.DequantizeLinear, Scheme = SchemeNamed(scheme) } };
+
+        Assert.Single(OnnxWeightQuantizer.Quantize(model, options));
+
+        Assert.Equal(["DequantizeLinear", "Gather"], model.Proto.Graph.Node.Select(n => n.OpType));
+        Assert.Equal(ExpectedRows(table, Columns, options.Embeddings.Scheme), Gather(model.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL));
+    }
+
     [Fact]
     public void RowsNotAPowerOfTwo_AreOneBlockEach()
     {
