@@ -158,6 +158,7 @@ public static class OnnxDynamicQuantizer
             editor.InsertBefore(node, [.. inserted]);
         }
 
+        weights.AddRange(EmbeddingWriter.Quantize(editor, model, options));
         editor.Commit();
         return new OnnxDynamicQuantizationResult(weights, activations);
     }

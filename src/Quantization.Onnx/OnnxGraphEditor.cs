@@ -174,6 +174,14 @@ internal sealed class OnnxGraphEditor
             GranularityKind.PerGroup => [.. granularity.GetParameterShape(quantized.Shape).Select(d => (long)d)],
             _ => throw new NotSupportedException($"'{name}': DequantizeLinear takes per-tensor, per-axis or blocked parameters, not {granularity}."),
         };
+        (TensorProto.Types.DataType type, byte[] zeroPoints) = StoredZeroPoints(quantized);
+        int blockSize = granularity.Kind == GranularityKind.PerGroup ? granularity.GroupSize : 0;
+        AddDequantized(name, type, [.. quantized.Shape.ToArray().Select(d => (long)d)], quantized.Data, quantized.Parameters.Scales, zeroPoints, axis, parameterDims, blockSize);
+    }
+
+    /// <summary>The ONNX type of a quantized tensor's codes, and its zero points stored in that type (4-bit ones packed two a byte).</summary>
+    public static (TensorProto.Types.DataType Type, byte[] ZeroPoints) StoredZeroPoints(QuantizedTensor quantized)
+    {
         byte[] zeroPoints = [.. quantized.Parameters.ZeroPoints.ToArray().Select(z => (byte)z)];
         TensorProto.Types.DataType type = quantized.Scheme.Type switch
         {
@@ -197,8 +205,7 @@ internal sealed class OnnxGraphEditor
             zeroPoints = packed;
         }
 
-        int blockSize = granularity.Kind == GranularityKind.PerGroup ? granularity.GroupSize : 0;
-        AddDequantized(name, type, [.. quantized.Shape.ToArray().Select(d => (long)d)], quantized.Data, quantized.Parameters.Scales, zeroPoints, axis, parameterDims, blockSize);
+        return (type, zeroPoints);
     }
 
     /// <summary>

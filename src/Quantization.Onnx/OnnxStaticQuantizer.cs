@@ -332,6 +332,7 @@ public static class OnnxStaticQuantizer
             editor.AddQuantizeDequantize(name, parameters, options.ActivationScheme.Type, consumers);
         }
 
+        weights.AddRange(EmbeddingWriter.Quantize(editor, model, options));
         editor.Commit();
         return new OnnxStaticQuantizationResult(weights, used, biases, raised);
     }

@@ -68,6 +68,14 @@ public class OnnxWeightQuantizationOptions
     /// </summary>
     public MatMulNBitsOptions? MatMulNBits { get; set; }
 
+    /// <summary>
+    /// Gets or sets how embedding tables (the constant data of Gather nodes) are quantized, or <see langword="null"/> to
+    /// keep them in float. By default, tables of at least a million elements become int8 per row read by ONNX Runtime's
+    /// <c>com.microsoft.GatherBlockQuantized</c> (see <see cref="OnnxEmbeddingQuantizationOptions"/>); applies to
+    /// weight-only, static and dynamic quantization alike.
+    /// </summary>
+    public OnnxEmbeddingQuantizationOptions? Embeddings { get; set; } = new();
+
     /// <summary>Gets how calibration data runs through ONNX Runtime.</summary>
     public OnnxCalibrationOptions Calibration { get; } = new();
 
@@ -237,6 +245,7 @@ public static class OnnxWeightQuantizer
             reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
         }
 
+        reports.AddRange(EmbeddingWriter.Quantize(editor, model, options));
         editor.Commit();
         if (model.Proto.Graph.Node.Any(n => n.OpType == "MatMulNBits" && n.Domain == MatMulNBitsWriter.Domain))
         {
