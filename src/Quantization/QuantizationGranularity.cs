@@ -14,7 +14,9 @@ public enum GranularityKind
     /// <summary>
     /// One pair per block of <see cref="QuantizationGranularity.GroupSize"/> consecutive indices along
     /// <see cref="QuantizationGranularity.Axis"/>, for every index of the other axes (ONNX blocked quantization):
-    /// parameters have the tensor's shape with dim(axis) divided by the group size.
+    /// parameters have the tensor's shape with ceil(dim(axis) / group size) on the axis. When the group size does not
+    /// divide the dimension, the last block of each row is partial (as in ONNX, and as ONNX Runtime's MatMulNBits gets by
+    /// padding with zeros, which every range already contains).
     /// </summary>
     PerGroup,
 
@@ -57,7 +59,7 @@ public readonly record struct QuantizationGranularity
     public static QuantizationGranularity PerChannel(int axis = 0) => new(GranularityKind.PerChannel, axis, 0);
 
     /// <summary>Creates a per-group (blocked) granularity.</summary>
-    /// <param name="groupSize">The number of consecutive elements along <paramref name="axis"/> that share parameters; must divide that dimension.</param>
+    /// <param name="groupSize">The number of consecutive elements along <paramref name="axis"/> that share parameters; the last group along the axis is partial when it does not divide that dimension.</param>
     /// <param name="axis">The blocked axis; the default -1 is the last axis (the input features of an [out, in] weight).</param>
     /// <returns>The granularity.</returns>
     /// <exception cref="ArgumentOutOfRangeException"><paramref name="groupSize"/> is not positive.</exception>
@@ -70,7 +72,7 @@ public readonly record struct QuantizationGranularity
     /// <summary>Gets the shape of the scale and zero-point tensors for a tensor of the given shape.</summary>
     /// <param name="shape">The shape of the quantized tensor.</param>
     /// <returns>The parameter shape; [1] for per-tensor.</returns>
-    /// <exception cref="ArgumentException">The shape is empty or has a negative dimension, the axis is outside it, or the group size does not divide the blocked dimension.</exception>
+    /// <exception cref="ArgumentException">The shape is empty or has a negative dimension, or the axis is outside it.</exception>
     public int[] GetParameterShape(ReadOnlySpan<int> shape)
     {
         TensorLayout layout = TensorLayout.Create(shape, this, nameof(shape));
@@ -80,7 +82,7 @@ public readonly record struct QuantizationGranularity
                 return [layout.Channels];
             case GranularityKind.PerGroup:
                 int[] blocked = shape.ToArray();
-                blocked[layout.Axis] /= GroupSize;
+                blocked[layout.Axis] = TensorLayout.GroupCount(blocked[layout.Axis], GroupSize);
                 return blocked;
             case GranularityKind.PerToken:
                 return shape.Length == 1 ? [1] : shape[..^1].ToArray();

@@ -81,6 +81,19 @@ public sealed record QuantizationScheme
     /// <returns>The scheme.</returns>
     public static QuantizationScheme UInt8PerTensorAsymmetric() => new(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerTensor);
 
+    /// <summary>
+    /// Creates the usual 4-bit weight scheme: groups of <paramref name="groupSize"/> along the last axis (the input features
+    /// of an [out, in] weight), ONNX's arithmetic. Symmetric: int4 over the full range [-8, 7] with scale
+    /// <c>2·max|w| / 15</c>, as GPTQ's reference and ONNX Runtime's MatMulNBits use it. Asymmetric: uint4 over [0, 15].
+    /// </summary>
+    /// <param name="groupSize">The number of consecutive inputs that share a scale (32, 64 and 128 are usual).</param>
+    /// <param name="symmetric">Whether the zero point is fixed.</param>
+    /// <returns>The scheme.</returns>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="groupSize"/> is not positive.</exception>
+    public static QuantizationScheme Int4PerGroup(int groupSize, bool symmetric = true) => symmetric
+        ? new(QuantizedType.Int4, symmetric: true, QuantizationGranularity.PerGroup(groupSize), range: QuantizationRange.Full)
+        : new(QuantizedType.UInt4, symmetric: false, QuantizationGranularity.PerGroup(groupSize));
+
     /// <summary>Creates ggml's Q8_0 layout: symmetric int8 in blocks of 32 along the last axis with fp16 scales.</summary>
     /// <returns>The scheme.</returns>
     [SuppressMessage("Naming", "CA1707:Identifiers should not contain underscores", Justification = "Q8_0 is ggml's name for the format.")]

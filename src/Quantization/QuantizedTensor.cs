@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.InteropServices;
 
 namespace Quantization;
@@ -15,14 +16,17 @@ public sealed class QuantizedTensor
     private readonly TensorLayout _layout;
 
     /// <summary>Initializes a new instance of the <see cref="QuantizedTensor"/> class from existing data, which is copied.</summary>
-    /// <param name="data">The quantized values, row-major; int8 values as two's complement bytes.</param>
+    /// <param name="data">
+    /// The quantized values, row-major: one byte per value for 8-bit types (int8 as two's complement), two values a byte
+    /// for 4-bit types as <see cref="QuantizationPrimitives.PackInt4"/> lays them out ((element count + 1) / 2 bytes; with
+    /// an odd count the last byte's high nibble is ignored).
+    /// </param>
     /// <param name="shape">The shape.</param>
     /// <param name="scheme">The scheme the data was quantized with.</param>
     /// <param name="parameters">The parameters, as many as the scheme's granularity needs for <paramref name="shape"/>.</param>
     /// <param name="name">An optional name, used in messages and reports.</param>
     /// <exception cref="ArgumentNullException"><paramref name="scheme"/> or <paramref name="parameters"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The shape does not fit the data or the granularity, the parameter count is wrong, or a zero point is outside the scheme's range.</exception>
-    /// <exception cref="NotSupportedException">The scheme's type is 4-bit (packed storage is not supported yet).</exception>
     public QuantizedTensor(ReadOnlySpan<byte> data, ReadOnlySpan<int> shape, QuantizationScheme scheme, QuantizationParameters parameters, string? name = null)
         : this(data.ToArray(), shape.ToArray(), scheme, parameters, name)
     {
@@ -32,26 +36,19 @@ public sealed class QuantizedTensor
     {
         ArgumentNullException.ThrowIfNull(scheme);
         ArgumentNullException.ThrowIfNull(parameters);
-        _layout = CreateLayout(shape, scheme, name);
-        if (data.Length != _layout.ElementCount)
+        _layout = TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
+        int stored = StoredLength(_layout.ElementCount, scheme.Type);
+        if (data.Length != stored)
         {
-            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape)}] ({_layout.ElementCount} elements) but {data.Length} bytes of data."), nameof(data));
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} has shape [{string.Join(", ", shape)}] ({_layout.ElementCount} {scheme.Type} elements, {stored} bytes) but {data.Length} bytes of data."), nameof(data));
         }
 
-        if (parameters.Count != _layout.ParameterCount)
+        if (stored != _layout.ElementCount && _layout.ElementCount % 2 == 1)
         {
-            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} needs {_layout.ParameterCount} parameter pairs for {scheme.Granularity}, not {parameters.Count}."), nameof(parameters));
+            data[^1] &= 0x0F; // the ignored high nibble of an odd count, zeroed so that equal tensors store equal bytes
         }
 
-        ReadOnlySpan<int> zeroPoints = parameters.ZeroPoints;
-        for (int i = 0; i < zeroPoints.Length; i++)
-        {
-            if (zeroPoints[i] < scheme.QuantMin || zeroPoints[i] > scheme.QuantMax)
-            {
-                throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)}: zero point {zeroPoints[i]} at index {i} is outside [{scheme.QuantMin}, {scheme.QuantMax}]."), nameof(parameters));
-            }
-        }
-
+        ValidateParameters(_layout, scheme, parameters, name);
         _data = data;
         _shape = shape;
         Scheme = scheme;
@@ -66,7 +63,7 @@ public sealed class QuantizedTensor
     public ReadOnlySpan<int> Shape => _shape;
 
     /// <summary>Gets the number of elements.</summary>
-    public int ElementCount => _data.Length;
+    public int ElementCount => _layout.ElementCount;
 
     /// <summary>Gets the scheme.</summary>
     public QuantizationScheme Scheme { get; }
@@ -74,10 +71,13 @@ public sealed class QuantizedTensor
     /// <summary>Gets the scales and zero points.</summary>
     public QuantizationParameters Parameters { get; }
 
-    /// <summary>Gets the raw quantized bytes (two's complement for int8).</summary>
+    /// <summary>
+    /// Gets the stored bytes: one per element for 8-bit types (two's complement for int8); for 4-bit types two elements a
+    /// byte, element i in byte i / 2, the low nibble when i is even (ONNX's int4 packing over the flattened tensor).
+    /// </summary>
     public ReadOnlySpan<byte> Data => _data;
 
-    /// <summary>Gets the storage size: one byte per element plus four bytes per scale and one per zero point.</summary>
+    /// <summary>Gets the storage size: the stored bytes (<see cref="Data"/>) plus four bytes per scale and one per zero point.</summary>
     public long SizeInBytes => _data.Length + (5L * Parameters.Count);
 
     /// <summary>Quantizes a tensor dynamically: parameters are computed from the data with the scheme's convention.</summary>
@@ -88,17 +88,16 @@ public sealed class QuantizedTensor
     /// <returns>The quantized tensor.</returns>
     /// <exception cref="ArgumentException">The shape does not fit the data or the granularity, or (GgmlQ8_0) a block's range overflows the fp16 scale.</exception>
     /// <exception cref="NonFiniteValueException">The values contain NaN or an infinity.</exception>
-    /// <exception cref="NotSupportedException">The scheme's type is 4-bit.</exception>
     public static QuantizedTensor Quantize(ReadOnlySpan<float> values, ReadOnlySpan<int> shape, QuantizationScheme scheme, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(scheme);
-        TensorLayout layout = CreateLayout(shape, scheme, name);
+        TensorLayout layout = TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
         layout.RequireElementCount(values.Length, shape, name, nameof(values));
-        byte[] data = new byte[values.Length];
+        byte[] codes = new byte[values.Length];
         float[] scales = new float[layout.ParameterCount];
         int[] zeroPoints = new int[layout.ParameterCount];
-        QuantizationPrimitives.QuantizeDynamicCore(values, layout, scheme, data, scales, zeroPoints, name, nameof(values));
-        return new QuantizedTensor(data, shape.ToArray(), scheme, QuantizationParameters.Own(scales, zeroPoints), name);
+        QuantizationPrimitives.QuantizeDynamicCore(values, layout, scheme, codes, scales, zeroPoints, name, nameof(values));
+        return FromCodes(codes, shape.ToArray(), scheme, QuantizationParameters.Own(scales, zeroPoints), name);
     }
 
     /// <summary>Quantizes a tensor statically, with given parameters (from calibration, for example).</summary>
@@ -111,17 +110,40 @@ public sealed class QuantizedTensor
     /// <exception cref="ArgumentException">The shape does not fit the data or the granularity, or the parameters do not fit the scheme.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A scale is zero for a convention that divides by it.</exception>
     /// <exception cref="NonFiniteValueException">The values contain NaN or an infinity.</exception>
-    /// <exception cref="NotSupportedException">The scheme's type is 4-bit.</exception>
     public static QuantizedTensor Quantize(ReadOnlySpan<float> values, ReadOnlySpan<int> shape, QuantizationScheme scheme, QuantizationParameters parameters, string? name = null)
     {
         ArgumentNullException.ThrowIfNull(scheme);
         ArgumentNullException.ThrowIfNull(parameters);
-        TensorLayout layout = CreateLayout(shape, scheme, name);
+        TensorLayout layout = TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
         layout.RequireElementCount(values.Length, shape, name, nameof(values));
-        byte[] data = new byte[values.Length];
-        QuantizedTensor tensor = new(data, shape.ToArray(), scheme, parameters, name);
-        QuantizationPrimitives.QuantizeWithScales(values, layout, parameters.Scales, parameters.ZeroPoints, data, scheme.Convention, scheme.Type, name, nameof(values), nameof(parameters));
-        return tensor;
+        ValidateParameters(layout, scheme, parameters, name);
+        byte[] codes = new byte[values.Length];
+        QuantizationPrimitives.QuantizeWithScales(values, layout, parameters.Scales, parameters.ZeroPoints, codes, scheme.Convention, scheme.Type, name, nameof(values), nameof(parameters));
+        return FromCodes(codes, shape.ToArray(), scheme, parameters, name);
+    }
+
+    /// <summary>
+    /// Wraps codes given one a byte (a signed code as its two's complement byte, within the type's range), packing them
+    /// for 4-bit types; <paramref name="codes"/> is taken over for 8-bit types.
+    /// </summary>
+    internal static QuantizedTensor FromCodes(byte[] codes, int[] shape, QuantizationScheme scheme, QuantizationParameters parameters, string? name)
+    {
+        ArgumentNullException.ThrowIfNull(scheme);
+        byte[] data = codes;
+        if (scheme.Type.GetBitWidth() == 4)
+        {
+            data = new byte[StoredLength(codes.Length, scheme.Type)];
+            if (scheme.Type.IsSigned())
+            {
+                QuantizationPrimitives.PackInt4(MemoryMarshal.Cast<byte, sbyte>(codes), data);
+            }
+            else
+            {
+                QuantizationPrimitives.PackUInt4(codes, data);
+            }
+        }
+
+        return new QuantizedTensor(data, shape, scheme, parameters, name);
     }
 
     /// <summary>Gets the data as int8 values.</summary>
@@ -131,11 +153,41 @@ public sealed class QuantizedTensor
         ? MemoryMarshal.Cast<byte, sbyte>(_data)
         : throw new InvalidOperationException($"{TensorNames.Describe(Name)} holds {Scheme.Type}, not Int8.");
 
+    /// <summary>Gets the data as int4 values, one per element (unpacked from <see cref="Data"/>).</summary>
+    /// <returns>A new array of the values, each in [-8, 7].</returns>
+    /// <exception cref="InvalidOperationException">The scheme's type is not <see cref="QuantizedType.Int4"/>.</exception>
+    public sbyte[] GetInt4Data()
+    {
+        if (Scheme.Type != QuantizedType.Int4)
+        {
+            throw new InvalidOperationException($"{TensorNames.Describe(Name)} holds {Scheme.Type}, not Int4.");
+        }
+
+        sbyte[] values = new sbyte[ElementCount];
+        QuantizationPrimitives.UnpackInt4(_data, values);
+        return values;
+    }
+
+    /// <summary>Gets the data as uint4 values, one per element (unpacked from <see cref="Data"/>).</summary>
+    /// <returns>A new array of the values, each in [0, 15].</returns>
+    /// <exception cref="InvalidOperationException">The scheme's type is not <see cref="QuantizedType.UInt4"/>.</exception>
+    public byte[] GetUInt4Data()
+    {
+        if (Scheme.Type != QuantizedType.UInt4)
+        {
+            throw new InvalidOperationException($"{TensorNames.Describe(Name)} holds {Scheme.Type}, not UInt4.");
+        }
+
+        byte[] values = new byte[ElementCount];
+        QuantizationPrimitives.UnpackUInt4(_data, values);
+        return values;
+    }
+
     /// <summary>Dequantizes into a new array.</summary>
     /// <returns>The real values, row-major.</returns>
     public float[] Dequantize()
     {
-        float[] values = new float[_data.Length];
+        float[] values = new float[ElementCount];
         Dequantize(values);
         return values;
     }
@@ -145,21 +197,56 @@ public sealed class QuantizedTensor
     /// <exception cref="ArgumentException">The destination has the wrong length.</exception>
     public void Dequantize(Span<float> destination)
     {
-        QuantizationPrimitives.ValidateLengths(_data.Length, destination.Length, nameof(destination));
-        QuantizationPrimitives.DequantizeWithScales(_data, _layout, Parameters.Scales, Parameters.ZeroPoints, destination, Scheme.Type.IsSigned());
+        QuantizationPrimitives.ValidateLengths(ElementCount, destination.Length, nameof(destination));
+        if (Scheme.Type.GetBitWidth() == 8)
+        {
+            QuantizationPrimitives.DequantizeWithScales(_data, _layout, Parameters.Scales, Parameters.ZeroPoints, destination, Scheme.Type.IsSigned());
+            return;
+        }
+
+        byte[] codes = ArrayPool<byte>.Shared.Rent(ElementCount);
+        try
+        {
+            Span<byte> unpacked = codes.AsSpan(0, ElementCount);
+            if (Scheme.Type.IsSigned())
+            {
+                QuantizationPrimitives.UnpackInt4(_data, MemoryMarshal.Cast<byte, sbyte>(unpacked));
+            }
+            else
+            {
+                QuantizationPrimitives.UnpackUInt4(_data, unpacked);
+            }
+
+            QuantizationPrimitives.DequantizeWithScales(unpacked, _layout, Parameters.Scales, Parameters.ZeroPoints, destination, Scheme.Type.IsSigned());
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(codes);
+        }
     }
 
     /// <inheritdoc/>
     public override string ToString() =>
         FormattableString.Invariant($"{TensorNames.Describe(Name)} [{string.Join(", ", _shape)}] {Scheme.Type} {Scheme.Granularity} ({Scheme.Convention}, {Parameters})");
 
-    private static TensorLayout CreateLayout(ReadOnlySpan<int> shape, QuantizationScheme scheme, string? name)
+    /// <summary>The bytes that hold <paramref name="count"/> values of <paramref name="type"/>.</summary>
+    private static int StoredLength(int count, QuantizedType type) =>
+        type.GetBitWidth() == 4 ? QuantizationPrimitives.PackedInt4Length(count) : count;
+
+    private static void ValidateParameters(in TensorLayout layout, QuantizationScheme scheme, QuantizationParameters parameters, string? name)
     {
-        if (scheme.Type.GetBitWidth() != 8)
+        if (parameters.Count != layout.ParameterCount)
         {
-            throw new NotSupportedException($"{TensorNames.Describe(name)}: {scheme.Type} storage (packed 4-bit) is not supported yet; parameters for it can be computed with NumericConvention.");
+            throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)} needs {layout.ParameterCount} parameter pairs for {scheme.Granularity}, not {parameters.Count}."), nameof(parameters));
         }
 
-        return TensorLayout.Create(shape, scheme.Granularity, nameof(shape));
+        ReadOnlySpan<int> zeroPoints = parameters.ZeroPoints;
+        for (int i = 0; i < zeroPoints.Length; i++)
+        {
+            if (zeroPoints[i] < scheme.QuantMin || zeroPoints[i] > scheme.QuantMax)
+            {
+                throw new ArgumentException(FormattableString.Invariant($"{TensorNames.Describe(name)}: zero point {zeroPoints[i]} at index {i} is outside [{scheme.QuantMin}, {scheme.QuantMax}]."), nameof(parameters));
+            }
+        }
     }
 }

@@ -9,10 +9,10 @@ public enum QuantizedType
     /// <summary>Unsigned 8-bit integers, [0, 255].</summary>
     UInt8,
 
-    /// <summary>Signed 4-bit integers, [-8, 7]. Parameters can be computed; packed storage is not supported yet.</summary>
+    /// <summary>Signed 4-bit integers, [-8, 7], stored two a byte (see <see cref="QuantizedTensor.Data"/>).</summary>
     Int4,
 
-    /// <summary>Unsigned 4-bit integers, [0, 15]. Parameters can be computed; packed storage is not supported yet.</summary>
+    /// <summary>Unsigned 4-bit integers, [0, 15], stored two a byte (see <see cref="QuantizedTensor.Data"/>).</summary>
     UInt4,
 }
 

@@ -95,15 +95,10 @@ internal readonly struct TensorLayout
         int channels = shape[axis];
         int inner = Product(shape[(axis + 1)..]);
         int groupSize = kind == GranularityKind.PerToken ? channels : granularity.GroupSize;
-        if (kind == GranularityKind.PerGroup && channels % groupSize != 0)
-        {
-            throw new ArgumentException(Invariant($"The group size {groupSize} does not divide dimension {axis} of the shape ({channels})."), paramName);
-        }
-
         int parameterCount = kind switch
         {
             GranularityKind.PerChannel => channels,
-            GranularityKind.PerGroup => outer * (channels / groupSize) * inner,
+            GranularityKind.PerGroup => outer * GroupCount(channels, groupSize) * inner,
             GranularityKind.PerToken => outer,
             _ => 1,
         };
@@ -146,7 +141,7 @@ internal readonly struct TensorLayout
 
                 break;
             default:
-                int groups = Channels / GroupSize;
+                int groups = GroupCount(Channels, GroupSize);
                 for (int o = 0; o < Outer; o++)
                 {
                     for (int c = 0; c < Channels; c++)
@@ -154,8 +149,9 @@ internal readonly struct TensorLayout
                         int parameter = ((o * groups) + (c / GroupSize)) * Inner;
                         if (Inner == 1)
                         {
-                            visitor.Uniform((o * Channels) + c, GroupSize, parameter);
-                            c += GroupSize - 1;
+                            int length = Math.Min(GroupSize, Channels - c);
+                            visitor.Uniform((o * Channels) + c, length, parameter);
+                            c += length - 1;
                         }
                         else
                         {
@@ -167,6 +163,9 @@ internal readonly struct TensorLayout
                 break;
         }
     }
+
+    /// <summary>The number of groups of <paramref name="groupSize"/> along a dimension of <paramref name="length"/>: the last may be partial.</summary>
+    internal static int GroupCount(int length, int groupSize) => (int)(((long)length + groupSize - 1) / groupSize);
 
     private static int NormalizeAxis(int axis, int rank, string paramName)
     {

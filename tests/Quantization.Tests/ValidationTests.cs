@@ -52,11 +52,15 @@ public class ValidationTests
     }
 
     [Fact]
-    public void GroupSize_NotDividingTheAxis_Throws()
+    public void GroupSize_NotDividingTheAxis_NeedsAScaleForThePartialGroup()
     {
+        // Rows of 4 in groups of 3: two groups a row (3 + 1), six scales in all, as ONNX blocked quantization counts them.
         ArgumentException error = Assert.Throws<ArgumentException>(
             () => QuantizationPrimitives.Quantize(Twelve, [3, 4], QuantizationGranularity.PerGroup(3), [1f, 1f, 1f], [], new sbyte[12]));
-        Assert.Contains("group size 3", error.Message, StringComparison.Ordinal);
+        Assert.Contains("needs 6 scales", error.Message, StringComparison.Ordinal);
+        sbyte[] quantized = new sbyte[12];
+        QuantizationPrimitives.Quantize(Twelve, [3, 4], QuantizationGranularity.PerGroup(3), [1f, 2f, 1f, 2f, 1f, 2f], [], quantized);
+        Assert.Equal((sbyte)MathF.Round(Twelve[7] / 2f, MidpointRounding.ToEven), quantized[7]);
         Assert.Throws<ArgumentOutOfRangeException>(() => QuantizationGranularity.PerGroup(0));
     }
 
@@ -110,7 +114,9 @@ public class ValidationTests
         Assert.Contains("'fc.weight'", zeroPoint.Message, StringComparison.Ordinal);
         Assert.Contains("-128", zeroPoint.Message, StringComparison.Ordinal);
         Assert.Throws<ArgumentException>(() => new QuantizationParameters([1f, 2f], [0]));
-        Assert.Throws<NotSupportedException>(() => QuantizedTensor.Quantize(Twelve, [12], new QuantizationScheme(QuantizedType.Int4, true, QuantizationGranularity.PerTensor)));
+        Assert.Throws<ArgumentException>(() => new QuantizedTensor(new byte[12], [12], QuantizationScheme.Int4PerGroup(4), new QuantizationParameters([1f, 1f, 1f], [])));
+        Assert.Throws<InvalidOperationException>(() => QuantizedTensor.Quantize(Twelve, [12], QuantizationScheme.Int4PerGroup(4)).GetUInt4Data());
+        Assert.Throws<InvalidOperationException>(() => QuantizedTensor.Quantize(Twelve, [12], QuantizationScheme.Int4PerGroup(4, symmetric: false)).GetInt4Data());
         Assert.Throws<ArgumentException>(() => QuantizedTensor.Quantize(Twelve, [13], scheme));
         Assert.Throws<ArgumentException>(() => QuantizedTensor.Quantize(Twelve, [3, 4], scheme).Dequantize(new float[11]));
         Assert.Throws<InvalidOperationException>(() => QuantizedTensor.Quantize(Twelve, [12], QuantizationScheme.UInt8PerTensorAsymmetric()).GetInt8Data().ToArray());

@@ -11,7 +11,7 @@ internal static class Generators
         (2, Gen.OneOf(16, 32, 48, 64, 96)),
         (1, Gen.Int[60, 140])).Array[rank]).Where(s => s.Aggregate(1, (a, b) => a * b) <= 40_000);
 
-    /// <summary>A shape with a granularity that fits it: any kind, any axis (negative too), a group size dividing the axis.</summary>
+    /// <summary>A shape with a granularity that fits it: any kind, any axis (negative too), a group size that divides the axis or (one time in three) leaves a partial last group.</summary>
     public static readonly Gen<(int[] Shape, QuantizationGranularity Granularity)> Layouts =
         Gen.Select(Shapes, Gen.Int[0, 3], Gen.Int[0, 100], Gen.Int[0, 100]).Select(t =>
         {
@@ -23,6 +23,7 @@ internal static class Generators
             {
                 0 => QuantizationGranularity.PerTensor,
                 1 => QuantizationGranularity.PerChannel(axis),
+                2 when groupPick % 3 == 0 => QuantizationGranularity.PerGroup((groupPick % dim) + 1, axis),
                 2 => QuantizationGranularity.PerGroup(divisors[groupPick % divisors.Length], axis),
                 _ => QuantizationGranularity.PerToken,
             };

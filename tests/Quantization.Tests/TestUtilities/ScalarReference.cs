@@ -113,7 +113,7 @@ internal static class ScalarReference
                 return Ravel(coords[..^1], shape[..^1]);
             case GranularityKind.PerGroup:
                 int[] parameterShape = (int[])shape.Clone();
-                parameterShape[axis] /= granularity.GroupSize;
+                parameterShape[axis] = (parameterShape[axis] + granularity.GroupSize - 1) / granularity.GroupSize;
                 coords[axis] /= granularity.GroupSize;
                 return Ravel(coords, parameterShape);
             default:
