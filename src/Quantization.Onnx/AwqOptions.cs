@@ -21,6 +21,13 @@ public sealed class AwqOptions
     /// <summary>Gets the exponents α of the scales s = mean|x|^α that the search tries: 0, 0.05, …, 0.95 (i / 20 for i = 0 … 19) unless changed; each in [0, 1]. Ties go to the smaller α; α = 0 leaves the weights unscaled.</summary>
     public IList<double> AlphaGrid { get; } = [.. Enumerable.Range(0, 20).Select(i => i / 20.0)];
 
+    /// <summary>
+    /// Gets or sets a value indicating whether the scales also divide by the weights' magnitude ("duo" scaling, as
+    /// AutoAWQ does by default): s_j = a_j^α / (w_j^(1−α) + 1e-4), with w_j the mean over the layers' output rows of
+    /// |w_nj| relative to the largest |w| of its quantization group; off unless set (then s_j = a_j^α, the paper's form).
+    /// </summary>
+    public bool DuoScaling { get; set; }
+
     /// <summary>Gets or sets a value indicating whether each weight's groups are clipped after scaling (the search over <see cref="ClipRatios"/>); on unless set.</summary>
     public bool Clip { get; set; } = true;
 

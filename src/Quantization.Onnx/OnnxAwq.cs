@@ -17,7 +17,8 @@ namespace Quantization.Onnx;
 /// Groups are found as <see cref="OnnxSmoothQuant"/> finds them: every float value X that MatMul/Gemm layers with constant
 /// 2-D weights read as their first input, with all of those layers. Over the calibration data, a_j = mean |X_j| per channel
 /// j of X's last axis (every token). For each α of <see cref="AwqOptions.AlphaGrid"/>, s_j = max(a_j^α, 1e-4), then
-/// s /= sqrt(max s · min s); the error is the mean over sampled tokens x, layers and output channels n of
+/// s /= sqrt(max s · min s) (with <see cref="AwqOptions.DuoScaling"/>, a_j^α / (w_j^(1−α) + 1e-4) instead, w_j the weights'
+/// relative magnitude); the error is the mean over sampled tokens x, layers and output channels n of
 /// (x·(Q(diag(s)·W)/s − W)[:, n])², with Q the weight scheme (per group along the input axis K, per output channel or per
 /// tensor), and the least error wins (ties to the smaller α). X's producer takes 1/s and the weights' input rows take s,
 /// as <see cref="ChannelScaleFolding"/> does for SmoothQuant (or a new Mul of X by 1/s, see <see cref="AwqOptions.ExplicitScales"/>).
@@ -126,12 +127,13 @@ public static class OnnxAwq
                 continue;
             }
 
+            double[]? weightMean = options.DuoScaling ? WeightMeans(layers, group.Channels) : null;
             Dictionary<double, double> errors = [];
             (double alpha, float[] scales, double best) = (0, [], double.PositiveInfinity);
             foreach (double candidate in options.AlphaGrid.Distinct().Order())
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                float[] candidateScales = Scales(mean, candidate);
+                float[] candidateScales = Scales(mean, weightMean, candidate);
                 double error = ScaleError(rows, count, layers, candidateScales);
                 errors[candidate] = error;
                 if (error < best)
@@ -191,12 +193,40 @@ public static class OnnxAwq
         return options.MatMulNBits is MatMulNBitsOptions nbits ? scheme.WithGranularity(QuantizationGranularity.PerGroup(nbits.BlockSize, axis: 1)) : scheme;
     }
 
-    /// <summary>s_j = max(a_j^α, 1e-4), divided by sqrt(max s · min s); kept within float and positive.</summary>
-    private static float[] Scales(double[] mean, double alpha)
+    /// <summary>s_j = max(a_j^α, 1e-4), or max(a_j^α / (w_j^(1−α) + 1e-4), 1e-4) with weight means, divided by sqrt(max s · min s); kept within float and positive.</summary>
+    private static float[] Scales(double[] mean, double[]? weightMean, double alpha)
     {
-        double[] raw = [.. mean.Select(a => Math.Max(Math.Pow(a, alpha), MinimumScale))];
+        double[] raw = [.. mean.Select((a, j) => Math.Max(Math.Pow(a, alpha) / (weightMean is null ? 1 : Math.Pow(weightMean[j], 1 - alpha) + MinimumScale), MinimumScale))];
         double norm = Math.Sqrt(raw.Max() * raw.Min());
         return [.. raw.Select(s => (float)Math.Clamp(s / norm, float.Epsilon, float.MaxValue))];
+    }
+
+    /// <summary>w_j: the mean over the layers' output rows of |w_nj| relative to the largest |w| of its quantization group (the row's group along K, the row, or the tensor).</summary>
+    private static double[] WeightMeans(Layer[] layers, int channels)
+    {
+        double[] sums = new double[channels];
+        long rows = 0;
+        foreach (Layer layer in layers)
+        {
+            int groupSize = layer.Scheme.Granularity.Kind == GranularityKind.PerGroup ? Math.Min(layer.Scheme.Granularity.GroupSize, channels) : channels;
+            float tensorMax = layer.Scheme.Granularity.Kind == GranularityKind.PerTensor ? Math.Abs(TensorPrimitives.MaxMagnitude(layer.Weight)) : 0;
+            for (int n = 0; n < layer.Outputs; n++)
+            {
+                for (int start = 0; start < channels; start += groupSize)
+                {
+                    ReadOnlySpan<float> group = layer.Weight.AsSpan((n * channels) + start, Math.Min(groupSize, channels - start));
+                    double largest = (tensorMax > 0 ? tensorMax : Math.Abs(TensorPrimitives.MaxMagnitude(group))) + 1e-6;
+                    for (int j = 0; j < group.Length; j++)
+                    {
+                        sums[start + j] += Math.Abs(group[j]) / largest;
+                    }
+                }
+            }
+
+            rows += layer.Outputs;
+        }
+
+        return [.. sums.Select(s => s / rows)];
     }
 
     /// <summary>The search's error for candidate scales: mean over tokens, layers and outputs of (x·(Q(W·s)/s − W)ᵀ)².</summary>

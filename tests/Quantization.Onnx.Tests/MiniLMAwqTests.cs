@@ -25,7 +25,7 @@ public class MiniLMAwqTests(ITestOutputHelper output)
     [Fact]
     public async Task MiniLM_Awq_Int4Group32_BeatsRoundToNearest()
     {
-        QuantizationScheme scheme = new(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerGroup(32));
+        QuantizationScheme scheme = QuantizationScheme.Int4PerGroup(32);
         byte[] original = MiniLM.LoadModel();
         float[][] reference = Embed(original);
 
@@ -52,9 +52,13 @@ public class MiniLMAwqTests(ITestOutputHelper output)
         Assert.Equal(6, result.Groups.Count(g => g.Consumers.Count == 3));
         Assert.All(result.Groups, g => Assert.Equal(g.Consumers.Count == 3 ? 2 : 0, g.Unclipped.Count));
         Assert.Equal(scaledResult.Groups.Select(g => g.Alpha), result.Groups.Select(g => g.Alpha));
+        // Measured (symmetric int4, basic level, mean / worst): RTN per channel 0.912 / 0.854, RTN group 32 0.957 / 0.934,
+        // AWQ scales only 0.973 / 0.958, AWQ 0.977 / 0.964. Short of the 0.99: the query/key/value group costs
+        // the most (its errors pass through the softmax, which the per-layer loss does not see). Asymmetric groups of 32
+        // (the reference's default) reach 0.982 (0.983 with DuoScaling).
         Assert.True(rtn.Average() > perChannel.Average());
-        Assert.True(scalesOnly.Average() > rtn.Average(), $"AWQ's scales: mean cosine {scalesOnly.Average()}, RTN {rtn.Average()}");
-        Assert.True(awq.Average() > rtn.Average(), $"AWQ: mean cosine {awq.Average()}, RTN {rtn.Average()}");
+        Assert.True(scalesOnly.Average() > rtn.Average() + 0.01, $"AWQ's scales: mean cosine {scalesOnly.Average()}, RTN {rtn.Average()}");
+        Assert.True(awq.Average() > scalesOnly.Average() && awq.Min() > rtn.Min(), $"AWQ: mean cosine {awq.Average()}, worst {awq.Min()}; scales only {scalesOnly.Average()}, RTN worst {rtn.Min()}");
 
         ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> Data() => CalibrationDataSource.FromBatches(_calibration.Select(s => MiniLM.Feed(_tokenizer, s)));
     }
