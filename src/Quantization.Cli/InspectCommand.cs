@@ -14,7 +14,7 @@ internal static class InspectCommand
     public static Command Create()
     {
         Argument<string> input = new("input") { Description = "An .onnx model, or a .safetensors file, index .json or checkpoint directory." };
-        Command command = new("inspect", "List the tensors of a model or checkpoint: types, shapes, sizes and quantization parameters.") { input };
+        Command command = new("inspect", "List the tensors of a model or checkpoint: types, shapes, sizes and quantization (bits, layout, parameters, group size).") { input };
         command.SetAction(CliRunner.Wrap((parse, _) =>
         {
             string source = parse.GetValue(input)!;
@@ -25,7 +25,7 @@ internal static class InspectCommand
             else
             {
                 using SafeTensorsCheckpoint checkpoint = SafeTensorsCheckpoint.Open(source);
-                InspectCheckpoint(checkpoint);
+                InspectCheckpoint(checkpoint, source);
             }
 
             return Task.CompletedTask;
@@ -50,20 +50,80 @@ internal static class InspectCommand
         AnsiConsole.Write(table);
     }
 
-    private static void InspectCheckpoint(SafeTensorsCheckpoint checkpoint)
+    /// <summary>Describes a checkpoint scheme: its compressed-tensors format, bits, symmetry and granularity.</summary>
+    /// <param name="scheme">A scheme <see cref="CheckpointQuantizer"/> writes.</param>
+    /// <returns>For example "compressed-tensors pack-quantized, 4-bit symmetric (Int4), group 128".</returns>
+    internal static string Describe(QuantizationScheme scheme)
+    {
+        int bits = scheme.Type.GetBitWidth();
+        return $"compressed-tensors {(bits == 4 ? "pack-quantized" : "int-quantized")}, {bits}-bit {(scheme.Symmetric ? "symmetric" : "asymmetric")} ({scheme.Type}), {Grain(scheme)}";
+    }
+
+    private static string Grain(QuantizationScheme scheme) => scheme.Granularity.Kind switch
+    {
+        GranularityKind.PerGroup => string.Create(CultureInfo.InvariantCulture, $"group {scheme.Granularity.GroupSize}"),
+        GranularityKind.PerChannel => "per output channel",
+        _ => "per tensor",
+    };
+
+    private static void InspectCheckpoint(SafeTensorsCheckpoint checkpoint, string source)
     {
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"safetensors, {checkpoint.Files.Count} file(s), {checkpoint.Tensors.Count()} tensors, {checkpoint.Tensors.Sum(t => t.Tensor.Length):N0} bytes"));
+        QuantizationScheme? scheme = null;
+        try
+        {
+            scheme = CheckpointQuantizer.ReadScheme(source);
+            Console.WriteLine(scheme is null ? "quantization_config: none" : $"quantization_config: {Describe(scheme)}");
+        }
+        catch (NotSupportedException e)
+        {
+            Console.WriteLine($"quantization_config: not one ptq reads ({e.Message})");
+        }
+
         HashSet<string> names = [.. checkpoint.Tensors.Select(t => t.Tensor.Name)];
         Table table = new Table().AddColumns("tensor", "type", "shape", "bytes", "quantization");
-        foreach ((SafeTensorsFile file, SafeTensorInfo tensor) in checkpoint.Tensors)
+        foreach ((SafeTensorsFile _, SafeTensorInfo tensor) in checkpoint.Tensors)
         {
-            string quantization = names.Contains(tensor.Name + "_scale")
-                ? $"int8, scales [{string.Join(", ", checkpoint.FileOf(tensor.Name + "_scale")[tensor.Name + "_scale"].Shape)}]{(names.Contains(tensor.Name + "_zero_point") ? ", zero points" : string.Empty)}"
-                : string.Empty;
-            AddRow(table, tensor.Name, tensor.DataType.HeaderName(), $"[{string.Join(", ", tensor.Shape)}]", tensor.Length.ToString("N0", CultureInfo.InvariantCulture), quantization);
+            AddRow(table, tensor.Name, tensor.DataType.HeaderName(), $"[{string.Join(", ", tensor.Shape)}]", tensor.Length.ToString("N0", CultureInfo.InvariantCulture), Quantization(checkpoint, names, tensor, scheme));
         }
 
         AnsiConsole.Write(table);
+    }
+
+    /// <summary>
+    /// What a tensor holds when it is the data of a quantized weight (int8 <c>W</c> or 4-bit <c>W_packed</c> beside a
+    /// <c>W_scale</c>): bits, layout, scales, zero points, granularity and the bytes of the weight with its parameters.
+    /// </summary>
+    private static string Quantization(SafeTensorsCheckpoint checkpoint, HashSet<string> names, SafeTensorInfo tensor, QuantizationScheme? scheme)
+    {
+        bool packed = tensor.Name.EndsWith("_packed", StringComparison.Ordinal);
+        string weight = packed ? tensor.Name[..^"_packed".Length] : tensor.Name;
+        if (!names.Contains(weight + "_scale"))
+        {
+            return string.Empty;
+        }
+
+        SafeTensorInfo scale = checkpoint.FileOf(weight + "_scale")[weight + "_scale"];
+        string[] parts = [tensor.Name, weight + "_scale", weight + "_zero_point", weight + "_shape"];
+        long bytes = parts.Where(names.Contains).Sum(n => checkpoint.FileOf(n)[n].Length);
+        string layout = packed
+            ? $"{scheme?.Type.GetBitWidth() ?? 4}-bit packed {OriginalShape(checkpoint, names, weight + "_shape")}, {scale.DataType.HeaderName()} scales [{string.Join(", ", scale.Shape)}]"
+            : $"int8, scales [{string.Join(", ", scale.Shape)}]";
+        string zeroPoints = names.Contains(weight + "_zero_point") ? ", zero points" : string.Empty;
+        string grain = scheme is null ? string.Empty : $"; {Grain(scheme)}";
+        return string.Create(CultureInfo.InvariantCulture, $"{layout}{zeroPoints}{grain}; {bytes:N0} bytes with parameters");
+    }
+
+    /// <summary>The [N, K] a pack-quantized weight's shape tensor holds, or "?" when it is missing or not an integer pair.</summary>
+    private static string OriginalShape(SafeTensorsCheckpoint checkpoint, HashSet<string> names, string name)
+    {
+        if (!names.Contains(name) || checkpoint.FileOf(name)[name] is not { DataType: SafeTensorDataType.Int64, Shape: [2] })
+        {
+            return "?";
+        }
+
+        ReadOnlySpan<long> shape = checkpoint.FileOf(name).GetSpan<long>(name);
+        return string.Create(CultureInfo.InvariantCulture, $"[{shape[0]}, {shape[1]}]");
     }
 
     /// <summary>Adds a row of plain text (names and shapes hold brackets, which Spectre would read as markup).</summary>

@@ -19,18 +19,22 @@ internal static class QuantizeCommand
         Option<string> output = new("--output", "-o") { Description = "The quantized .onnx file, or the directory of the quantized checkpoint.", Required = true };
         Option<string> mode = new("--mode") { Description = "ONNX only: weight-only (W8A16), static (W8A8, needs --calibration-data) or dynamic (W8A8, MatMul and Gemm, activations quantized at run time; calibration data only with --smoothquant).", DefaultValueFactory = _ => "weight-only" };
         mode.AcceptOnlyFromAmong("weight-only", "static", "dynamic");
-        Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear) or matmulnbits (ONNX Runtime's MatMulNBits, 8-bit blocks of 32 along K, activations quantized per block at run time: accuracy_level 4).", DefaultValueFactory = _ => "qdq" };
+        Option<string> format = new("--format") { Description = "ONNX weight-only: store MatMul and Gemm weights as qdq (int8 + DequantizeLinear; the default for --bits 8) or matmulnbits (ONNX Runtime's MatMulNBits, blocks of --group-size along K, activations quantized per block at run time: accuracy_level 4; the default for --bits 4)." };
         format.AcceptOnlyFromAmong("qdq", "matmulnbits");
-        Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of inputs (safetensors only) or per tensor.", DefaultValueFactory = _ => "channel" };
+        Option<string> granularity = new("--granularity") { Description = "One scale per output channel, per group of --group-size inputs or per tensor (MatMulNBits always takes blocks). ONNX models with 4-bit or grouped QDQ weights are upgraded to opset 21.", DefaultValueFactory = _ => "channel" };
         granularity.AcceptOnlyFromAmong("channel", "group", "tensor");
-        Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group.", DefaultValueFactory = _ => 128 };
+        Option<int> bits = new("--bits") { Description = "Weight bits: 8 (int8) or 4 (int4; ONNX MatMul and Gemm weights as MatMulNBits blocks of --group-size unless --format qdq, other weights as int4 DequantizeLinear of opset 21).", DefaultValueFactory = _ => 8 };
+        bits.AcceptOnlyFromAmong("8", "4");
+        Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group or --bits 4; ONNX MatMulNBits blocks (a power of two, at least 16). Default: 32 for ONNX models, 128 for checkpoints." };
+        Option<string> algorithm = new("--algorithm") { Description = "ONNX weight-only: how weights are rounded: rtn (to nearest, the default) or gptq (GPTQ with error feedback; needs --calibration-data).", DefaultValueFactory = _ => "rtn" };
+        algorithm.AcceptOnlyFromAmong("rtn", "gptq");
         Option<bool> asymmetric = new("--asymmetric") { Description = "Asymmetric weights (a zero point per scale); symmetric by default." };
         Option<string> convention = new("--convention") { Description = "Whose arithmetic computes the parameters.", DefaultValueFactory = _ => "onnx" };
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
         Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or the weights of the nodes (ONNX; activations follow --activation-include) matching this glob, or re:regex; repeatable." };
         Option<string[]> exclude = new("--exclude") { Description = "Keep tensors or nodes matching this glob or re:regex in float; repeatable. Safetensors always keeps *embed*, *norm* and *lm_head* too." };
         Option<string> calibration = new("--calibration-data") { Description = "ONNX only: a directory of input batches for static ranges, bias correction and SmoothQuant: one .npz file per batch (numpy.savez) with one array named after each model input (int64, int32, float32, float16, bool...; e.g. input_ids, attention_mask, token_type_ids), or one .npy file per batch for a model with a single input." };
-        Option<bool> gptq = new("--gptq") { Description = "ONNX weight-only with calibration data: round MatMul and Gemm weights with GPTQ." };
+        Option<bool> gptq = new("--gptq") { Description = "The same as --algorithm gptq." };
         Option<bool> stats = new("--stats") { Description = "Print time, throughput and peak memory." };
         Option<string[]> weightOps = new("--weight-ops") { Description = "ONNX only: operator types whose weights are quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default.", AllowMultipleArgumentsPerToken = true };
         Option<string[]> activationOps = new("--activation-ops") { Description = "ONNX static only: operator types whose activation inputs are always quantized (comma-separated or repeated); Conv, ConvTranspose, MatMul, Gemm by default. Add and the pools are quantized only between such operators unless listed here.", AllowMultipleArgumentsPerToken = true };
@@ -42,16 +46,26 @@ internal static class QuantizeCommand
         Option<double> percentile = new("--percentile") { Description = "With --observer percentile: the percentile of |x| that bounds the range.", DefaultValueFactory = _ => PercentileObserver.DefaultPercentile };
         Option<string> smoothQuant = new("--smoothquant") { Description = "ONNX static, or dynamic with --calibration-data: SmoothQuant before quantization, moving activation outliers of MatMul/Gemm inputs into the weights; ALPHA in [0, 1] (0.5 when omitted) or 'auto' to search it per layer (for dynamic, measuring the error as run-time quantization rounds).", Arity = ArgumentArity.ZeroOrOne };
         Option<bool> explicitScales = new("--explicit-scales") { Description = "With --smoothquant: also smooth MatMul/Gemm layers whose input no normalization or linear layer can absorb 1/s into (after Gelu, Reshape or a graph input), by inserting a Mul by 1/s before them. Pair it with 'auto' or a high ALPHA such as 0.8: at 0.5, the layers after Gelu can lose more in their weights than they gain." };
-        Command command = new("quantize", "Quantize a model or checkpoint to int8.")
+        Command command = new("quantize", "Quantize a model or checkpoint to int8 or int4.")
         {
-            input, output, mode, format, granularity, groupSize, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales,
+            input, output, mode, format, bits, granularity, groupSize, algorithm, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
             string source = parse.GetValue(input)!;
-            QuantizationGranularity grain = parse.GetValue(granularity) switch
+            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
+            int weightBits = parse.GetValue(bits);
+            int group = parse.GetResult(groupSize) is { Implicit: false } ? parse.GetValue(groupSize) : onnx ? new MatMulNBitsOptions().BlockSize : 128;
+            if (group <= 0)
             {
-                "group" => QuantizationGranularity.PerGroup(parse.GetValue(groupSize)),
+                throw new ArgumentException($"--group-size must be positive, not {group}.");
+            }
+
+            // A 4-bit checkpoint is grouped unless told otherwise: compressed-tensors' W4A16 recipe.
+            string grainName = !onnx && weightBits == 4 && !Given(parse, granularity) ? "group" : parse.GetValue(granularity)!;
+            QuantizationGranularity grain = grainName switch
+            {
+                "group" => QuantizationGranularity.PerGroup(group),
                 "tensor" => QuantizationGranularity.PerTensor,
                 _ => QuantizationGranularity.PerChannel(0),
             };
@@ -62,7 +76,10 @@ internal static class QuantizeCommand
                 "golden-stick" => NumericConvention.GoldenStick,
                 _ => NumericConvention.Onnx,
             };
-            QuantizationScheme scheme = new(QuantizedType.Int8, symmetric: !parse.GetValue(asymmetric), grain, arithmetic);
+            bool symmetric = !parse.GetValue(asymmetric);
+            QuantizationScheme scheme = weightBits == 4
+                ? new(symmetric ? QuantizedType.Int4 : QuantizedType.UInt4, symmetric, grain, arithmetic, symmetric ? QuantizationRange.Full : null)
+                : new(QuantizedType.Int8, symmetric, grain, arithmetic);
             NamePattern[] includes = [.. (parse.GetValue(include) ?? []).Select(p => new NamePattern(p))];
             NamePattern[] excludes = [.. (parse.GetValue(exclude) ?? []).Select(p => new NamePattern(p))];
             long started = Stopwatch.GetTimestamp();
@@ -76,11 +93,24 @@ internal static class QuantizeCommand
                 parse.GetValue(percentile),
                 parse.GetResult(smoothQuant) is null ? null : parse.GetValue(smoothQuant) ?? "0.5",
                 parse.GetValue(explicitScales));
-            bool onnx = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase);
-            bool matMulNBits = parse.GetValue(format) == "matmulnbits";
+            // MatMulNBits is the default of 4-bit ONNX models only; a checkpoint has no operators and is pack-quantized.
+            bool matMulNBits = (parse.GetValue(format) ?? (onnx && weightBits == 4 ? "matmulnbits" : "qdq")) == "matmulnbits";
             if (matMulNBits && (!onnx || parse.GetValue(mode) != "weight-only"))
             {
-                throw new ArgumentException("--format matmulnbits applies to ONNX models with --mode weight-only.");
+                throw new ArgumentException(weightBits == 4 && onnx
+                    ? "--bits 4 applies to --mode weight-only: 4-bit weights with float activations (MatMulNBits)."
+                    : "--format matmulnbits applies to ONNX models with --mode weight-only.");
+            }
+
+            if (matMulNBits && Given(parse, groupSize) && (group < 16 || !int.IsPow2(group)))
+            {
+                throw new ArgumentException($"--group-size for MatMulNBits blocks is a power of two of at least 16, not {group}.");
+            }
+
+            bool useGptq = parse.GetValue(gptq) || parse.GetValue(algorithm) == "gptq";
+            if (!onnx && useGptq)
+            {
+                throw new ArgumentException("--algorithm gptq runs calibration data through the model, so it applies to ONNX models; a safetensors checkpoint is rounded to nearest.");
             }
 
             Option[] onnxOnly = [mode, format, calibration, gptq, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales];
@@ -100,7 +130,7 @@ internal static class QuantizeCommand
             }
 
             long bytes = onnx
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits, scheme, includes, excludes, rules, parse.GetValue(calibration), parse.GetValue(gptq), cancellationToken).ConfigureAwait(false)
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits ? group : null, scheme, includes, excludes, rules, parse.GetValue(calibration), useGptq, cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -120,7 +150,7 @@ internal static class QuantizeCommand
     private static string[]? OpList(string[]? values) =>
         values is null or [] ? null : [.. values.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))];
 
-    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, bool matMulNBits, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
+    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, int? matMulNBitsBlock, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, CancellationToken cancellationToken)
     {
         if (mode != "static" && rules.UsesStaticActivations)
         {
@@ -139,20 +169,22 @@ internal static class QuantizeCommand
                 : "--mode dynamic quantizes activations at run time and takes no --calibration-data, except for --smoothquant.");
         }
 
-        if (gptq && (mode != "weight-only" || calibrationDirectory is null || matMulNBits))
+        if (gptq && (mode != "weight-only" || calibrationDirectory is null))
         {
             throw new ArgumentException(mode != "weight-only"
-                ? $"--gptq applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
-                : matMulNBits ? "--gptq rounds weights per output channel and does not combine with --format matmulnbits (blocks along the inputs)."
-                : "--gptq needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
+                ? $"--algorithm gptq applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
+                : "--algorithm gptq needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
         }
 
         OnnxModel model = OnnxModel.Load(source);
         long opset = model.Opset;
-        OnnxOpsetUpgrader.Upgrade(model);
+        bool int4Qdq = scheme.Type.GetBitWidth() == 4 || scheme.Granularity.Kind == GranularityKind.PerGroup;
+        OnnxOpsetUpgrader.Upgrade(model, int4Qdq ? 21 : OnnxOpsetUpgrader.MinimumTargetOpset);
         if (opset < model.Opset)
         {
-            Console.WriteLine($"Upgraded the model from opset {opset} to {model.Opset} (per-channel DequantizeLinear needs 13).");
+            Console.WriteLine(int4Qdq
+                ? $"Upgraded the model from opset {opset} to {model.Opset} (int4 and blocked DequantizeLinear need 21)."
+                : $"Upgraded the model from opset {opset} to {model.Opset} (per-channel DequantizeLinear needs 13).");
         }
 
         int folded = OnnxPreprocessor.FoldBatchNormalization(model);
@@ -165,7 +197,7 @@ internal static class QuantizeCommand
         {
             "static" => new OnnxStaticQuantizationOptions(),
             "dynamic" => new OnnxDynamicQuantizationOptions(),
-            _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBits ? new MatMulNBitsOptions() : null },
+            _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBitsBlock is int block ? new MatMulNBitsOptions { BlockSize = block } : null },
         };
         options.Scheme = scheme;
         options.Gptq = gptq ? new GptqOptions() : null;
@@ -283,6 +315,7 @@ internal static class QuantizeCommand
         });
         long before = reports.Sum(r => r.BytesBefore), after = reports.Sum(r => r.BytesAfter);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Quantized {reports.Count(r => r.Quantized)} of {reports.Count} tensors: {before / 1e6:F1} MB -> {after / 1e6:F1} MB ({(double)after / before:F3}x) in {target}."));
+        Console.WriteLine($"Layout: {InspectCommand.Describe(scheme)}.");
         return before;
     }
 

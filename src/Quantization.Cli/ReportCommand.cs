@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json.Nodes;
 
 using Quantization.Onnx;
 using Quantization.Onnx.Protos;
@@ -20,7 +19,7 @@ internal static class ReportCommand
             string source = parse.GetValue(quantized)!;
             QuantizationReport report = source.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase)
                 ? CompareOnnx(OnnxModel.Load(source), Prepared(parse.GetValue(original)!))
-                : CompareCheckpoint(source, parse.GetValue(original)!);
+                : CompareCheckpoint(source, parse.GetValue(original)!, parse.GetValue(json));
             if (report.Tensors.Count == 0)
             {
                 throw new InvalidDataException("No quantized tensor of the first file has a float counterpart of the same name in the original.");
@@ -70,30 +69,30 @@ internal static class ReportCommand
         return report;
     }
 
-    /// <summary>Every tensor with a scale, read back with the scheme its config.json states.</summary>
-    private static QuantizationReport CompareCheckpoint(string source, string originalPath)
+    /// <summary>
+    /// Every quantized weight (int8 <c>W</c> or 4-bit <c>W_packed</c> beside a <c>W_scale</c>) that the original holds, read
+    /// back with the scheme its config.json states (printed above the table); the bytes after are those stored for the
+    /// weight and its parameters.
+    /// </summary>
+    private static QuantizationReport CompareCheckpoint(string source, string originalPath, bool json)
     {
-        string directory = Directory.Exists(source) ? source : Path.GetDirectoryName(Path.GetFullPath(source))!;
-        JsonNode? weights = (JsonNode.Parse(File.ReadAllBytes(Path.Combine(directory, "config.json")))?["quantization_config"]?["config_groups"]?["group_0"]?["weights"])
-            ?? throw new InvalidDataException($"'{directory}' has no config.json with a compressed-tensors quantization_config.");
-        string strategy = (string?)weights["strategy"] ?? "channel";
-        QuantizationGranularity granularity = strategy switch
+        QuantizationScheme scheme = CheckpointQuantizer.ReadScheme(source)
+            ?? throw new InvalidDataException($"'{source}' has no config.json with a compressed-tensors quantization_config.");
+        if (!json)
         {
-            "channel" => QuantizationGranularity.PerChannel(0),
-            "group" => QuantizationGranularity.PerGroup((int?)weights["group_size"] ?? throw new InvalidDataException("A group strategy without group_size.")),
-            "tensor" => QuantizationGranularity.PerTensor,
-            _ => throw new NotSupportedException($"Strategy '{strategy}' is not one ptq writes."),
-        };
-        QuantizationScheme scheme = new(QuantizedType.Int8, (bool?)weights["symmetric"] ?? true, granularity);
+            Console.WriteLine($"{source}: {InspectCommand.Describe(scheme)}");
+        }
+
         using SafeTensorsCheckpoint quantized = SafeTensorsCheckpoint.Open(source);
         using SafeTensorsCheckpoint original = SafeTensorsCheckpoint.Open(originalPath);
-        HashSet<string> names = [.. quantized.Tensors.Select(t => t.Tensor.Name)];
+        HashSet<string> names = [.. quantized.Tensors.Select(t => t.Tensor.Name)], originals = [.. original.Tensors.Select(t => t.Tensor.Name)];
         QuantizationReport report = new();
-        foreach ((SafeTensorsFile _, SafeTensorInfo tensor) in quantized.Tensors.Where(t => names.Contains(t.Tensor.Name + "_scale")))
+        foreach (string weight in names.Where(n => n.EndsWith("_scale", StringComparison.Ordinal)).Select(n => n[..^"_scale".Length]).Where(w => originals.Contains(w) && (names.Contains(w) || names.Contains(w + "_packed"))).Order(StringComparer.Ordinal))
         {
-            QuantizedTensor restored = CheckpointQuantizer.ReadQuantized(quantized, tensor.Name, scheme);
-            SafeTensorsFile file = original.FileOf(tensor.Name);
-            report.Add(TensorErrorReport.Compare(tensor.Name, file.ReadSingles(tensor.Name), restored.Dequantize(), file[tensor.Name].Length, restored.SizeInBytes));
+            QuantizedTensor restored = CheckpointQuantizer.ReadQuantized(quantized, weight, scheme);
+            SafeTensorsFile file = original.FileOf(weight);
+            long stored = new[] { weight, weight + "_packed", weight + "_scale", weight + "_zero_point", weight + "_shape" }.Where(names.Contains).Sum(n => quantized.FileOf(n)[n].Length);
+            report.Add(TensorErrorReport.Compare(weight, file.ReadSingles(weight), restored.Dequantize(), file[weight].Length, stored));
         }
 
         return report;

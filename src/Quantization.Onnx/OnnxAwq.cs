@@ -362,14 +362,14 @@ public static class OnnxAwq
         return tokens;
     }
 
-    /// <summary>A weight given as [N, K] rows quantized with the layer's scheme and restored: per group of K (zero-padded to whole groups as ONNX Runtime pads), per row, or per tensor.</summary>
+    /// <summary>A weight given as [N, K] rows quantized with the layer's scheme and restored: per group of K (a partial last group as ONNX Runtime's zero padding gives it), per row, or per tensor.</summary>
     private static float[] FakeQuantize(float[] rows, Layer layer)
     {
         QuantizationScheme scheme = layer.Scheme;
         string name = layer.Node.Input[1];
         return scheme.Granularity.Kind switch
         {
-            GranularityKind.PerGroup => MatMulNBitsWriter.DequantizeRows(MatMulNBitsWriter.QuantizeBlocks(rows, layer.Outputs, layer.Inputs, scheme.Granularity.GroupSize, scheme, name), layer.Inputs),
+            GranularityKind.PerGroup => MatMulNBitsWriter.QuantizeBlocks(rows, layer.Outputs, layer.Inputs, scheme.Granularity.GroupSize, scheme, name).Dequantize(),
             GranularityKind.PerChannel => QuantizedTensor.Quantize(rows, [layer.Outputs, layer.Inputs], scheme.WithGranularity(QuantizationGranularity.PerChannel(0)), name).Dequantize(),
             _ => QuantizedTensor.Quantize(rows, [layer.Outputs, layer.Inputs], scheme, name).Dequantize(),
         };

@@ -15,6 +15,12 @@ namespace Quantization.Onnx;
 /// </summary>
 internal sealed class OnnxGraphEditor
 {
+    /// <summary>ONNX's INT4 element type (opset 21), which the generated enum predates.</summary>
+    internal const TensorProto.Types.DataType Int4DataType = (TensorProto.Types.DataType)22;
+
+    /// <summary>ONNX's UINT4 element type (opset 21).</summary>
+    internal const TensorProto.Types.DataType UInt4DataType = (TensorProto.Types.DataType)21;
+
     private readonly OnnxModel _model;
     private readonly GraphProto _graph;
     private readonly Dictionary<string, TensorProto> _initializers;
@@ -128,9 +134,13 @@ internal sealed class OnnxGraphEditor
     /// Stores a quantized constant under <paramref name="name"/> again: its integer data, scales and zero points become
     /// initializers, and a DequantizeLinear (queued at the head of the graph) restores the name.
     /// </summary>
-    public void AddDequantized(string name, TensorProto.Types.DataType type, IEnumerable<long> dims, ReadOnlySpan<byte> data, ReadOnlySpan<float> scales, ReadOnlySpan<byte> zeroPoints, int? axis)
+    /// <remarks>
+    /// Per tensor when <paramref name="axis"/> is <see langword="null"/>, per channel along it when <paramref name="blockSize"/>
+    /// is 0, else blocked (opset 21): <paramref name="parameterDims"/> then has the data's rank.
+    /// </remarks>
+    public void AddDequantized(string name, TensorProto.Types.DataType type, IEnumerable<long> dims, ReadOnlySpan<byte> data, ReadOnlySpan<float> scales, ReadOnlySpan<byte> zeroPoints, int? axis, long[]? parameterDims = null, int blockSize = 0)
     {
-        long[] parameterDims = axis is null ? [] : [scales.Length];
+        parameterDims ??= axis is null ? [] : [scales.Length];
         string quantized = AddInitializer(name + "_quantized", type, dims, data);
         string scale = AddInitializer(name + "_scale", TensorProto.Types.DataType.Float, parameterDims, MemoryMarshal.AsBytes(scales));
         string zeroPoint = AddInitializer(name + "_zero_point", type, parameterDims, zeroPoints);
@@ -140,15 +150,55 @@ internal sealed class OnnxGraphEditor
             node.Attribute.Add(new AttributeProto { Name = "axis", Type = AttributeProto.Types.AttributeType.Int, I = a });
         }
 
+        if (blockSize > 0)
+        {
+            node.Attribute.Add(new AttributeProto { Name = "block_size", Type = AttributeProto.Types.AttributeType.Int, I = blockSize });
+        }
+
         _leadingNodes.Add(node);
     }
 
-    /// <summary>Stores a quantized weight under its name again, dequantized along <paramref name="axis"/> (per tensor when <see langword="null"/>).</summary>
-    public void AddDequantized(string name, QuantizedTensor quantized, int? axis)
+    /// <summary>
+    /// Stores a quantized weight under its name again: per tensor, per channel along the scheme's axis, or (opset 21) in
+    /// blocks along it; 4-bit codes and zero points as ONNX int4 / uint4, packed as the tensor stores them.
+    /// </summary>
+    public void AddDequantized(string name, QuantizedTensor quantized)
     {
+        QuantizationGranularity granularity = quantized.Scheme.Granularity;
+        int rank = quantized.Shape.Length;
+        int? axis = granularity.Kind is GranularityKind.PerChannel or GranularityKind.PerGroup ? (granularity.Axis + rank) % rank : null;
+        long[] parameterDims = granularity.Kind switch
+        {
+            GranularityKind.PerTensor => [],
+            GranularityKind.PerChannel => [quantized.Shape[axis!.Value]],
+            GranularityKind.PerGroup => [.. granularity.GetParameterShape(quantized.Shape).Select(d => (long)d)],
+            _ => throw new NotSupportedException($"'{name}': DequantizeLinear takes per-tensor, per-axis or blocked parameters, not {granularity}."),
+        };
         byte[] zeroPoints = [.. quantized.Parameters.ZeroPoints.ToArray().Select(z => (byte)z)];
-        TensorProto.Types.DataType type = quantized.Scheme.Type == QuantizedType.UInt8 ? TensorProto.Types.DataType.Uint8 : TensorProto.Types.DataType.Int8;
-        AddDequantized(name, type, [.. quantized.Shape.ToArray().Select(d => (long)d)], quantized.Data, quantized.Parameters.Scales, zeroPoints, axis);
+        TensorProto.Types.DataType type = quantized.Scheme.Type switch
+        {
+            QuantizedType.UInt8 => TensorProto.Types.DataType.Uint8,
+            QuantizedType.Int4 => Int4DataType,
+            QuantizedType.UInt4 => UInt4DataType,
+            _ => TensorProto.Types.DataType.Int8,
+        };
+        if (quantized.Scheme.Type.GetBitWidth() == 4)
+        {
+            byte[] packed = new byte[(zeroPoints.Length + 1) / 2];
+            if (quantized.Scheme.Type.IsSigned())
+            {
+                QuantizationPrimitives.PackInt4(MemoryMarshal.Cast<byte, sbyte>(zeroPoints), packed);
+            }
+            else
+            {
+                QuantizationPrimitives.PackUInt4(zeroPoints, packed);
+            }
+
+            zeroPoints = packed;
+        }
+
+        int blockSize = granularity.Kind == GranularityKind.PerGroup ? granularity.GroupSize : 0;
+        AddDequantized(name, type, [.. quantized.Shape.ToArray().Select(d => (long)d)], quantized.Data, quantized.Parameters.Scales, zeroPoints, axis, parameterDims, blockSize);
     }
 
     /// <summary>

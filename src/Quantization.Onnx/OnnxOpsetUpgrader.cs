@@ -8,16 +8,18 @@ using Quantization.Onnx.Protos;
 namespace Quantization.Onnx;
 
 /// <summary>
-/// Raises the default-domain (<c>ai.onnx</c>) operator set a model imports, from opset 7 to 12 up to a target of 13 to 17,
+/// Raises the default-domain (<c>ai.onnx</c>) operator set a model imports, from opset 7 or later up to a target of 13 to 21,
 /// without changing what the model computes. Opset 13 is what per-axis <c>DequantizeLinear</c> needs, so older published
-/// models must pass through here before <see cref="OnnxWeightQuantizer"/> can quantize them.
+/// models must pass through here before <see cref="OnnxWeightQuantizer"/> can quantize them; opset 21 is what int4 and
+/// blocked <c>DequantizeLinear</c> need.
 /// </summary>
 /// <remarks>
 /// <para>
 /// The upgrade is driven by one table. Each known operator type has the opset from which its meaning stays the same up to
 /// opset 17 (later versions only added types, optional inputs or attributes whose defaults keep the old behaviour), and
 /// optionally an adapter that rewrites a node of an older version into the newer form. Nodes whose version is already
-/// stable are kept as they are; older ones go through their adapter:
+/// stable are kept as they are; older ones go through their adapter. A second, shorter table holds the operators of the
+/// first whose meaning changed between opsets 18 and 21, applied when the target reaches the change:
 /// </para>
 /// <list type="bullet">
 /// <item><description>BatchNormalization (9): <c>spatial</c> = 1 or absent is dropped (0 is rejected), so are <c>is_test</c> and <c>consumed_inputs</c>; unused training outputs are removed (opset 14 allows them only in training mode).</description></item>
@@ -28,7 +30,15 @@ namespace Quantization.Onnx;
 /// <item><description>Upsample (any) and Resize-10: become Resize with <c>coordinate_transformation_mode</c> = asymmetric and, for nearest, <c>nearest_mode</c> = floor, which is how the old operators sampled.</description></item>
 /// <item><description>Softmax, LogSoftmax, Hardmax (13): the old "flatten to 2-D at <c>axis</c>" becomes Flatten, the operator on the last axis, and a Reshape back to the input's shape, unless <c>axis</c> is known to be the last one.</description></item>
 /// <item><description>Scatter (any): becomes ScatterElements, which has the same inputs and meaning.</description></item>
+/// <item><description>ReduceMean, ReduceMax, ReduceMin, ReduceProd, ReduceL1, ReduceL2, ReduceLogSum, ReduceLogSumExp, ReduceSumSquare (18): the <c>axes</c> attribute becomes an int64 input, as ReduceSum's did at 13.</description></item>
+/// <item><description>Split (18): without a <c>split</c> input, the equal split into as many parts as outputs is stated with <c>num_outputs</c>, which opset 18 asks for.</description></item>
 /// </list>
+/// <para>
+/// Every other operator of the table was checked against the changes of opsets 18 to 21 (ONNX 1.13 to 1.16): they added
+/// types (float8, int4, uint4), optional inputs or attributes whose defaults keep the old meaning (Pad's <c>axes</c>,
+/// Resize's <c>antialias</c>, the pools' <c>dilations</c> and <c>ceil_mode</c>, Cast's <c>saturate</c>, the reductions'
+/// <c>noop_with_empty_axes</c>, QuantizeLinear's <c>output_dtype</c> and <c>block_size</c>), or nothing.
+/// </para>
 /// <para>
 /// Constant inputs that adapters add are new initializers whose names collide with no name in the model. Subgraphs
 /// (graph attributes of If, Loop and of nodes in other domains) are upgraded the same way. Nodes in other domains are
@@ -43,8 +53,8 @@ public static class OnnxOpsetUpgrader
     /// <summary>The lowest target opset (the first with per-axis DequantizeLinear).</summary>
     public const long MinimumTargetOpset = 13;
 
-    /// <summary>The highest target opset the operator table has been checked against.</summary>
-    public const long MaximumTargetOpset = 17;
+    /// <summary>The highest target opset the operator tables have been checked against.</summary>
+    public const long MaximumTargetOpset = 21;
 
     /// <summary>Rewrites a node of an older version into nodes of the target opset; may add initializers through the context.</summary>
     private delegate IEnumerable<NodeProto> Adapter(NodeProto node, UpgradeContext context);
@@ -215,6 +225,24 @@ public static class OnnxOpsetUpgrader
         ["Loop"] = new(1),
     }.ToFrozenDictionary(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Operators of <see cref="Rules"/> whose meaning changed after opset 17: the version of the change and the adapter
+    /// that rewrites a node of an earlier version, applied when the target reaches that version.
+    /// </summary>
+    private static readonly FrozenDictionary<string, (int Version, Adapter Adapt)> LaterChanges = new Dictionary<string, (int, Adapter)>(StringComparer.Ordinal)
+    {
+        ["ReduceMean"] = (18, AxesToInput),
+        ["ReduceMax"] = (18, AxesToInput),
+        ["ReduceMin"] = (18, AxesToInput),
+        ["ReduceProd"] = (18, AxesToInput),
+        ["ReduceL1"] = (18, AxesToInput),
+        ["ReduceL2"] = (18, AxesToInput),
+        ["ReduceLogSum"] = (18, AxesToInput),
+        ["ReduceLogSumExp"] = (18, AxesToInput),
+        ["ReduceSumSquare"] = (18, AxesToInput),
+        ["Split"] = (18, SplitOutputCount),
+    }.ToFrozenDictionary(StringComparer.Ordinal);
+
     /// <summary>Operators whose first output has the element type of their first input, to find the type of a value no value_info declares.</summary>
     private static readonly FrozenSet<string> TypePreserving = FrozenSet.ToFrozenSet(
     [
@@ -227,13 +255,13 @@ public static class OnnxOpsetUpgrader
 
     /// <summary>
     /// Upgrades the model in place to import <paramref name="targetOpset"/> of the default domain, with unchanged
-    /// semantics, and raises its IR version to at least 7 (8 for targets of 15 and later). A model that already imports
-    /// the target or a later opset is left untouched.
+    /// semantics, and raises its IR version to at least 7 (8 for targets of 15 to 18, 9 for 19 and 20, 10 for 21). A model
+    /// that already imports the target or a later opset is left untouched.
     /// </summary>
     /// <param name="model">The model, changed in place only when the whole upgrade succeeds; on an exception it is left as it was.</param>
-    /// <param name="targetOpset">The default-domain opset to import afterwards, 13 to 17; 13 by default.</param>
+    /// <param name="targetOpset">The default-domain opset to import afterwards, 13 to 21; 13 by default.</param>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
-    /// <exception cref="ArgumentOutOfRangeException"><paramref name="targetOpset"/> is not between 13 and 17.</exception>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="targetOpset"/> is not between 13 and 21.</exception>
     /// <exception cref="NotSupportedException">
     /// The model imports an opset older than 7, or a default-domain node has no known upgrade (its operator is not in the
     /// table, did not exist at the model's opset, or uses a form with no equivalent, such as BatchNormalization with
@@ -268,7 +296,7 @@ public static class OnnxOpsetUpgrader
             import.Version = targetOpset;
         }
 
-        proto.IrVersion = Math.Max(proto.IrVersion, targetOpset >= 15 ? 8 : 7);
+        proto.IrVersion = Math.Max(proto.IrVersion, targetOpset switch { >= 21 => 10, >= 19 => 9, >= 15 => 8, _ => 7 });
     }
 
     /// <summary>Rewrites every node of one graph (subgraphs first), keeping the node order topological.</summary>
@@ -297,17 +325,25 @@ public static class OnnxOpsetUpgrader
                 throw Unsupported(node, context, "is not in the upgrader's table of operators known to keep their meaning or to have an adapter");
             }
 
+            IEnumerable<NodeProto> adapted;
             if (context.ModelOpset >= rule.StableFrom)
             {
-                upgraded.Add(node);
+                adapted = [node];
             }
             else if (rule.Adapt is not null)
             {
-                upgraded.AddRange(rule.Adapt(node, context));
+                adapted = rule.Adapt(node, context);
             }
             else
             {
                 throw Unsupported(node, context, FormattableString.Invariant($"is not defined before opset {rule.StableFrom}"));
+            }
+
+            foreach (NodeProto next in adapted)
+            {
+                upgraded.AddRange(LaterChanges.TryGetValue(next.OpType, out (int Version, Adapter Adapt) change) && context.ModelOpset < change.Version && context.TargetOpset >= change.Version
+                    ? change.Adapt(next, context)
+                    : [next]);
             }
         }
 
@@ -330,7 +366,7 @@ public static class OnnxOpsetUpgrader
         yield return node;
     }
 
-    /// <summary>Squeeze, Unsqueeze and ReduceSum before 13: the <c>axes</c> attribute becomes the second input.</summary>
+    /// <summary>Squeeze, Unsqueeze and ReduceSum before 13, the other reductions before 18: the <c>axes</c> attribute becomes the second input.</summary>
     private static IEnumerable<NodeProto> AxesToInput(NodeProto node, UpgradeContext context)
     {
         AttributeProto? axes = Take(node, "axes");
@@ -349,6 +385,17 @@ public static class OnnxOpsetUpgrader
         if (split is not null)
         {
             SetInput(node, 1, context.AddInt64s(node, "split", [.. split.Ints]));
+        }
+
+        yield return node;
+    }
+
+    /// <summary>Split before 18 without a <c>split</c> input: the equal split into one part per output becomes <c>num_outputs</c>.</summary>
+    private static IEnumerable<NodeProto> SplitOutputCount(NodeProto node, UpgradeContext context)
+    {
+        if ((node.Input.Count < 2 || node.Input[1].Length == 0) && node.FindAttribute("num_outputs") is null)
+        {
+            node.Attribute.Add(IntAttribute("num_outputs", node.Output.Count));
         }
 
         yield return node;

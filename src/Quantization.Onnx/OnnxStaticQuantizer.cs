@@ -92,6 +92,11 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
             throw new NotSupportedException("Static W8A8 writes QDQ weights; MatMulNBits is a weight-only format (OnnxWeightQuantizer).");
         }
 
+        if (NodeSchemes.Values.Prepend(Scheme).FirstOrDefault(s => s.Type.GetBitWidth() != 8 || s.Granularity.Kind is not (GranularityKind.PerTensor or GranularityKind.PerChannel)) is QuantizationScheme weights)
+        {
+            throw new NotSupportedException($"Static W8A8 takes 8-bit weights per channel or per tensor, whose scales give the int32 biases theirs; not {weights.Type} {weights.Granularity}. 4-bit and blocked weights are weight-only (OnnxWeightQuantizer).");
+        }
+
         if (ActivationScheme.Granularity.Kind != GranularityKind.PerTensor || ActivationScheme.Type is not (QuantizedType.Int8 or QuantizedType.UInt8))
         {
             throw new NotSupportedException($"QDQ activations are int8 or uint8 per tensor; the activation scheme is {ActivationScheme}.");
@@ -269,8 +274,7 @@ public static class OnnxStaticQuantizer
             }
 
             (float[] values, int[] shape) = editor.Take(weightName);
-            QuantizationScheme scheme = OnnxWeightQuantizer.WeightScheme(node, shape.Length, options);
-            int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
+            QuantizationScheme scheme = OnnxWeightQuantizer.WeightScheme(node, shape.Length, options, model.Opset);
             QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
             float[]? shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
             if (node.OpType is "Conv" or "ConvTranspose" or "Gemm" && sites.Any(s => s.Node == node && s.Inputs.Contains(node.Input[0])) && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input) && Bias(editor, node, quantized.Parameters.Count, shift) is float[] bias)
@@ -318,8 +322,8 @@ public static class OnnxStaticQuantizer
                 BiasCorrection.Apply(editor, node, shift, shape.Length);
             }
 
-            editor.AddDequantized(weightName, quantized, axis);
-            weights.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
+            editor.AddDequantized(weightName, quantized);
+            weights.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null, TensorErrorReport.Compare(values, quantized)));
         }
 
         foreach ((string name, ScaleAndZeroPoint parameters) in used)

@@ -28,8 +28,9 @@ public class OnnxWeightQuantizationOptions
     /// <summary>
     /// Gets or sets the weights' scheme unless <see cref="NodeSchemes"/> names one for the node: symmetric int8 per
     /// channel with ONNX Runtime's arithmetic by default. Per channel means the operator's output-channel axis, whatever
-    /// axis the scheme names; per tensor is allowed too; per group needs blocked DequantizeLinear (opset 21) and is not
-    /// supported.
+    /// axis the scheme names; per tensor is allowed too; per group means blocks along the operator's input axis (Conv's
+    /// input channels, MatMul's K), which, like 4-bit types, needs DequantizeLinear of opset 21 (<see cref="OnnxOpsetUpgrader"/>
+    /// raises a model to it) unless the weight is written as <see cref="MatMulNBits"/>.
     /// </summary>
     /// <exception cref="ArgumentNullException">The value is <see langword="null"/>.</exception>
     public QuantizationScheme Scheme
@@ -48,8 +49,9 @@ public class OnnxWeightQuantizationOptions
     /// <summary>
     /// Gets or sets the GPTQ settings, or <see langword="null"/> (the default) to round to nearest. With calibration
     /// data (<see cref="OnnxWeightQuantizer.QuantizeAsync"/>), the weights of MatMul and Gemm nodes are then rounded by
-    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest; Conv weights are rounded to
-    /// nearest. The input axis of each weight comes from its node, whatever <see cref="GptqOptions.InputAxis"/> says.
+    /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest (per channel, or per block when
+    /// written as <see cref="MatMulNBits"/>); Conv weights are rounded to nearest. The input axis of each weight comes
+    /// from its node, whatever <see cref="GptqOptions.InputAxis"/> says.
     /// </summary>
     public GptqOptions? Gptq { get; set; }
 
@@ -64,12 +66,13 @@ public class OnnxWeightQuantizationOptions
     public AwqOptions? Awq { get; set; }
 
     /// <summary>
-    /// Gets or sets the MatMulNBits settings, or <see langword="null"/> (the default) to write every weight as int8 with a
+    /// Gets or sets the MatMulNBits settings, or <see langword="null"/> (the default) to write every weight with a
     /// DequantizeLinear (QDQ). When set, <see cref="OnnxWeightQuantizer"/> writes the 2-D weights of MatMul nodes, and of
     /// Gemm nodes without transA, with alpha = beta = 1 and a bias that is absent or a constant of N values, as ONNX
-    /// Runtime's <c>com.microsoft.MatMulNBits</c> with 8-bit codes in blocks along K (see <see cref="MatMulNBitsOptions"/>);
-    /// other weights, and weights that several nodes share, stay QDQ. The scheme's type must be int8; its symmetry and
-    /// convention apply per block, its granularity is replaced by the blocks. Not combined with <see cref="Gptq"/>.
+    /// Runtime's <c>com.microsoft.MatMulNBits</c> with codes in blocks along K (see <see cref="MatMulNBitsOptions"/>): 8
+    /// bits for an int8 or uint8 scheme, 4 for int4 or uint4 (<see cref="QuantizationScheme.Int4PerGroup"/>). Other
+    /// weights, and weights that several nodes share, stay QDQ. The scheme's symmetry and convention apply per block; its
+    /// granularity is replaced by the blocks.
     /// </summary>
     public MatMulNBitsOptions? MatMulNBits { get; set; }
 
@@ -84,11 +87,6 @@ public class OnnxWeightQuantizationOptions
         if (unknown.Length > 0)
         {
             throw new ArgumentException($"OpTypes may hold only {string.Join(", ", WeightedOperators)}; not {string.Join(", ", unknown)}.", "options");
-        }
-
-        if (MatMulNBits is not null && Gptq is not null)
-        {
-            throw new NotSupportedException("GPTQ rounds per-channel weights; it is not combined with MatMulNBits blocks. Set Gptq or MatMulNBits to null.");
         }
 
         if (Awq is not null)
@@ -123,7 +121,7 @@ public sealed class OnnxCalibrationOptions
 /// <param name="Node">The (first) node that consumes the weight.</param>
 /// <param name="OpType">That node's operator type.</param>
 /// <param name="Weight">The weight's name (an initializer or a Constant node's output).</param>
-/// <param name="Axis">The output-channel axis the weight was quantized along, or <see langword="null"/> when it was quantized per tensor.</param>
+/// <param name="Axis">The axis of the weight's parameters: its output-channel axis (per channel, and MatMulNBits' N), its input axis (blocks), or <see langword="null"/> when it was quantized per tensor.</param>
 /// <param name="Report">The weight's quantization error and sizes.</param>
 public sealed record OnnxWeightReport(string Node, string OpType, string Weight, int? Axis, TensorErrorReport Report);
 
@@ -142,7 +140,7 @@ public static class OnnxWeightQuantizer
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> or <see cref="OnnxWeightQuantizationOptions.Awq"/> is set (they need the calibration data of <see cref="QuantizeAsync"/>), or both GPTQ and MatMulNBits are.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> or <see cref="OnnxWeightQuantizationOptions.Awq"/> is set (they need the calibration data of <see cref="QuantizeAsync"/>).</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <remarks>A weight that several nodes share is quantized once, along the channel axis of the first of them.</remarks>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
@@ -265,22 +263,22 @@ public static class OnnxWeightQuantizer
 
             if (options.MatMulNBits is MatMulNBitsOptions nbits && MatMulNBitsTarget(editor, node, weightName) is (int k, int n))
             {
-                reports.Add(WriteMatMulNBits(editor, node, weightName, k, n, options, nbits, correction));
+                reports.Add(WriteMatMulNBits(editor, node, weightName, k, n, options, nbits, correction, hessians?.For(node), cancellationToken));
                 continue;
             }
 
             (float[] values, int[] shape) = editor.Take(weightName);
-            QuantizationScheme scheme = WeightScheme(node, shape.Length, options);
+            QuantizationScheme scheme = WeightScheme(node, shape.Length, options, model.Opset);
             QuantizedTensor quantized = hessians?.For(node) is HessianAccumulator hessian && options.Gptq is GptqOptions gptq
                 ? GptqQuantizer.Quantize(values, shape, scheme, hessian, InputAxis(node, gptq), weightName, cancellationToken)
                 : QuantizedTensor.Quantize(values, shape, scheme, weightName);
-            int? axis = scheme.Granularity.Kind == GranularityKind.PerChannel ? scheme.Granularity.Axis : null;
-            editor.AddDequantized(weightName, quantized, axis);
+            editor.AddDequantized(weightName, quantized);
             if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
             {
                 BiasCorrection.Apply(editor, node, shift, shape.Length);
             }
 
+            int? axis = scheme.Granularity.Kind == GranularityKind.PerTensor ? null : scheme.Granularity.Axis;
             reports.Add(new OnnxWeightReport(node.Name, node.OpType, weightName, axis, TensorErrorReport.Compare(values, quantized)));
         }
 
@@ -320,15 +318,21 @@ public static class OnnxWeightQuantizer
         return (k, n);
     }
 
-    /// <summary>Quantizes the node's weight in blocks along K and turns the node into a MatMulNBits (bias correction first, when asked).</summary>
-    private static OnnxWeightReport WriteMatMulNBits(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, OnnxWeightQuantizationOptions options, MatMulNBitsOptions nbits, BiasCorrection? correction)
+    /// <summary>
+    /// Quantizes the node's weight in blocks along K (by GPTQ when there is a Hessian for the node, else to nearest) and
+    /// turns the node into a MatMulNBits (bias correction first, when asked).
+    /// </summary>
+    private static OnnxWeightReport WriteMatMulNBits(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, OnnxWeightQuantizationOptions options, MatMulNBitsOptions nbits, BiasCorrection? correction, HessianAccumulator? hessian, CancellationToken cancellationToken)
     {
         string opType = node.OpType;
         bool transB = node.GemmTransB();
         (float[] values, int[] shape) = editor.Take(weightName);
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
-        QuantizedTensor blocks = MatMulNBitsWriter.QuantizeBlocks(transB ? values : Transpose(values, k, n), n, k, nbits.BlockSize, scheme, weightName);
-        float[] restoredRows = MatMulNBitsWriter.DequantizeRows(blocks, k);
+        float[] rows = transB ? values : Transpose(values, k, n);
+        QuantizedTensor blocks = hessian is not null && options.Gptq is GptqOptions gptq
+            ? GptqQuantizer.Quantize(rows, [n, k], MatMulNBitsWriter.BlockScheme(scheme, nbits.BlockSize), hessian, WithInputAxis(gptq, 1), weightName, cancellationToken)
+            : MatMulNBitsWriter.QuantizeBlocks(rows, n, k, nbits.BlockSize, scheme, weightName);
+        float[] restoredRows = blocks.Dequantize();
         float[] restored = transB ? restoredRows : Transpose(restoredRows, n, k);
         if (correction?.Shift(node, values, restored, shape) is float[] shift)
         {
@@ -336,7 +340,7 @@ public static class OnnxWeightQuantizer
         }
 
         string? bias = opType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0 ? node.Input[2] : null;
-        long bytes = MatMulNBitsWriter.Write(editor, node, node.Input[0], blocks, k, bits: 8, nbits.AccuracyLevel, bias);
+        long bytes = MatMulNBitsWriter.Write(editor, node, node.Input[0], blocks, nbits.AccuracyLevel, bias);
         return new OnnxWeightReport(node.Name, opType, weightName, transB ? 0 : 1, TensorErrorReport.Compare(weightName, values, restored, values.Length * (long)sizeof(float), bytes));
     }
 
@@ -356,12 +360,14 @@ public static class OnnxWeightQuantizer
     }
 
     /// <summary>The GPTQ settings with the weight's input axis: 0 for MatMul's [K, N] and Gemm's, 1 for Gemm with transB.</summary>
-    private static GptqOptions InputAxis(NodeProto node, GptqOptions options) => new()
+    private static GptqOptions InputAxis(NodeProto node, GptqOptions options) => WithInputAxis(options, node.GemmTransB() ? 1 : 0);
+
+    private static GptqOptions WithInputAxis(GptqOptions options, int inputAxis) => new()
     {
         DampeningFraction = options.DampeningFraction,
         BlockSize = options.BlockSize,
         ActivationOrder = options.ActivationOrder,
-        InputAxis = node.GemmTransB() ? 1 : 0,
+        InputAxis = inputAxis,
     };
 
     /// <summary>Throws unless the model imports opset 13 or later, which per-axis DequantizeLinear needs.</summary>
@@ -378,18 +384,37 @@ public static class OnnxWeightQuantizer
     internal static string? WeightOf(OnnxGraphEditor editor, NodeProto node) =>
         node.OpType is "Conv" or "ConvTranspose" or "MatMul" or "Gemm" && node.Input.Count >= 2 && editor.ConstantShape(node.Input[1]) is { Count: >= 2 } ? node.Input[1] : null;
 
-    /// <summary>The weight's scheme: the node's own or the default, per channel on the operator's channel axis.</summary>
-    internal static QuantizationScheme WeightScheme(NodeProto node, int rank, OnnxWeightQuantizationOptions options)
+    /// <summary>
+    /// The weight's scheme: the node's own or the default, per channel on the operator's channel axis, or in blocks along
+    /// its input axis. 4-bit types and blocks need DequantizeLinear 21.
+    /// </summary>
+    internal static QuantizationScheme WeightScheme(NodeProto node, int rank, OnnxWeightQuantizationOptions options, long opset)
     {
-        int axis = ChannelAxis(node, rank);
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
+        bool blocked = scheme.Granularity.Kind == GranularityKind.PerGroup;
+        if ((blocked || scheme.Type.GetBitWidth() == 4) && opset < 21)
+        {
+            throw new NotSupportedException(FormattableString.Invariant(
+                $"Node '{node.Name}' ({node.OpType}): {(blocked ? "blocked" : scheme.Type.ToString())} DequantizeLinear needs opset 21 and the model imports {opset}. Upgrade it with {nameof(OnnxOpsetUpgrader)}.{nameof(OnnxOpsetUpgrader.Upgrade)}(model, 21), or write MatMul and Gemm weights as MatMulNBits."));
+        }
+
         return scheme.Granularity.Kind switch
         {
             GranularityKind.PerTensor => scheme,
-            GranularityKind.PerChannel => scheme.WithGranularity(QuantizationGranularity.PerChannel(axis)),
-            _ => throw new NotSupportedException($"Node '{node.Name}': ONNX DequantizeLinear before opset 21 takes per-tensor or per-channel parameters, not {scheme.Granularity}."),
+            GranularityKind.PerChannel => scheme.WithGranularity(QuantizationGranularity.PerChannel(ChannelAxis(node, rank))),
+            GranularityKind.PerGroup => scheme.WithGranularity(QuantizationGranularity.PerGroup(scheme.Granularity.GroupSize, InputAxis(node, rank))),
+            _ => throw new NotSupportedException($"Node '{node.Name}': weights take per-tensor, per-channel or blocked parameters, not {scheme.Granularity}."),
         };
     }
+
+    /// <summary>The input-channel (reduction) axis of a weight for its operator.</summary>
+    private static int InputAxis(NodeProto node, int rank) => node.OpType switch
+    {
+        "ConvTranspose" => 0,
+        "MatMul" => rank - 2,
+        "Gemm" => node.GemmTransB() ? 1 : 0,
+        _ => 1,
+    };
 
     /// <summary>The output-channel axis of a weight for its operator.</summary>
     private static int ChannelAxis(NodeProto node, int rank) => node.OpType switch

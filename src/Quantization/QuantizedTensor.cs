@@ -208,20 +208,29 @@ public sealed class QuantizedTensor
         try
         {
             Span<byte> unpacked = codes.AsSpan(0, ElementCount);
-            if (Scheme.Type.IsSigned())
-            {
-                QuantizationPrimitives.UnpackInt4(_data, MemoryMarshal.Cast<byte, sbyte>(unpacked));
-            }
-            else
-            {
-                QuantizationPrimitives.UnpackUInt4(_data, unpacked);
-            }
-
+            CopyCodesTo(unpacked);
             QuantizationPrimitives.DequantizeWithScales(unpacked, _layout, Parameters.Scales, Parameters.ZeroPoints, destination, Scheme.Type.IsSigned());
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(codes);
+        }
+    }
+
+    /// <summary>Copies the codes one a byte (a signed code as its two's complement byte), unpacking 4-bit storage.</summary>
+    internal void CopyCodesTo(Span<byte> destination)
+    {
+        if (Scheme.Type.GetBitWidth() == 8)
+        {
+            _data.CopyTo(destination);
+        }
+        else if (Scheme.Type.IsSigned())
+        {
+            QuantizationPrimitives.UnpackInt4(_data, MemoryMarshal.Cast<byte, sbyte>(destination));
+        }
+        else
+        {
+            QuantizationPrimitives.UnpackUInt4(_data, destination);
         }
     }
 

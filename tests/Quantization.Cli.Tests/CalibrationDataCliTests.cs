@@ -98,13 +98,13 @@ public sealed class CalibrationDataCliTests : IDisposable
         // GPTQ's errors speak the command line's words, not the library's.
         (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--gptq");
         Assert.Equal(1, code);
-        Assert.Contains("--gptq needs --calibration-data", stderr, StringComparison.Ordinal);
+        Assert.Contains("--algorithm gptq needs --calibration-data", stderr, StringComparison.Ordinal);
         (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--mode", "static", "--calibration-data", data, "--gptq");
         Assert.Equal(1, code);
         Assert.Contains("--mode static rounds weights to nearest", stderr, StringComparison.Ordinal);
-        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--gptq", "--format", "matmulnbits");
-        Assert.Equal(1, code);
-        Assert.Contains("does not combine with --format matmulnbits", stderr, StringComparison.Ordinal);
+        (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--bits", "4", "--group-size", "16", "--algorithm", "gptq");
+        Assert.True(code == 0, stderr);
+        Assert.Contains(OnnxModel.Load(output).Proto.Graph.Node, n => n.OpType == "MatMulNBits" && n.Attribute.Single(a => a.Name == "bits").I == 4);
         (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--gptq", "--stats");
         Assert.True(code == 0, stderr);
         Assert.Matches(@"stats: [0-9.]+ GB in [0-9.]+ s, peak resident memory [0-9]+ MB", stdout);

@@ -30,6 +30,57 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void Safetensors_FourBit_PackQuantized_QuantizeInspectReport()
+    {
+        string input = Path.Combine(_directory, "model.safetensors"), output = Path.Combine(_directory, "int4");
+        Ptq.WriteCheckpoint(input);
+        (int code, string stdout, string stderr) = Ptq.Run("quantize", input, "-o", output, "--bits", "4", "--group-size", "16", "--asymmetric");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Quantized 2 of 4 tensors", stdout, StringComparison.Ordinal);
+        Assert.Contains("Layout: compressed-tensors pack-quantized, 4-bit asymmetric (UInt4), group 16.", stdout, StringComparison.Ordinal);
+
+        // [16, 64] fp16 in groups of 16: 16 x 8 words, 16 x 4 F16 scales, 2 x 4 zero-point words, the shape: 512 + 128 + 32 + 16 bytes.
+        (code, stdout, stderr) = Ptq.Run("inspect", output);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("quantization_config: compressed-tensors pack-quantized, 4-bit asymmetric (UInt4), group 16", stdout, StringComparison.Ordinal);
+        Assert.Contains("4-bit packed [16, 64], F16 scales [16, 4], zero points; group 16; 688 bytes with parameters", stdout, StringComparison.Ordinal);
+
+        (code, stdout, stderr) = Ptq.Run("report", output, "--original", input, "--json");
+        Assert.True(code == 0, stderr);
+        JsonArray tensors = JsonNode.Parse(stdout)!["tensors"]!.AsArray();
+        Assert.Equal(["model.layers.0.mlp.down_proj.weight", "model.layers.0.mlp.up_proj.weight"], tensors.Select(t => (string?)t!["name"]));
+        Assert.All(tensors, t => Assert.Equal((2048L, 688L), ((long)t!["bytesBefore"]!, (long)t["bytesAfter"]!)));
+        Assert.All(tensors, t => Assert.True((double)t!["cosineSimilarity"]! > 0.99));
+
+        (code, stdout, stderr) = Ptq.Run("report", output, "--original", input);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("compressed-tensors pack-quantized, 4-bit asymmetric (UInt4), group 16", stdout, StringComparison.Ordinal);
+
+        // W4A16 by default: symmetric groups of 128.
+        (code, stdout, stderr) = Ptq.Run("quantize", input, "-o", Path.Combine(_directory, "w4a16"), "--bits", "4");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Layout: compressed-tensors pack-quantized, 4-bit symmetric (Int4), group 128.", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Safetensors_AlgorithmsThatNeedAForwardPass_AndOtherBitWidths_AreRefused()
+    {
+        string input = Path.Combine(_directory, "model.safetensors");
+        Ptq.WriteCheckpoint(input);
+        (int code, string _, string stderr) = Ptq.Run("quantize", input, "-o", Path.Combine(_directory, "gptq"), "--bits", "4", "--algorithm", "gptq");
+        Assert.Equal(1, code);
+        Assert.Contains("--algorithm gptq runs calibration data through the model, so it applies to ONNX models", stderr, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(Path.Combine(_directory, "gptq")));
+
+        (int usage, string _, string error) = Ptq.Run("quantize", input, "-o", Path.Combine(_directory, "x"), "--bits", "3");
+        Assert.Equal(2, usage);
+        Assert.Contains("'3'", error, StringComparison.Ordinal);
+        (int unsupported, string _, string perTensor) = Ptq.Run("quantize", input, "-o", Path.Combine(_directory, "x"), "--bits", "4", "--granularity", "tensor");
+        Assert.Equal(4, unsupported);
+        Assert.Contains("4 bits (symmetric Int4 or asymmetric UInt4) per output channel or per group", perTensor, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Onnx_QuantizeAndReport()
     {
         string input = Path.Combine(_directory, "matmul.onnx"), output = Path.Combine(_directory, "matmul.int8.onnx");

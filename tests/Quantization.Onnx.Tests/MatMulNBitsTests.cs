@@ -8,18 +8,23 @@ using static Quantization.Onnx.Tests.TestGraphs;
 
 namespace Quantization.Onnx.Tests;
 
-/// <summary>Weight-only quantization written as ONNX Runtime's com.microsoft.MatMulNBits (bits 8).</summary>
+/// <summary>Weight-only quantization written as ONNX Runtime's com.microsoft.MatMulNBits (bits 8 and 4).</summary>
 public class MatMulNBitsTests
 {
     private static readonly string[] Attributes = ["K", "N", "bits", "block_size", "accuracy_level"];
 
     [Theory]
-    [InlineData(64, 24, 16, true, false)]
-    [InlineData(64, 24, 32, false, false)]
-    [InlineData(40, 12, 16, true, false)] // K not a multiple of the block: zero-padded
-    [InlineData(40, 12, 32, false, true)]
-    [InlineData(40, 12, 16, false, true)]
-    public void OrtComputesTheLibrarysDequantizedWeight_BitForBit(int k, int n, int blockSize, bool symmetric, bool gemmTransB)
+    [InlineData(64, 24, 16, true, false, 8)]
+    [InlineData(64, 24, 32, false, false, 8)]
+    [InlineData(40, 12, 16, true, false, 8)] // K not a multiple of the block: zero-padded
+    [InlineData(40, 12, 32, false, true, 8)]
+    [InlineData(40, 12, 16, false, true, 8)]
+    [InlineData(64, 24, 16, true, false, 4)]
+    [InlineData(64, 24, 32, false, false, 4)]
+    [InlineData(37, 12, 16, true, false, 4)] // odd K: the last block holds 5 values and 11 of padding
+    [InlineData(40, 12, 32, false, true, 4)]
+    [InlineData(72, 9, 16, false, false, 4)] // 5 blocks: packed zero points end in half a byte
+    public void OrtComputesTheLibrarysDequantizedWeight_BitForBit(int k, int n, int blockSize, bool symmetric, bool gemmTransB, int bits)
     {
         // A = I [K, K], so Y = A·W is W itself as ORT dequantizes it (accuracy level 1: fp32 arithmetic).
         float[] w = Random(k * n, 21, 4);
@@ -34,7 +39,7 @@ public class MatMulNBitsTests
         OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
         OnnxWeightQuantizationOptions options = new()
         {
-            Scheme = new QuantizationScheme(QuantizedType.Int8, symmetric, QuantizationGranularity.PerChannel()),
+            Scheme = bits == 8 ? new QuantizationScheme(QuantizedType.Int8, symmetric, QuantizationGranularity.PerChannel()) : QuantizationScheme.Int4PerGroup(128, symmetric),
             MatMulNBits = new MatMulNBitsOptions { BlockSize = blockSize, AccuracyLevel = 1 },
         };
         OnnxWeightReport report = Assert.Single(OnnxWeightQuantizer.Quantize(model, options));
@@ -43,8 +48,8 @@ public class MatMulNBitsTests
         NodeProto node = Assert.Single(model.Proto.Graph.Node);
         Assert.Equal(("MatMulNBits", "com.microsoft", "layer"), (node.OpType, node.Domain, node.Name));
         int kBlocks = (k + blockSize - 1) / blockSize;
-        Assert.Equal([k, n, 8, blockSize, 1], Attributes.Select(a => node.Attribute.Single(x => x.Name == a).I));
-        Assert.Equal([n, kBlocks, blockSize], model.Proto.Graph.Initializer.Single(t => t.Name == node.Input[1]).Dims);
+        Assert.Equal([k, n, bits, blockSize, 1], Attributes.Select(a => node.Attribute.Single(x => x.Name == a).I));
+        Assert.Equal([n, kBlocks, blockSize * bits / 8], model.Proto.Graph.Initializer.Single(t => t.Name == node.Input[1]).Dims);
         Assert.Equal([n, kBlocks], model.Proto.Graph.Initializer.Single(t => t.Name == node.Input[2]).Dims);
         Assert.Equal(symmetric ? 3 : 4, node.Input.Count);
         Assert.Contains(model.Proto.OpsetImport, o => o.Domain == "com.microsoft");
@@ -79,8 +84,9 @@ public class MatMulNBitsTests
             }
         }
 
-        Assert.True(report.Report.CosineSimilarity > 0.9999);
-        Assert.Equal(n * padded + (n * kBlocks * (symmetric ? 4 : 5)), report.Report.BytesAfter);
+        Assert.True(report.Report.CosineSimilarity > (bits == 8 ? 0.9999 : 0.99));
+        int zeroPointBytes = symmetric ? 0 : n * (((kBlocks * bits) + 7) / 8);
+        Assert.Equal((n * padded * bits / 8) + (n * kBlocks * 4) + zeroPointBytes, report.Report.BytesAfter);
     }
 
     [Fact]
@@ -117,8 +123,9 @@ public class MatMulNBitsTests
         Assert.Throws<ArgumentOutOfRangeException>(() => new MatMulNBitsOptions { AccuracyLevel = 5 });
         Assert.Throws<ArgumentOutOfRangeException>(() => new MatMulNBitsOptions { AccuracyLevel = -1 });
         ModelProto proto = Model("matmul", [Node("MatMul", "layer", ["a", "w"], ["y"])], [Tensor("w", Random(32 * 4, 1), 32, 4)], [Value("a", 2, 32)], [Value("y", 2, 4)]);
-        Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(OnnxModel.Parse(proto.ToByteArray()), new OnnxWeightQuantizationOptions { MatMulNBits = new(), Scheme = QuantizationScheme.UInt8PerTensorAsymmetric() }));
         Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(OnnxModel.Parse(proto.ToByteArray()), new OnnxWeightQuantizationOptions { MatMulNBits = new(), Gptq = new GptqOptions() }));
+        NotSupportedException int4Qdq = Assert.Throws<NotSupportedException>(() => OnnxWeightQuantizer.Quantize(OnnxModel.Parse(proto.ToByteArray()), new OnnxWeightQuantizationOptions { Scheme = QuantizationScheme.Int4PerGroup(32) }));
+        Assert.Contains("'layer'", int4Qdq.Message, StringComparison.Ordinal);
         Assert.Throws<NotSupportedException>(() => OnnxStaticQuantizer.Quantize(OnnxModel.Parse(proto.ToByteArray()), new Dictionary<string, QuantizationParameters>(), new OnnxStaticQuantizationOptions { MatMulNBits = new() }));
     }
 

@@ -3,46 +3,31 @@ using System.Globalization;
 using Google.Protobuf;
 
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.Tokenizers;
-
-using Quantization.Onnx.Protos;
 
 using Quantization.Samples;
 
 using Xunit.Abstractions;
 
-using static Quantization.Onnx.Tests.TestGraphs;
-
 namespace Quantization.Onnx.Tests;
 
-/// <summary>AWQ on all-MiniLM-L6-v2, weight-only 4-bit in groups of 32: calibrated on the first 100 shipped sentences, compared on the other 200.</summary>
+/// <summary>
+/// AWQ on all-MiniLM-L6-v2, weight-only int4 in blocks of 32 written as MatMulNBits: calibrated on the first 100 shipped
+/// sentences, compared with fp32 on the other 200.
+/// </summary>
 public class MiniLMAwqTests(ITestOutputHelper output)
 {
-    private readonly BertTokenizer _tokenizer = MiniLM.LoadTokenizer();
-    private readonly string[] _calibration = [.. MiniLM.Sentences.Take(100)];
-    private readonly string[] _evaluation = [.. MiniLM.Sentences.Skip(100)];
+    private readonly MiniLMEvaluation _evaluation = new(output);
 
     [Fact]
-    public async Task MiniLM_Awq_Int4Group32_BeatsRoundToNearest()
+    public async Task Int4Blocks_Awq_BeatsRoundingToNearest()
     {
         QuantizationScheme scheme = QuantizationScheme.Int4PerGroup(32);
         byte[] original = MiniLM.LoadModel();
-        float[][] reference = Embed(original);
-
-        // The weights dequantized back to float: what MatMulNBits at accuracy level 1 computes, at ORT's basic level.
-        double[] perChannel = Report("RTN int4 per channel", reference, Embed(OnnxAwqTests.FakeQuantized(ModelProto.Parser.ParseFrom(original), scheme.WithGranularity(QuantizationGranularity.PerChannel(0)))));
-        double[] rtn = Report("RTN int4 group 32", reference, Embed(OnnxAwqTests.FakeQuantized(ModelProto.Parser.ParseFrom(original), scheme)));
+        float[][] reference = _evaluation.Embed(original, GraphOptimizationLevel.ORT_ENABLE_BASIC);
 
         OnnxModel scaled = OnnxModel.Parse(original);
-        OnnxAwqResult scaledResult = await OnnxAwq.ApplyAsync(scaled, Data(), new AwqOptions { Scheme = scheme, Clip = false });
-        double[] unchanged = Report("AWQ scales only, fp32", reference, Embed(scaled.Proto.ToByteArray()));
-        Assert.True(unchanged.Min() > 0.99999, $"the scaled float model computes the same: worst cosine {unchanged.Min()}");
-        double[] scalesOnly = Report("AWQ scales only, int4 group 32", reference, Embed(OnnxAwqTests.FakeQuantized(scaled.Proto, scheme)));
-
-        OnnxModel model = OnnxModel.Parse(original);
-        OnnxAwqResult result = await OnnxAwq.ApplyAsync(model, Data(), new AwqOptions { Scheme = scheme });
+        OnnxAwqResult result = await OnnxAwq.ApplyAsync(scaled, _evaluation.Calibration, new AwqOptions { Scheme = scheme });
         Describe(result);
-        double[] awq = Report("AWQ int4 group 32", reference, Embed(OnnxAwqTests.FakeQuantized(model.Proto, scheme)));
 
         // Every MatMul/Gemm with a constant weight is in a group (the attention output, FFN down and the pooler through an
         // explicit Mul): 4 per layer and the pooler. Of each layer's Q, K and V, the query and key projections are
@@ -51,30 +36,41 @@ public class MiniLMAwqTests(ITestOutputHelper output)
         Assert.Equal(25, result.Groups.Count);
         Assert.Equal(6, result.Groups.Count(g => g.Consumers.Count == 3));
         Assert.All(result.Groups, g => Assert.Equal(g.Consumers.Count == 3 ? 2 : 0, g.Unclipped.Count));
-        Assert.Equal(scaledResult.Groups.Select(g => g.Alpha), result.Groups.Select(g => g.Alpha));
-        // Measured (symmetric int4, basic level, mean / worst): RTN per channel 0.912 / 0.854, RTN group 32 0.957 / 0.934,
-        // AWQ scales only 0.973 / 0.958, AWQ 0.977 / 0.964. Short of the issue's 0.99: the query/key/value group costs
-        // the most (its errors pass through the softmax, which the per-layer loss does not see). Asymmetric groups of 32
-        // (the reference's default) reach 0.982 (0.983 with DuoScaling).
-        Assert.True(rtn.Average() > perChannel.Average());
-        Assert.True(scalesOnly.Average() > rtn.Average() + 0.01, $"AWQ's scales: mean cosine {scalesOnly.Average()}, RTN {rtn.Average()}");
-        Assert.True(awq.Average() > scalesOnly.Average() && awq.Min() > rtn.Min(), $"AWQ: mean cosine {awq.Average()}, worst {awq.Min()}; scales only {scalesOnly.Average()}, RTN worst {rtn.Min()}");
 
-        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> Data() => CalibrationDataSource.FromBatches(_calibration.Select(s => MiniLM.Feed(_tokenizer, s)));
-    }
+        // The option does the same as AWQ followed by the quantizer.
+        OnnxModel viaOption = OnnxModel.Parse(original);
+        await OnnxWeightQuantizer.QuantizeAsync(viaOption, _evaluation.Calibration, Options(level: 1, gptq: false, awq: true));
+        OnnxModel afterAwq = OnnxModel.Parse(scaled.Proto.ToByteArray());
+        await OnnxWeightQuantizer.QuantizeAsync(afterAwq, _evaluation.Calibration, Options(level: 1, gptq: false, awq: false));
+        Assert.Equal(afterAwq.Proto.ToByteArray(), viaOption.Proto.ToByteArray());
 
-    private float[][] Embed(byte[] model)
-    {
-        using SessionOptions options = new() { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_BASIC, IntraOpNumThreads = 1 };
-        using InferenceSession session = new(model, options);
-        return MiniLM.Embed(session, _tokenizer, _evaluation);
-    }
+        Dictionary<string, double[]> basic = [], all = [];
+        foreach ((string label, byte[] source, bool gptq) in new[] { ("RTN", original, false), ("AWQ", scaled.Proto.ToByteArray(), false), ("AWQ + GPTQ", scaled.Proto.ToByteArray(), true) })
+        {
+            foreach (int level in new[] { 1, 4 })
+            {
+                OnnxModel model = OnnxModel.Parse(source);
+                await OnnxWeightQuantizer.QuantizeAsync(model, _evaluation.Calibration, Options(level, gptq, awq: false));
+                byte[] bytes = model.Proto.ToByteArray();
+                basic[$"{label} {level}"] = _evaluation.Report($"{label} int4 block 32, accuracy level {level}, basic level", reference, _evaluation.Embed(bytes, GraphOptimizationLevel.ORT_ENABLE_BASIC));
+                all[$"{label} {level}"] = _evaluation.Report($"{label} int4 block 32, accuracy level {level}, default level", reference, _evaluation.Embed(bytes, GraphOptimizationLevel.ORT_ENABLE_ALL));
+            }
+        }
 
-    private double[] Report(string label, float[][] reference, float[][] embeddings)
-    {
-        double[] cosines = [.. embeddings.Select((e, i) => Cosine(reference[i], e))];
-        output.WriteLine(Invariant($"MiniLM {label}, basic level: {cosines.Length} sentences, cosine mean {cosines.Average():F5}, worst {cosines.Min():F5}"));
-        return cosines;
+        // Measured (accuracy level 1, basic level, mean / worst cosine; bias correction on): RTN 0.962 / 0.938, AWQ
+        // 0.972 / 0.956, AWQ then GPTQ 0.984 / 0.968. Short of the issue's 0.99: the query/key/value group costs the most
+        // (its errors pass through the softmax, which the per-layer loss does not see).
+        Assert.True(basic["AWQ 1"].Average() > basic["RTN 1"].Average() + 0.005, $"AWQ: mean cosine {basic["AWQ 1"].Average()}, RTN {basic["RTN 1"].Average()}");
+        Assert.True(basic["AWQ 1"].Min() > basic["RTN 1"].Min(), $"AWQ: worst cosine {basic["AWQ 1"].Min()}, RTN {basic["RTN 1"].Min()}");
+        Assert.True(all["AWQ 4"].Average() > all["RTN 4"].Average(), $"AWQ, default level: mean cosine {all["AWQ 4"].Average()}, RTN {all["RTN 4"].Average()}");
+
+        OnnxWeightQuantizationOptions Options(int level, bool gptq, bool awq) => new()
+        {
+            Scheme = scheme,
+            MatMulNBits = new MatMulNBitsOptions { BlockSize = 32, AccuracyLevel = level },
+            Gptq = gptq ? new GptqOptions { ActivationOrder = true } : null,
+            Awq = awq ? new AwqOptions() : null,
+        };
     }
 
     private void Describe(OnnxAwqResult result)

@@ -172,10 +172,9 @@ public class OnnxAwqTests
 
     private static double SquaredError(float[] expected, float[] actual) => expected.Zip(actual, (a, b) => (a - (double)b) * (a - b)).Sum();
 
-    /// <summary>The model with every MatMul/Gemm weight replaced by its quantized and restored values (the scheme per group along K, or per output channel): what a weight-only 4-bit model computes.</summary>
-    internal static byte[] FakeQuantized(ModelProto proto, QuantizationScheme? scheme = null)
+    /// <summary>The model with every MatMul/Gemm weight replaced by its quantized and restored values (4-bit per group along K): what a weight-only 4-bit model computes.</summary>
+    private static byte[] FakeQuantized(ModelProto proto)
     {
-        scheme ??= Scheme;
         ModelProto copy = proto.Clone();
         OnnxModel reader = OnnxModel.Parse(copy.ToByteArray());
         HashSet<string> weights = new(copy.Graph.Node.Where(n => n.OpType is "MatMul" or "Gemm").Select(n => n.Input[1]), StringComparer.Ordinal);
@@ -185,8 +184,7 @@ public class OnnxAwqTests
             (int k, int n) = transposed ? ((int)tensor.Dims[1], (int)tensor.Dims[0]) : ((int)tensor.Dims[0], (int)tensor.Dims[1]);
             float[] values = reader.ReadFloats(tensor);
             float[] rows = transposed ? values : Transpose(values, k, n);
-            QuantizationGranularity granularity = scheme.Granularity.Kind == GranularityKind.PerChannel ? QuantizationGranularity.PerChannel(0) : QuantizationGranularity.PerGroup(scheme.Granularity.GroupSize, axis: 1);
-            float[] restored = QuantizedTensor.Quantize(rows, [n, k], scheme.WithGranularity(granularity)).Dequantize();
+            float[] restored = QuantizedTensor.Quantize(rows, [n, k], Scheme.WithGranularity(QuantizationGranularity.PerGroup(Scheme.Granularity.GroupSize, axis: 1))).Dequantize();
             float[] stored = transposed ? restored : Transpose(restored, n, k);
             tensor.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(stored.AsSpan()));
             tensor.FloatData.Clear();

@@ -21,7 +21,7 @@ public class OnnxOpsetUpgraderTests
 {
     private const long Big = long.MaxValue;
 
-    public static TheoryData<long, long> OldAndTargetOpsets => new() { { 9, 13 }, { 10, 14 }, { 11, 15 }, { 12, 16 }, { 9, 17 } };
+    public static TheoryData<long, long> OldAndTargetOpsets => new() { { 9, 13 }, { 10, 14 }, { 11, 15 }, { 12, 16 }, { 9, 17 }, { 11, 21 }, { 12, 21 } };
 
     [Theory]
     [InlineData(7, true)]
@@ -244,6 +244,8 @@ public class OnnxOpsetUpgraderTests
     [InlineData(8, 13)]
     [InlineData(8, 17)]
     [InlineData(10, 15)]
+    [InlineData(8, 21)]
+    [InlineData(17, 21)]
     public void TableOperators_ConvolutionalNetwork_KeepTheirOutputs(long opset, long target)
     {
         ModelProto proto = Model(opset,
@@ -263,7 +265,10 @@ public class OnnxOpsetUpgraderTests
             ],
             [Input("x", 2, 3, 8, 8)], [Output("y"), Output("mean")],
             [Floats("w", Random(4 * 3 * 3 * 3, 1), 4, 3, 3, 3), Floats("b", Random(4, 2), 4), Floats("w2", Random(5 * 4, 3), 5, 4), Floats("b2", Random(5, 4), 5)]);
-        AssertUpgradeKeepsOutputs(proto, [Feed("x", 2, 3, 8, 8)], target);
+
+        // ORT runs the opset-19 pools with other summation orders than the older kernels (the meaning is the same): float
+        // rounding, which the Gemm and its cancellations carry to a few millionths of the outputs.
+        AssertUpgradeKeepsOutputs(proto, [Feed("x", 2, 3, 8, 8)], target, tolerance: target >= 19 ? 1e-5 : 0);
     }
 
     [Theory]
@@ -294,6 +299,28 @@ public class OnnxOpsetUpgraderTests
             [Input("x", 2, 3, 4), Input("z", 2, 3, 4)], [Output("y"), Output("gathered"), Output("shape_float")],
             [Int64s("shape", [4, -1], 2), Floats("w", Random(6 * 5, 7), 6, 5), Int64s("indices", [3, 0, 0, 2], 4)]);
         AssertUpgradeKeepsOutputs(proto, [Feed("x", 2, 3, 4), Feed("z", 2, 3, 4)], target);
+    }
+
+    [Theory]
+    [InlineData(13, 18)]
+    [InlineData(17, 21)]
+    [InlineData(9, 21)]
+    public void ReductionsAndEqualSplits_ChangedAt18_TakeInputsAndOutputCounts(long opset, long target)
+    {
+        ModelProto proto = Model(opset,
+            [
+                Node("ReduceMean", ["x"], ["mean"], Ints("axes", -1)),
+                Node("ReduceMax", ["x"], ["max"], Ints("axes", 0, 2), Int("keepdims", 0)),
+                Node("ReduceL2", ["x"], ["l2"]),
+                Node("ReduceSumSquare", ["x"], ["squares"], Ints("axes", 1)),
+                Node("Split", ["x"], ["a", "b"], Int("axis", 2)),
+            ],
+            [Input("x", 2, 3, 4)], [Output("mean"), Output("max"), Output("l2"), Output("squares"), Output("a"), Output("b")]);
+        OnnxModel model = AssertUpgradeKeepsOutputs(proto, [Feed("x", 2, 3, 4)], target);
+        Assert.All(model.Proto.Graph.Node, n => Assert.DoesNotContain(n.Attribute, a => a.Name == "axes"));
+        Assert.Equal([2, 2, 1, 2, 1], model.Proto.Graph.Node.Select(n => n.Input.Count));
+        Assert.Equal(2, model.Proto.Graph.Node[4].Attribute.Single(a => a.Name == "num_outputs").I);
+        Assert.Equal(target >= 21 ? 10 : 8, model.Proto.IrVersion);
     }
 
     [Fact]
@@ -410,7 +437,7 @@ public class OnnxOpsetUpgraderTests
 
         ModelProto good = Model(9, [Node("Relu", ["x"], ["y"])], [Input("x", 2)], [Output("y")]);
         Assert.Throws<ArgumentOutOfRangeException>(() => OnnxOpsetUpgrader.Upgrade(OnnxModel.Parse(good.ToByteArray()), 12));
-        Assert.Throws<ArgumentOutOfRangeException>(() => OnnxOpsetUpgrader.Upgrade(OnnxModel.Parse(good.ToByteArray()), 18));
+        Assert.Throws<ArgumentOutOfRangeException>(() => OnnxOpsetUpgrader.Upgrade(OnnxModel.Parse(good.ToByteArray()), 22));
         Assert.Throws<ArgumentNullException>(() => OnnxOpsetUpgrader.Upgrade(null!));
     }
 
