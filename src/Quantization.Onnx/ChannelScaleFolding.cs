@@ -71,6 +71,10 @@ internal sealed class ChannelScaleFolding(OnnxGraphEditor editor)
     public float[] Values(NodeProto node, int input) =>
         _edits.TryGetValue((node, input), out (float[] Values, long[] Dims) edit) ? edit.Values : editor.ReadConstant(node.Input[input]);
 
+    /// <summary>Gets the current values of a constant input for the caller to change in place (AWQ's clipping after <see cref="Fold"/>); <see cref="Commit"/> writes them as a copy for this node input only.</summary>
+    /// <exception cref="InvalidDataException">The constant's stored data does not match its shape.</exception>
+    public float[] Writable(NodeProto node, int input) => Edit(node, input).Values;
+
     /// <summary>
     /// Queues the scaling of one group: its producer's constants divided by s (or, with an explicit scale, a new Mul of
     /// X by 1/s that the consumers read instead of X), its consumers' weight rows multiplied by s, and, where X has

@@ -58,6 +58,16 @@ public class OnnxWeightQuantizationOptions
     public GptqOptions? Gptq { get; set; }
 
     /// <summary>
+    /// Gets or sets the AWQ settings, or <see langword="null"/> (the default) for none. With calibration data
+    /// (<see cref="OnnxWeightQuantizer.QuantizeAsync"/>), the selected MatMul and Gemm layers' input channels are first
+    /// scaled and their weights clipped by <see cref="OnnxAwq"/>, searching with the scheme each weight is then quantized
+    /// with (<see cref="Scheme"/>, <see cref="NodeSchemes"/>, or the <see cref="MatMulNBits"/> blocks along K), so
+    /// <see cref="AwqOptions.Scheme"/> must be <see langword="null"/>; then the weights are quantized as without it (rounding
+    /// to nearest, or GPTQ), on statistics calibrated on the rewritten model.
+    /// </summary>
+    public AwqOptions? Awq { get; set; }
+
+    /// <summary>
     /// Gets or sets the MatMulNBits settings, or <see langword="null"/> (the default) to write every weight with a
     /// DequantizeLinear (QDQ). When set, <see cref="OnnxWeightQuantizer"/> writes the 2-D weights of MatMul nodes, and of
     /// Gemm nodes without transA, with alpha = beta = 1 and a bias that is absent or a constant of N values, as ONNX
@@ -89,6 +99,14 @@ public class OnnxWeightQuantizationOptions
             throw new ArgumentException($"OpTypes may hold only {string.Join(", ", WeightedOperators)}; not {string.Join(", ", unknown)}.", "options");
         }
 
+        if (Awq is not null)
+        {
+            Awq.Validate();
+            if (Awq.Scheme is not null)
+            {
+                throw new ArgumentException("Awq.Scheme must be null here: AWQ searches with the scheme each weight is quantized with (Scheme, NodeSchemes or the MatMulNBits blocks).", "options");
+            }
+        }
     }
 
     /// <summary>Whether the rules select a node: its type is one of <see cref="OpTypes"/> and <see cref="SelectsName"/>.</summary>
@@ -132,7 +150,7 @@ public static class OnnxWeightQuantizer
     /// <returns>A report per quantized weight, in graph order.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> is set (GPTQ needs the calibration data of <see cref="QuantizeAsync"/>).</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported, or <see cref="OnnxWeightQuantizationOptions.Gptq"/> or <see cref="OnnxWeightQuantizationOptions.Awq"/> is set (they need the calibration data of <see cref="QuantizeAsync"/>).</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <remarks>A weight that several nodes share is quantized once, along the channel axis of the first of them.</remarks>
     public static IReadOnlyList<OnnxWeightReport> Quantize(OnnxModel model, OnnxWeightQuantizationOptions? options = null)
@@ -144,6 +162,11 @@ public static class OnnxWeightQuantizer
         if (options.Gptq is not null)
         {
             throw new NotSupportedException("GPTQ needs calibration data: call QuantizeAsync, or set Gptq to null to round to nearest.");
+        }
+
+        if (options.Awq is not null)
+        {
+            throw new NotSupportedException("AWQ needs calibration data: call QuantizeAsync, or set Awq to null.");
         }
 
         return Quantize(model, options, correction: null, hessians: null);
@@ -165,6 +188,8 @@ public static class OnnxWeightQuantizer
     /// <exception cref="ArgumentException">The options name an operator the quantizer does not know.</exception>
     /// <exception cref="NotSupportedException">The model imports an opset older than 13, or a scheme is not supported.</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
+    /// <exception cref="InvalidOperationException">With <see cref="OnnxWeightQuantizationOptions.Awq"/>: the calibration data produced no runs (AWQ reads the source once, then the quantizer again: it must give the same batches each time).</exception>
+    /// <exception cref="NonFiniteValueException">With <see cref="OnnxWeightQuantizationOptions.Awq"/>: an input of the scaled layers holds NaN or an infinity on the calibration data; the model is then unchanged.</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime fails on the model or a feed.</exception>
     /// <remarks>Each calibration run executes synchronously on the calling thread; wrap the call in <see cref="Task.Run(Func{Task})"/> to keep a UI responsive.</remarks>
     public static async Task<IReadOnlyList<OnnxWeightReport>> QuantizeAsync(
@@ -179,6 +204,29 @@ public static class OnnxWeightQuantizer
         options ??= new OnnxWeightQuantizationOptions();
         options.Validate();
         RequirePerAxisDequantize(model);
+        if (options.Awq is AwqOptions awq)
+        {
+            // AWQ and quantization work on a copy, so that a failure or cancellation in either leaves the model as it was.
+            OnnxModel working = model.Clone();
+            await OnnxAwq.ApplyAsync(working, calibrationData, awq, n => OnnxAwq.WeightScheme(n, options), options.Selects, options.Calibration, progress, cancellationToken).ConfigureAwait(false);
+            IReadOnlyList<OnnxWeightReport> reports = await CalibrateAndQuantizeAsync(working, calibrationData, options, progress, cancellationToken).ConfigureAwait(false);
+            model.Proto.Graph = working.Proto.Graph;
+            model.Proto.OpsetImport.Clear();
+            model.Proto.OpsetImport.Add(working.Proto.OpsetImport);
+            return reports;
+        }
+
+        return await CalibrateAndQuantizeAsync(model, calibrationData, options, progress, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Calibrates the statistics the options ask for on the model as it is, then quantizes it in place.</summary>
+    private static async Task<IReadOnlyList<OnnxWeightReport>> CalibrateAndQuantizeAsync(
+        OnnxModel model,
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
+        OnnxWeightQuantizationOptions options,
+        IProgress<CalibrationProgress>? progress,
+        CancellationToken cancellationToken)
+    {
         (BiasCorrection? correction, GptqHessians? hessians) = TrackLayerInputs(model, options);
         string[] tensors = [.. (correction?.TensorNames ?? []).Union(hessians?.TensorNames ?? [], StringComparer.Ordinal)];
         using (OnnxCalibrator calibrator = new(model, tensors, createObserver: null, options.Calibration.SessionOptions, options.Calibration.Logger, skipNonFloat: true, tap: new Tee([.. new IActivationRecorder?[] { correction, hessians }.OfType<IActivationRecorder>()])))
