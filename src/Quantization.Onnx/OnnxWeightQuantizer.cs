@@ -50,8 +50,11 @@ public class OnnxWeightQuantizationOptions
     /// Gets or sets the GPTQ settings, or <see langword="null"/> (the default) to round to nearest. With calibration
     /// data (<see cref="OnnxWeightQuantizer.QuantizeAsync"/>), the weights of MatMul and Gemm nodes are then rounded by
     /// GPTQ against their inputs' Hessians, with the same scales as rounding to nearest (per channel, or per block when
-    /// written as <see cref="MatMulNBits"/>); Conv weights are rounded to nearest. The input axis of each weight comes
-    /// from its node, whatever <see cref="GptqOptions.InputAxis"/> says.
+    /// written as <see cref="MatMulNBits"/>); Conv weights (1-D and 2-D) are rounded by GPTQ against the Hessians of
+    /// their unfolded input patches (im2col, one per group of a grouped Conv), per channel or per block along the input
+    /// channels, with rounding to nearest's scales; Conv weights of more spatial axes, and per-tensor weights of grouped
+    /// Convs, are rounded to nearest. The input axis of each weight comes from its node, whatever
+    /// <see cref="GptqOptions.InputAxis"/> says.
     /// </summary>
     public GptqOptions? Gptq { get; set; }
 
@@ -193,7 +196,11 @@ public static class OnnxWeightQuantizer
                 correction.Track(node);
             }
 
-            if (hessians is not null && GptqHessians.Supports(node, dims.Count))
+            if (hessians is not null && node.OpType == "Conv")
+            {
+                hessians.TrackConv(node, dims, options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme);
+            }
+            else if (hessians is not null && GptqHessians.Supports(node, dims.Count))
             {
                 hessians.Track(node, checked((int)dims[node.GemmTransB() ? 1 : 0]));
             }
@@ -221,8 +228,9 @@ public static class OnnxWeightQuantizer
 
             (float[] values, int[] shape) = editor.Take(weightName);
             QuantizationScheme scheme = WeightScheme(node, shape.Length, options, model.Opset);
-            QuantizedTensor quantized = hessians?.For(node) is HessianAccumulator hessian && options.Gptq is GptqOptions gptq
-                ? GptqQuantizer.Quantize(values, shape, scheme, hessian, InputAxis(node, gptq), weightName, cancellationToken)
+            QuantizedTensor quantized = options.Gptq is not GptqOptions gptq || hessians is null ? QuantizedTensor.Quantize(values, shape, scheme, weightName)
+                : node.OpType == "Conv" ? hessians.QuantizeConv(node, values, shape, scheme, WithInputAxis(gptq, 1), weightName, cancellationToken) ?? QuantizedTensor.Quantize(values, shape, scheme, weightName)
+                : hessians.For(node) is HessianAccumulator hessian ? GptqQuantizer.Quantize(values, shape, scheme, hessian, InputAxis(node, gptq), weightName, cancellationToken)
                 : QuantizedTensor.Quantize(values, shape, scheme, weightName);
             editor.AddDequantized(weightName, quantized);
             if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
