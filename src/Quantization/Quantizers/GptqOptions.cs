@@ -44,15 +44,16 @@ public sealed class GptqOptions
     /// <summary>
     /// Gets or sets whether input columns are quantized in decreasing order of the Hessian's diagonal (the inputs with the most
     /// energy first, "act-order"), rather than in index order; <see langword="false"/> by default. The result is stored in the
-    /// original order either way.
+    /// original order either way, and its parameters (per group too) are RTN's, computed from the original weight in the
+    /// original column order ("static groups"), so no column index tensor (<c>g_idx</c>) is needed to read it.
     /// </summary>
     public bool ActivationOrder { get; set; }
 
     /// <summary>
     /// Gets or sets the axis of the 2-D weight that holds the input features (K), or <see langword="null"/> (the default) to
-    /// infer it: the axis that is not the channel axis of a per-channel scheme, and axis 1 (the [out, in] layout of a torch
-    /// Linear weight) for a per-tensor scheme. Set 0 for a per-tensor ONNX MatMul B of shape [K, N]. Negative values count
-    /// from the last axis.
+    /// infer it: the axis that is not the channel axis of a per-channel scheme, the group axis of a per-group scheme (groups
+    /// are always consecutive input columns), and axis 1 (the [out, in] layout of a torch Linear weight) for a per-tensor
+    /// scheme. Set 0 for a per-tensor ONNX MatMul B of shape [K, N]. Negative values count from the last axis.
     /// </summary>
     /// <exception cref="ArgumentOutOfRangeException">The value is not -2, -1, 0, 1 or <see langword="null"/>.</exception>
     public int? InputAxis

@@ -85,9 +85,31 @@ internal static class GptqTestData
         return total;
     }
 
-    /// <summary>The quantized values as integers (int8 or uint8).</summary>
-    public static int[] Integers(QuantizedTensor tensor) =>
-        tensor.Scheme.Type == QuantizedType.Int8
-            ? [.. tensor.GetInt8Data().ToArray().Select(v => (int)v)]
-            : [.. tensor.Data.ToArray().Select(v => (int)v)];
+    /// <summary>
+    /// Rows of a Hadamard matrix times a diagonal of short-mantissa values, K × K: XᵀX = K·D² exactly, so the Hessian is
+    /// diagonal and no error can be compensated.
+    /// </summary>
+    public static float[] UncorrelatedInputs(int k)
+    {
+        float[] x = new float[k * k];
+        for (int r = 0; r < k; r++)
+        {
+            for (int c = 0; c < k; c++)
+            {
+                int sign = (System.Numerics.BitOperations.PopCount((uint)(r & c)) & 1) == 0 ? 1 : -1;
+                x[(r * k) + c] = sign * (1 + ((c * 5) % 11)) * 0.25f;
+            }
+        }
+
+        return x;
+    }
+
+    /// <summary>The quantized values as integers, one per element (unpacked for 4-bit types).</summary>
+    public static int[] Integers(QuantizedTensor tensor) => tensor.Scheme.Type switch
+    {
+        QuantizedType.Int8 => [.. tensor.GetInt8Data().ToArray().Select(v => (int)v)],
+        QuantizedType.Int4 => [.. tensor.GetInt4Data().Select(v => (int)v)],
+        QuantizedType.UInt4 => [.. tensor.GetUInt4Data().Select(v => (int)v)],
+        _ => [.. tensor.Data.ToArray().Select(v => (int)v)],
+    };
 }

@@ -88,8 +88,12 @@ public class HessianAccumulatorTests
         NonFiniteValueException error = Assert.Throws<NonFiniteValueException>(() => accumulator.Add(bad, [2, 4], "layer0.input"));
         Assert.Equal("layer0.input", error.TensorName);
         Assert.Equal(6, error.Index);
-        bad[6] = float.NaN;
-        Assert.Throws<NonFiniteValueException>(() => accumulator.Add(bad, [2, 4]));
+        bad[6] = 7;
+        bad[5] = float.NaN;
+        NonFiniteValueException nan = Assert.Throws<NonFiniteValueException>(() => accumulator.Add(bad, [2, 4], "layer0.input"));
+        Assert.Equal("layer0.input", nan.TensorName);
+        Assert.Equal(5, nan.Index);
+        Assert.Contains("'layer0.input'", nan.Message, StringComparison.Ordinal);
 
         Assert.Equal(1, accumulator.Rows);
         Assert.Equal(before, accumulator.ToMatrix());
