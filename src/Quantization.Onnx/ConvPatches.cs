@@ -85,17 +85,19 @@ internal sealed class ConvPatches
 
         string autoPad = node.FindAttribute("auto_pad")?.S.ToStringUtf8() is { Length: > 0 } pad ? pad : "NOTSET";
         ConvPatches patches = new(checked((int)weightShape[0]), (int)groups, checked((int)weightShape[1]), blockSize, spatialRank, autoPad);
-        IList<long> strides = node.FindAttribute("strides")?.Ints ?? [];
-        IList<long> dilations = node.FindAttribute("dilations")?.Ints ?? [];
-        IList<long> pads = node.FindAttribute("pads")?.Ints ?? [];
+        long[] strides = [.. node.FindAttribute("strides")?.Ints ?? []];
+        long[] dilations = [.. node.FindAttribute("dilations")?.Ints ?? []];
+        long[] pads = [.. node.FindAttribute("pads")?.Ints ?? []];
         for (int d = 0; d < 2; d++)
         {
-            bool real = d < spatialRank;
-            patches._kernel[d] = real ? checked((int)weightShape[2 + d]) : 1;
-            patches._strides[d] = real && strides.Count == spatialRank ? checked((int)strides[d]) : 1;
-            patches._dilations[d] = real && dilations.Count == spatialRank ? checked((int)dilations[d]) : 1;
-            patches._pads[d] = real && pads.Count == 2 * spatialRank ? checked((int)pads[d]) : 0;
-            patches._pads[2 + d] = real && pads.Count == 2 * spatialRank ? checked((int)pads[spatialRank + d]) : 0;
+            // A 1-D Conv is a 2-D one of height 1: its axis is the width.
+            int a = d - (2 - spatialRank);
+            bool real = a >= 0;
+            patches._kernel[d] = real ? checked((int)weightShape[2 + a]) : 1;
+            patches._strides[d] = real && strides.Length == spatialRank ? checked((int)strides[a]) : 1;
+            patches._dilations[d] = real && dilations.Length == spatialRank ? checked((int)dilations[a]) : 1;
+            patches._pads[d] = real && pads.Length == 2 * spatialRank ? checked((int)pads[a]) : 0;
+            patches._pads[2 + d] = real && pads.Length == 2 * spatialRank ? checked((int)pads[spatialRank + a]) : 0;
         }
 
         if (patches._strides.Any(s => s <= 0) || patches._dilations.Any(s => s <= 0) || patches._pads.Any(p => p < 0))
