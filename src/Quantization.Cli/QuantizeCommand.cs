@@ -26,8 +26,8 @@ internal static class QuantizeCommand
         Option<int> bits = new("--bits") { Description = "Weight bits: 8 (int8) or 4 (int4; ONNX MatMul and Gemm weights as MatMulNBits blocks of --group-size unless --format qdq, other weights as int4 DequantizeLinear of opset 21).", DefaultValueFactory = _ => 8 };
         bits.AcceptOnlyFromAmong("8", "4");
         Option<int> groupSize = new("--group-size") { Description = "Inputs per group with --granularity group or --bits 4; ONNX MatMulNBits blocks (a power of two, at least 16). Default: 32 for ONNX models, 128 for checkpoints." };
-        Option<string> algorithm = new("--algorithm") { Description = "ONNX weight-only: how weights are rounded: rtn (to nearest, the default) or gptq (GPTQ with error feedback; needs --calibration-data).", DefaultValueFactory = _ => "rtn" };
-        algorithm.AcceptOnlyFromAmong("rtn", "gptq");
+        Option<string> algorithm = new("--algorithm") { Description = "ONNX weight-only: how weights are rounded: rtn (to nearest, the default), gptq (GPTQ with error feedback, act-order) or awq (activation-aware input scales and clipping, then to nearest); gptq and awq need --calibration-data.", DefaultValueFactory = _ => "rtn" };
+        algorithm.AcceptOnlyFromAmong("rtn", "gptq", "awq");
         Option<bool> asymmetric = new("--asymmetric") { Description = "Asymmetric weights (a zero point per scale); symmetric by default." };
         Option<string> convention = new("--convention") { Description = "Whose arithmetic computes the parameters.", DefaultValueFactory = _ => "onnx" };
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
@@ -108,10 +108,10 @@ internal static class QuantizeCommand
                 throw new ArgumentException($"--group-size for MatMulNBits blocks is a power of two of at least 16, not {group}.");
             }
 
-            bool useGptq = parse.GetValue(gptq) || parse.GetValue(algorithm) == "gptq";
-            if (!onnx && useGptq)
+            string rounding = parse.GetValue(gptq) ? "gptq" : parse.GetValue(algorithm)!;
+            if (!onnx && rounding != "rtn")
             {
-                throw new ArgumentException("--algorithm gptq runs calibration data through the model, so it applies to ONNX models; a safetensors checkpoint is rounded to nearest.");
+                throw new ArgumentException($"--algorithm {rounding} runs calibration data through the model, so it applies to ONNX models; a safetensors checkpoint is rounded to nearest.");
             }
 
             Option[] onnxOnly = [mode, format, calibration, gptq, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales, quantizeEmbeddings];
@@ -131,7 +131,7 @@ internal static class QuantizeCommand
             }
 
             long bytes = onnx
-                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits ? group : null, scheme, includes, excludes, rules, parse.GetValue(calibration), useGptq, parse.GetValue(quantizeEmbeddings), cancellationToken).ConfigureAwait(false)
+                ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits ? group : null, scheme, includes, excludes, rules, parse.GetValue(calibration), rounding, parse.GetValue(quantizeEmbeddings), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
             if (parse.GetValue(stats))
             {
@@ -151,7 +151,7 @@ internal static class QuantizeCommand
     private static string[]? OpList(string[]? values) =>
         values is null or [] ? null : [.. values.SelectMany(v => v.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))];
 
-    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, int? matMulNBitsBlock, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, bool gptq, bool quantizeEmbeddings, CancellationToken cancellationToken)
+    private static async Task<long> QuantizeOnnxAsync(string source, string target, string mode, int? matMulNBitsBlock, QuantizationScheme scheme, NamePattern[] includes, NamePattern[] excludes, OnnxRules rules, string? calibrationDirectory, string rounding, bool quantizeEmbeddings, CancellationToken cancellationToken)
     {
         if (mode != "static" && rules.UsesStaticActivations)
         {
@@ -170,11 +170,11 @@ internal static class QuantizeCommand
                 : "--mode dynamic quantizes activations at run time and takes no --calibration-data, except for --smoothquant.");
         }
 
-        if (gptq && (mode != "weight-only" || calibrationDirectory is null))
+        if (rounding != "rtn" && (mode != "weight-only" || calibrationDirectory is null))
         {
             throw new ArgumentException(mode != "weight-only"
-                ? $"--algorithm gptq applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
-                : "--algorithm gptq needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
+                ? $"--algorithm {rounding} applies to --mode weight-only with --calibration-data; --mode {mode} rounds weights to nearest."
+                : $"--algorithm {rounding} needs --calibration-data: a directory of .npz input batches (or .npy for a single-input model).");
         }
 
         OnnxModel model = OnnxModel.Load(source);
@@ -201,7 +201,8 @@ internal static class QuantizeCommand
             _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBitsBlock is int block ? new MatMulNBitsOptions { BlockSize = block } : null },
         };
         options.Scheme = scheme;
-        options.Gptq = gptq ? new GptqOptions() : null;
+        options.Gptq = rounding == "gptq" ? new GptqOptions { ActivationOrder = true } : null;
+        options.Awq = rounding == "awq" ? new AwqOptions() : null;
         options.Embeddings = quantizeEmbeddings ? options.Embeddings : null;
         foreach (NamePattern pattern in includes)
         {

@@ -105,6 +105,12 @@ public sealed class CalibrationDataCliTests : IDisposable
         (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--bits", "4", "--group-size", "16", "--algorithm", "gptq");
         Assert.True(code == 0, stderr);
         Assert.Contains(OnnxModel.Load(output).Proto.Graph.Node, n => n.OpType == "MatMulNBits" && n.Attribute.Single(a => a.Name == "bits").I == 4);
+        (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--bits", "4", "--group-size", "16", "--algorithm", "awq");
+        Assert.True(code == 0, stderr);
+        Assert.Contains(OnnxModel.Load(output).Proto.Graph.Node, n => n.OpType == "MatMulNBits");
+        (code, _, stderr) = Ptq.Run("quantize", model, "-o", output, "--algorithm", "awq");
+        Assert.Equal(1, code);
+        Assert.Contains("--algorithm awq needs --calibration-data", stderr, StringComparison.Ordinal);
         (code, stdout, stderr) = Ptq.Run("quantize", model, "-o", output, "--calibration-data", data, "--gptq", "--stats");
         Assert.True(code == 0, stderr);
         Assert.Matches(@"stats: [0-9.]+ GB in [0-9.]+ s, peak resident memory [0-9]+ MB", stdout);
