@@ -104,7 +104,7 @@ public sealed class CliTests : IDisposable
         AssertError(3, "Could not find file", Ptq.Run("quantize", Path.Combine(_directory, "missing.onnx"), "-o", "x.onnx"));
         AssertError(2, "--output", Ptq.Run("quantize", model));
         AssertError(2, "'rows' not recognized", Ptq.Run("quantize", model, "-o", "x.onnx", "--granularity", "rows"));
-        AssertError(4, "per-tensor or per-channel", Ptq.Run("quantize", model, "-o", Path.Combine(_directory, "x.onnx"), "--granularity", "group"));
+        AssertError(4, "symmetric int8", Ptq.Run("quantize", model, "-o", Path.Combine(_directory, "x.onnx"), "--mode", "dynamic", "--granularity", "group"));
         AssertError(1, "is not an object", Ptq.Run("inspect", broken));
         Assert.False(File.Exists(Path.Combine(_directory, "x.onnx")));
 
