@@ -1,3 +1,5 @@
+using static Quantization.Tests.TestUtilities.LinearReference;
+
 namespace Quantization.Tests.Linear;
 
 public class Int4LinearTests
@@ -127,49 +129,5 @@ public class Int4LinearTests
                 Assert.Equal(bias, output);
             }
         }
-    }
-
-    private static double[] Fp32Linear(float[] weight, float[] input, int tokens, int n, int k)
-    {
-        double[] output = new double[tokens * n];
-        for (int t = 0; t < tokens; t++)
-        {
-            for (int o = 0; o < n; o++)
-            {
-                double sum = 0;
-                for (int i = 0; i < k; i++)
-                {
-                    sum += (double)weight[(o * k) + i] * input[(t * k) + i];
-                }
-
-                output[(t * n) + o] = sum;
-            }
-        }
-
-        return output;
-    }
-
-    private static double Cosine(double[] a, float[] b)
-    {
-        double dot = 0, na = 0, nb = 0;
-        for (int i = 0; i < a.Length; i++)
-        {
-            dot += a[i] * b[i];
-            na += a[i] * a[i];
-            nb += (double)b[i] * b[i];
-        }
-
-        return dot / Math.Sqrt(na * nb);
-    }
-
-    private static float[] Gaussian(Random random, int length, float sigma)
-    {
-        float[] values = new float[length];
-        for (int i = 0; i < length; i++)
-        {
-            values[i] = sigma * (float)(Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble()));
-        }
-
-        return values;
     }
 }
