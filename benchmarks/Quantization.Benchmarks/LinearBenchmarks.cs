@@ -112,26 +112,32 @@ public class LinearBenchmarks : IDisposable
 
     private int Next(int copies) => _next++ % copies;
 
-    private void CreateFloatWeightsAndInput()
+    private void CreateFloatWeightsAndInput() => (_floatWeights, _input, _output) = CreateFloatData(FloatCopies, Features, M);
+
+    /// <summary>
+    /// The fp32 weight copies ([features, features], bell-shaped values), the input ([m, features]) and the output buffer,
+    /// from one fixed seed, for every linear-layer benchmark.
+    /// </summary>
+    internal static (float[][] Weights, float[] Input, float[] Output) CreateFloatData(int copies, int features, int m)
     {
         Random random = new(42);
-        _floatWeights = new float[FloatCopies][];
-        for (int c = 0; c < FloatCopies; c++)
+        float[][] weights = new float[copies][];
+        for (int c = 0; c < copies; c++)
         {
-            _floatWeights[c] = new float[Features * Features];
-            for (int i = 0; i < _floatWeights[c].Length; i++)
+            weights[c] = new float[features * features];
+            for (int i = 0; i < weights[c].Length; i++)
             {
-                _floatWeights[c][i] = (float)(random.NextDouble() + random.NextDouble() + random.NextDouble() - 1.5);
+                weights[c][i] = (float)(random.NextDouble() + random.NextDouble() + random.NextDouble() - 1.5);
             }
         }
 
-        _input = new float[M * Features];
-        for (int i = 0; i < _input.Length; i++)
+        float[] input = new float[m * features];
+        for (int i = 0; i < input.Length; i++)
         {
-            _input[i] = (float)(random.NextDouble() - 0.5);
+            input[i] = (float)(random.NextDouble() - 0.5);
         }
 
-        _output = new float[M * Features];
+        return (weights, input, new float[m * features]);
     }
 
     /// <summary>Copy <paramref name="copy"/> of the int8 weight: the fp32 copies quantized per output channel (each int8 copy its own memory).</summary>

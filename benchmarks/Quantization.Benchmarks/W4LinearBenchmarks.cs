@@ -81,27 +81,7 @@ public class W4LinearBenchmarks : IDisposable
 
     private int Next(int copies) => _next++ % copies;
 
-    private void CreateFloatWeightsAndInput()
-    {
-        Random random = new(42);
-        _floatWeights = new float[FloatCopies][];
-        for (int c = 0; c < FloatCopies; c++)
-        {
-            _floatWeights[c] = new float[Features * Features];
-            for (int i = 0; i < _floatWeights[c].Length; i++)
-            {
-                _floatWeights[c][i] = (float)(random.NextDouble() + random.NextDouble() + random.NextDouble() - 1.5);
-            }
-        }
-
-        _input = new float[M * Features];
-        for (int i = 0; i < _input.Length; i++)
-        {
-            _input[i] = (float)(random.NextDouble() - 0.5);
-        }
-
-        _output = new float[M * Features];
-    }
+    private void CreateFloatWeightsAndInput() => (_floatWeights, _input, _output) = LinearBenchmarks.CreateFloatData(FloatCopies, Features, M);
 
     /// <summary>Copy <paramref name="copy"/> of the 4-bit weight (each copy its own memory).</summary>
     private QuantizedTensor QuantizeCopy(int copy) =>
