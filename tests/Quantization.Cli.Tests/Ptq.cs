@@ -14,9 +14,9 @@ internal static class Ptq
     public static (int ExitCode, string Output, string Error) Run(params string[] arguments) =>
         RunProgram("dotnet", [Path.Combine(AppContext.BaseDirectory, "Quantization.Cli.dll"), .. arguments]);
 
-    public static (int ExitCode, string Output, string Error) RunProgram(string program, IEnumerable<string> arguments, IDictionary<string, string>? environment = null)
+    public static (int ExitCode, string Output, string Error) RunProgram(string program, IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
-        ProcessStartInfo start = new(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        ProcessStartInfo start = new(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workingDirectory ?? "" };
         foreach (string argument in arguments)
         {
             start.ArgumentList.Add(argument);

@@ -1,10 +1,15 @@
 using System.Reflection;
+using System.Runtime.InteropServices;
 
 namespace Quantization.Cli.Tests;
 
 /// <summary>ptq installs from a locally packed package with <c>dotnet tool install</c> and does its job.</summary>
+[Collection(PackingCollection)]
 public sealed class ToolInstallTests : IDisposable
 {
+    /// <summary>The tests that pack the source projects, one at a time: two packs at once would build the same files.</summary>
+    public const string PackingCollection = "Packs the source projects";
+
     private readonly string _directory = Directory.CreateTempSubdirectory("ptq-tool-").FullName;
 
     public void Dispose() => Directory.Delete(_directory, recursive: true);
@@ -18,9 +23,11 @@ public sealed class ToolInstallTests : IDisposable
 
         // A private NuGet cache, so the test neither reads a stale package nor leaves one behind.
         Dictionary<string, string> environment = new() { ["NUGET_PACKAGES"] = Path.Combine(_directory, "nuget-cache") };
-        (int code, string output, string error) = Ptq.RunProgram("dotnet", ["pack", project, "-c", "Release", "-o", packages, $"-p:Version={version}", "--nologo"]);
+        // The tool package that names the per-platform packages, and this platform's (a release packs every platform's).
+        (int code, string output, string error) = Ptq.RunProgram("dotnet", ["pack", project, "-c", "Release", "-o", packages, $"-p:Version={version}", $"-p:ToolPackageRuntimeIdentifiers={RuntimeInformation.RuntimeIdentifier}", "--nologo"]);
         Assert.True(code == 0, output + error);
-        (code, output, error) = Ptq.RunProgram("dotnet", ["tool", "install", "Quantization.Cli", "--tool-path", tools, "--add-source", packages, "--version", version], environment);
+        Assert.True(File.Exists(Path.Combine(packages, $"PtqSharp.Cli.{RuntimeInformation.RuntimeIdentifier}.{version}.nupkg")), string.Join(", ", Directory.GetFiles(packages)));
+        (code, output, error) = Ptq.RunProgram("dotnet", ["tool", "install", "PtqSharp.Cli", "--tool-path", tools, "--add-source", packages, "--version", version], environment);
         Assert.True(code == 0, output + error);
         string ptq = Path.Combine(tools, OperatingSystem.IsWindows() ? "ptq.exe" : "ptq");
 

@@ -9,10 +9,10 @@ namespace Quantization;
 
 /// <summary>
 /// A safetensors file opened for reading: its header is parsed and checked on <see cref="Open"/>, and the file is
-/// memory-mapped so that <see cref="GetBytes"/> hands out each tensor's bytes without copying them.
+/// memory-mapped so that <see cref="GetBytes(string)"/> hands out each tensor's bytes without copying them.
 /// </summary>
 /// <remarks>
-/// The header is hostile input (see <see cref="Open"/>). Spans from <see cref="GetBytes"/> and <see cref="GetSpan{T}"/>
+/// The header is hostile input (see <see cref="Open"/>). Spans from <see cref="GetBytes(string)"/> and <see cref="GetSpan{T}"/>
 /// are valid until the file is disposed. Thread-safe for reading.
 /// </remarks>
 public sealed unsafe class SafeTensorsFile : IDisposable
