@@ -35,6 +35,26 @@ internal static partial class AttentionPrimitives
     }
 
     /// <summary>
+    /// The float dots of a block of query rows (<paramref name="group"/> rows per query token) with the float key rows
+    /// of tokens <paramref name="firstToken"/> onwards, causally: token t's rows meet the keys of tokens below
+    /// <c>before + t + 1</c>, and their scores land at <c>scores[row * stride + token]</c>. Each token's rows go through
+    /// <see cref="Dots(ReadOnlySpan{float}, ReadOnlySpan{float}, int, Span{float}, int)"/> on their own, so a row's scores
+    /// have the same bits as when its token is attended alone.
+    /// </summary>
+    public static void CausalDots(ReadOnlySpan<float> keys, int firstToken, ReadOnlySpan<float> queries, int headDim, int group, int before, Span<float> scores, int stride)
+    {
+        int tokens = queries.Length / (group * headDim), rowWidth = group * headDim;
+        for (int t = 0; t < tokens; t++)
+        {
+            int seen = before + t + 1 - firstToken;
+            if (seen > 0)
+            {
+                Dots(keys[..(seen * headDim)], queries.Slice(t * rowWidth, rowWidth), headDim, scores[((t * group * stride) + firstToken)..], stride);
+            }
+        }
+    }
+
+    /// <summary>
     /// The dot driver: for each key row, the query heads in fours (one widening of the row serves four heads), then one
     /// at a time; the elements past the last full step go through <typeparamref name="TTail"/>.
     /// </summary>

@@ -162,7 +162,7 @@ public sealed class FloatKvCache
     /// <exception cref="ArgumentException">The destination does not hold the layer's tokens x head dim elements.</exception>
     public void CopyValues(int layer, int kvHead, Span<float> destination) => Copy(_values, layer, kvHead, destination);
 
-    /// <summary>Attention of one KV head's query rows: all their dots in one pass over the keys, the causal softmax, one pass over the values.</summary>
+    /// <summary>Attention of one KV head's query rows: their causal dots, the causal softmax, one pass over the values for all rows.</summary>
     private void AttendHead(int layer, int head, int before, int tokens, AttentionWorkspace workspace)
     {
         int dim = _options.HeadDim, rows = tokens * _options.QueryHeadsPerKvHead, count = before + tokens;
@@ -171,7 +171,7 @@ public sealed class FloatKvCache
         Span<float> output = workspace.Output.AsSpan(0, rows * dim);
         long start = (long)head * _options.MaxTokens * dim;
         TensorPrimitives.Multiply(workspace.Rows.AsSpan(0, rows * dim), 1f / MathF.Sqrt(dim), scaled);
-        AttentionPrimitives.Dots(_keys[layer].AsSpan((int)start, count * dim), scaled, dim, scores, count);
+        AttentionPrimitives.CausalDots(_keys[layer].AsSpan((int)start, count * dim), 0, scaled, dim, _options.QueryHeadsPerKvHead, before, scores, count);
         AttentionPrimitives.CausalSoftmax(scores, count, _options.QueryHeadsPerKvHead, before);
         output.Clear();
         AttentionPrimitives.WeightedSum(_values[layer].AsSpan((int)start, count * dim), dim, scores, count, rows, output);

@@ -545,7 +545,7 @@ public sealed class Int8KvCache : IDisposable
         {
             Span<float> scaled = workspace.ScaledQueries.AsSpan(0, rows * dim);
             TensorPrimitives.Multiply(queries, inverseSqrtDim, scaled);
-            AttentionPrimitives.Dots(_windowKeys.AsSpan(WindowOffset(layer, head, 0), (count - quantized) * dim), scaled, dim, scores[quantized..], count);
+            AttentionPrimitives.CausalDots(_windowKeys.AsSpan(WindowOffset(layer, head, 0), (count - quantized) * dim), quantized, scaled, dim, group, before, scores, count);
         }
 
         AttentionPrimitives.CausalSoftmax(scores, count, group, before);
