@@ -14,7 +14,7 @@ public static class DecodeBenchmark
 {
     private const string Usage = """
         Usage: LlamaDecode [--checkpoint PATH | --synthetic tinyllama-1.1b|toy] [--layers N] [--prompt N] [--generate N]
-                           [--linears fp32,w8a16,w8a8,w4a16] [--kv fp32,int8] [--threads 1,2]
+                           [--linears fp32,w8a16,w8a8,w4a16] [--kv fp32,int8] [--threads 1,2] [--profile yes]
         """;
 
     /// <summary>Runs the sample.</summary>
@@ -77,7 +77,7 @@ public static class DecodeBenchmark
                 foreach (int t in threads)
                 {
                     model.Threads = t;
-                    Row row = Measure(model, linear, cache, t, prompt, generate);
+                    Row row = Measure(model, linear, cache, t, prompt, generate, Option("profile", "no") == "yes" ? output : null);
                     rows.Add(row);
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Linears,-8} {row.Kv,-5} {row.Threads,7} {row.PrefillPerSecond,14:F1} {row.DecodePerSecond,13:F2} {row.ResidentBytes / 1e6,12:F0} {row.WeightBytes / 1e6,11:F1} {row.KvBytes / 1e6,12:F2}"));
                 }
@@ -101,8 +101,9 @@ public static class DecodeBenchmark
     }
 
     /// <summary>Prefills a prompt and decodes greedily on a fresh cache; a short warm-up first.</summary>
-    private static Row Measure(LlamaModel model, string linears, string kv, int threads, int prompt, int generate)
+    private static Row Measure(LlamaModel model, string linears, string kv, int threads, int prompt, int generate, TextWriter? profileOutput)
     {
+        DecodeProfile? profile = profileOutput is null ? null : new DecodeProfile();
         LlamaConfig c = model.Config;
         float[] logits = new float[c.VocabSize];
         int[] tokens = [.. Enumerable.Range(0, prompt).Select(i => (int)((i * 7919L + 13) % c.VocabSize))];
@@ -113,9 +114,13 @@ public static class DecodeBenchmark
         }
 
         using DecodeCache cache = new(c, prompt + generate, kv == "int8");
+        model.Profile = profile;
+        profile?.Reset();
         Stopwatch prefill = Stopwatch.StartNew();
         model.Forward(tokens, cache, logits);
         prefill.Stop();
+        profile?.Write(profileOutput!, $"{linears} + {kv} KV, {threads} thread(s): prefill time by part");
+        profile?.Reset();
         Stopwatch decode = Stopwatch.StartNew();
         for (int i = 0; i < generate; i++)
         {
@@ -124,6 +129,8 @@ public static class DecodeBenchmark
         }
 
         decode.Stop();
+        profile?.Write(profileOutput!, $"{linears} + {kv} KV, {threads} thread(s): decode time by part");
+        model.Profile = null;
         using Process process = Process.GetCurrentProcess();
         return new Row(linears, kv, threads, prompt / prefill.Elapsed.TotalSeconds, generate / decode.Elapsed.TotalSeconds, process.WorkingSet64, model.WeightBytes, cache.Bytes);
     }

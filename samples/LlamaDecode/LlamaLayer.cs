@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 
 using Quantization;
@@ -33,40 +34,51 @@ public sealed class LlamaLayer(LlamaConfig config, float[] inputNorm, LlamaLinea
     }
 
     /// <summary>Runs the layer on a block of tokens, updating the residual stream <paramref name="x"/> in place.</summary>
-    internal void Forward(int layer, float[] x, int tokens, float[] cos, float[] sin, DecodeCache cache, LlamaModel.Workspace work)
+    internal void Forward(int layer, float[] x, int tokens, float[] cos, float[] sin, DecodeCache cache, LlamaModel.Workspace work, DecodeProfile? profile)
     {
+        long time = Stopwatch.GetTimestamp();
         int hidden = config.HiddenSize, kv = config.KvWidth, half = config.HeadDim / 2, ffn = config.IntermediateSize;
         for (int t = 0; t < tokens; t++)
         {
             TransformerPrimitives.RmsNorm(x.AsSpan(t * hidden, hidden), inputNorm, config.RmsNormEps, work.Normed.AsSpan(t * hidden, hidden));
         }
 
+        time = profile?.Add(0, time) ?? time;
         q.Forward(work.Normed, work.Queries, tokens);
         k.Forward(work.Normed, work.Keys, tokens);
         v.Forward(work.Normed, work.Values, tokens);
+        time = profile?.Add(1, time) ?? time;
         for (int t = 0; t < tokens; t++)
         {
             Span<float> query = work.Queries.AsSpan(t * hidden, hidden), key = work.Keys.AsSpan(t * kv, kv);
             ReadOnlySpan<float> c = cos.AsSpan(t * half, half), s = sin.AsSpan(t * half, half);
             TransformerPrimitives.ApplyRotaryEmbedding(query, c, s);
             TransformerPrimitives.ApplyRotaryEmbedding(key, c, s);
+            time = profile?.Add(0, time) ?? time;
 
             // Causal: token t sees the cache up to and including itself.
             cache.Append(layer, key, work.Values.AsSpan(t * kv, kv));
             cache.Attend(layer, query, work.Attention.AsSpan(t * hidden, hidden));
+            time = profile?.Add(2, time) ?? time;
         }
 
         o.Forward(work.Attention, work.Projected, tokens);
+        time = profile?.Add(3, time) ?? time;
         TensorPrimitives.Add(x, work.Projected, x);
         for (int t = 0; t < tokens; t++)
         {
             TransformerPrimitives.RmsNorm(x.AsSpan(t * hidden, hidden), postNorm, config.RmsNormEps, work.Normed.AsSpan(t * hidden, hidden));
         }
 
+        time = profile?.Add(0, time) ?? time;
         gate.Forward(work.Normed, work.Gate, tokens);
         up.Forward(work.Normed, work.Up, tokens);
+        time = profile?.Add(4, time) ?? time;
         TransformerPrimitives.SiluGate(work.Gate, work.Up, work.Gate);
+        time = profile?.Add(0, time) ?? time;
         down.Forward(work.Gate.AsSpan(0, tokens * ffn), work.Projected, tokens);
+        time = profile?.Add(5, time) ?? time;
         TensorPrimitives.Add(x, work.Projected, x);
+        profile?.Add(0, time);
     }
 }

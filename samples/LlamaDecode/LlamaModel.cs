@@ -1,4 +1,4 @@
-using System.Numerics.Tensors;
+using System.Diagnostics;
 
 using Quantization;
 
@@ -40,6 +40,9 @@ public sealed class LlamaModel
     /// <summary>Gets the bytes of all weights as held (embedding, linears, norms).</summary>
     public long WeightBytes => _embedding.Bytes + _lmHead.WeightBytes + (_finalNorm.Length * sizeof(float)) + _layers.Sum(l => l.WeightBytes);
 
+    /// <summary>Gets or sets where the forward pass adds up its time per part, or <see langword="null"/> not to time it.</summary>
+    public DecodeProfile? Profile { get; set; }
+
     /// <summary>Gets or sets the threads each linear uses.</summary>
     public int Threads
     {
@@ -64,6 +67,7 @@ public sealed class LlamaModel
     /// <param name="logits">Receives the last token's logits, vocabulary size values.</param>
     public void Forward(ReadOnlySpan<int> tokens, DecodeCache cache, Span<float> logits)
     {
+        long time = Stopwatch.GetTimestamp();
         LlamaConfig c = Config;
         int count = tokens.Length, hidden = c.HiddenSize, position = cache.Count, half = c.HeadDim / 2;
         float[] x = new float[count * hidden];
@@ -79,14 +83,18 @@ public sealed class LlamaModel
         }
 
         Workspace work = new(c, count);
+        Profile?.Add(7, time);
         for (int l = 0; l < _layers.Length; l++)
         {
-            _layers[l].Forward(l, x, count, cos, sin, cache, work);
+            _layers[l].Forward(l, x, count, cos, sin, cache, work, Profile);
         }
 
+        time = Stopwatch.GetTimestamp();
         Span<float> last = x.AsSpan((count - 1) * hidden, hidden);
         TransformerPrimitives.RmsNorm(last, _finalNorm, c.RmsNormEps, last);
+        time = Profile?.Add(0, time) ?? time;
         _lmHead.Forward(last, logits, 1);
+        Profile?.Add(6, time);
     }
 
     /// <summary>The activations of one block, reused by every layer.</summary>
