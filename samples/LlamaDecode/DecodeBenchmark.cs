@@ -14,7 +14,7 @@ public static class DecodeBenchmark
 {
     private const string Usage = """
         Usage: LlamaDecode [--checkpoint PATH | --synthetic tinyllama-1.1b|toy] [--layers N] [--prompt N] [--generate N]
-                           [--linears fp32,w8a16,w8a8,w4a16] [--kv fp32,int8] [--threads 1,2] [--profile yes]
+                           [--linears fp32,w8a16,w8a8,w4a16,w4a16/w4a8] [--kv fp32,int8] [--threads 1,2] [--profile yes]
         """;
 
     /// <summary>Runs the sample.</summary>
@@ -54,23 +54,20 @@ public static class DecodeBenchmark
         int prompt = Int("prompt", 128), generate = Int("generate", 32);
         string defaultLinears = weights is CheckpointWeights { Scheme: QuantizationScheme s }
             ? (s.Type.GetBitWidth() == 4 ? "w4a16" : "w8a16,w8a8")
-            : "fp32,w8a16,w8a8,w4a16";
+            : "fp32,w8a16,w8a8,w4a16,w4a16/w4a8";
         string[] linears = List("linears", defaultLinears);
         string[] caches = List("kv", "fp32,int8");
         int[] threads = [.. List("threads", "1,2").Select(t => int.Parse(t, CultureInfo.InvariantCulture))];
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Llama decoder: {config.Layers} layers, hidden {config.HiddenSize}, FFN {config.IntermediateSize}, {config.Heads} heads / {config.KvHeads} KV heads, vocabulary {config.VocabSize}; prompt {prompt} tokens, then {generate} generated; SIMD tier {QuantizationPrimitives.ActiveSimdTier}"));
         output.WriteLine();
-        output.WriteLine("linears  KV    threads  prefill tok/s  decode tok/s  resident MB  weights MB  KV cache MB");
+        output.WriteLine("linears      KV    threads  prefill tok/s  decode tok/s  resident MB  weights MB  KV cache MB");
         List<Row> rows = [];
         foreach (string linear in linears.Select(l => l.ToLowerInvariant()))
         {
-            QuantizedLinearMode? mode = linear.ToUpperInvariant() switch
-            {
-                "FP32" => null,
-                string m => Enum.Parse<QuantizedLinearMode>(m),
-            };
-            LlamaModel model = LlamaWeights.Build(source, mode);
+            // "decode/prefill": one token runs in the first mode, blocks (the prompt) in the second.
+            QuantizedLinearMode?[] modes = [.. linear.Split('/').Select(m => m == "fp32" ? (QuantizedLinearMode?)null : Enum.Parse<QuantizedLinearMode>(m, ignoreCase: true))];
+            LlamaModel model = LlamaWeights.Build(source, modes[0], modes.Length > 1 ? modes[1] : null);
             ReleaseFreeMemory(); // the float weights read to build the model, and the previous model
             foreach (string cache in caches)
             {
@@ -79,7 +76,7 @@ public static class DecodeBenchmark
                     model.Threads = t;
                     Row row = Measure(model, linear, cache, t, prompt, generate, Option("profile", "no") == "yes" ? output : null);
                     rows.Add(row);
-                    output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Linears,-8} {row.Kv,-5} {row.Threads,7} {row.PrefillPerSecond,14:F1} {row.DecodePerSecond,13:F2} {row.ResidentBytes / 1e6,12:F0} {row.WeightBytes / 1e6,11:F1} {row.KvBytes / 1e6,12:F2}"));
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{row.Linears,-12} {row.Kv,-5} {row.Threads,7} {row.PrefillPerSecond,14:F1} {row.DecodePerSecond,13:F2} {row.ResidentBytes / 1e6,12:F0} {row.WeightBytes / 1e6,11:F1} {row.KvBytes / 1e6,12:F2}"));
                 }
             }
         }

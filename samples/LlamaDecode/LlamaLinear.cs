@@ -11,8 +11,9 @@ public sealed class LlamaLinear
     private readonly float[]? _float;
     private readonly QuantizedLinear? _quantized;
     private readonly QuantizedLinearMode _mode;
+    private readonly QuantizedLinearMode _prefillMode;
 
-    private LlamaLinear(int outFeatures, int inFeatures, long weightBytes, float[]? weight, QuantizedLinear? quantized, QuantizedLinearMode mode)
+    private LlamaLinear(int outFeatures, int inFeatures, long weightBytes, float[]? weight, QuantizedLinear? quantized, QuantizedLinearMode mode, QuantizedLinearMode prefillMode)
     {
         OutFeatures = outFeatures;
         InFeatures = inFeatures;
@@ -20,6 +21,7 @@ public sealed class LlamaLinear
         _float = weight;
         _quantized = quantized;
         _mode = mode;
+        _prefillMode = prefillMode;
     }
 
     /// <summary>Gets the output features.</summary>
@@ -40,14 +42,15 @@ public sealed class LlamaLinear
     /// <param name="inFeatures">The input features.</param>
     /// <returns>The layer.</returns>
     public static LlamaLinear Float(float[] weight, int outFeatures, int inFeatures) =>
-        new(outFeatures, inFeatures, (long)weight.Length * sizeof(float), weight, null, default);
+        new(outFeatures, inFeatures, (long)weight.Length * sizeof(float), weight, null, default, default);
 
-    /// <summary>Creates a quantized layer that runs in <paramref name="mode"/>.</summary>
+    /// <summary>Creates a quantized layer that runs one token in <paramref name="mode"/> and blocks in <paramref name="prefillMode"/>.</summary>
     /// <param name="weight">The weight, [out, in].</param>
-    /// <param name="mode">The mode; its weight width must be the tensor's.</param>
+    /// <param name="mode">The mode for one token (decoding); its weight width must be the tensor's.</param>
+    /// <param name="prefillMode">The mode for several tokens (prefill), of the same weight width.</param>
     /// <returns>The layer.</returns>
-    public static LlamaLinear Quantized(QuantizedTensor weight, QuantizedLinearMode mode) =>
-        new(weight.Shape[0], weight.Shape[1], weight.SizeInBytes, null, new QuantizedLinear(weight), mode);
+    public static LlamaLinear Quantized(QuantizedTensor weight, QuantizedLinearMode mode, QuantizedLinearMode prefillMode) =>
+        new(weight.Shape[0], weight.Shape[1], weight.SizeInBytes, null, new QuantizedLinear(weight), mode, prefillMode);
 
     /// <summary>Computes <c>output = input W^T</c> for <paramref name="tokens"/> rows.</summary>
     /// <param name="input">[tokens, in].</param>
@@ -58,7 +61,7 @@ public sealed class LlamaLinear
         if (_quantized is not null)
         {
             _quantized.MaxDegreeOfParallelism = Threads;
-            _quantized.Forward(input, output, tokens, _mode);
+            _quantized.Forward(input, output, tokens, tokens > 1 ? _prefillMode : _mode);
             return;
         }
 

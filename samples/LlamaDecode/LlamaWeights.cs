@@ -11,16 +11,23 @@ public abstract class LlamaWeights : IDisposable
     /// <summary>Builds a decoder whose linears run in <paramref name="mode"/> (<see langword="null"/> for fp32).</summary>
     /// <param name="weights">The weights.</param>
     /// <param name="mode">The linears' mode: float weights are quantized to its width (int8 per channel, or int4 in groups of 32); weights stored quantized are used as stored.</param>
+    /// <param name="prefillMode">The mode for blocks of tokens (prefill), of the same weight width; <paramref name="mode"/> when <see langword="null"/>.</param>
     /// <returns>The model.</returns>
     /// <exception cref="NotSupportedException">A weight is stored quantized at another width than the mode's, or the mode is fp32.</exception>
-    public static LlamaModel Build(LlamaWeights weights, QuantizedLinearMode? mode)
+    /// <exception cref="ArgumentException">The prefill mode is for another weight width, or given for fp32.</exception>
+    public static LlamaModel Build(LlamaWeights weights, QuantizedLinearMode? mode, QuantizedLinearMode? prefillMode = null)
     {
         ArgumentNullException.ThrowIfNull(weights);
+        if (prefillMode is not null && (mode is null || IsFourBit(prefillMode) != IsFourBit(mode)))
+        {
+            throw new ArgumentException($"Prefill mode {prefillMode} does not run the weights of mode {mode?.ToString() ?? "fp32"}.", nameof(prefillMode));
+        }
+
         LlamaConfig c = weights.Config;
         int hidden = c.HiddenSize, ffn = c.IntermediateSize, kv = c.KvWidth;
         LlamaLinear Linear(string name, int outFeatures, int inFeatures)
         {
-            bool fourBit = mode is QuantizedLinearMode.W4A16 or QuantizedLinearMode.W4A8;
+            bool fourBit = IsFourBit(mode);
             if (weights.ReadQuantized(name) is QuantizedTensor stored)
             {
                 if (mode is null || (stored.Scheme.Type.GetBitWidth() == 4) != fourBit)
@@ -28,7 +35,7 @@ public abstract class LlamaWeights : IDisposable
                     throw new NotSupportedException($"'{name}' is stored as {stored.Scheme.Type}; mode {mode?.ToString() ?? "fp32"} would need a float round trip.");
                 }
 
-                return LlamaLinear.Quantized(stored, mode.Value);
+                return LlamaLinear.Quantized(stored, mode.Value, prefillMode ?? mode.Value);
             }
 
             float[] weight = weights.ReadFloat(name, outFeatures, inFeatures);
@@ -38,7 +45,7 @@ public abstract class LlamaWeights : IDisposable
             }
 
             QuantizationScheme scheme = fourBit ? QuantizationScheme.Int4PerGroup(32) : QuantizationScheme.Int8PerChannel();
-            return LlamaLinear.Quantized(QuantizedTensor.Quantize(weight, [outFeatures, inFeatures], scheme, name), mode.Value);
+            return LlamaLinear.Quantized(QuantizedTensor.Quantize(weight, [outFeatures, inFeatures], scheme, name), mode.Value, prefillMode ?? mode.Value);
         }
 
         LlamaLayer[] layers = new LlamaLayer[c.Layers];
@@ -62,6 +69,8 @@ public abstract class LlamaWeights : IDisposable
         string head = weights.Has("lm_head.weight") ? "lm_head.weight" : "model.embed_tokens.weight"; // tied embeddings
         return new LlamaModel(c, embedding, layers, weights.ReadFloat("model.norm.weight", 1, hidden), Linear(head, c.VocabSize, hidden));
     }
+
+    private static bool IsFourBit(QuantizedLinearMode? mode) => mode is QuantizedLinearMode.W4A16 or QuantizedLinearMode.W4A8;
 
     /// <summary>Reads a float tensor (fp32, fp16 or bf16 stored), checking its size.</summary>
     /// <param name="name">The Hugging Face name.</param>

@@ -21,8 +21,8 @@ public sealed class LlamaDecodeTests : IDisposable
         StringWriter output = new();
         Assert.Equal(0, DecodeBenchmark.Run(["--synthetic", "toy", "--prompt", "8", "--generate", "4"], output));
         string[] lines = output.ToString().Split('\n', StringSplitOptions.TrimEntries);
-        Assert.Contains(lines, l => l.StartsWith("linears  KV    threads  prefill tok/s  decode tok/s  resident MB  weights MB  KV cache MB", StringComparison.Ordinal));
-        foreach (string linears in new[] { "fp32", "w8a16", "w8a8", "w4a16" })
+        Assert.Contains(lines, l => l.StartsWith("linears      KV    threads  prefill tok/s  decode tok/s  resident MB  weights MB  KV cache MB", StringComparison.Ordinal));
+        foreach (string linears in new[] { "fp32", "w8a16", "w8a8", "w4a16", "w4a16/w4a8" })
         {
             foreach (string kv in new[] { "fp32", "int8" })
             {
@@ -71,6 +71,19 @@ public sealed class LlamaDecodeTests : IDisposable
             double cosine = LinearReference.Cosine([.. fp32[step].Logits.Select(v => (double)v)], quantized[step].Logits);
             Assert.True(cosine >= minCosine, $"{mode}, step {step}: cosine {cosine}");
         }
+    }
+
+    [Fact]
+    public void Decoder_PrefillModeOfTheSameWidth_OnlyChangesThePromptBlock()
+    {
+        // W4A16 decoding after a W4A8 prefill: the same weights, int8 activations for the prompt block only.
+        using SyntheticWeights weights = new(LlamaConfig.Toy, seed: 7);
+        var exact = Decode(LlamaWeights.Build(weights, QuantizedLinearMode.W4A16), cacheInt8: false, steps: 3);
+        var mixed = Decode(LlamaWeights.Build(weights, QuantizedLinearMode.W4A16, QuantizedLinearMode.W4A8), cacheInt8: false, steps: 3, forced: exact[^1].Sequence);
+        Assert.NotEqual(exact[0].Logits, mixed[0].Logits);
+        Assert.All(mixed, (step, i) => Assert.True(LinearReference.Cosine([.. exact[i].Logits.Select(v => (double)v)], step.Logits) > 0.99));
+        Assert.Throws<ArgumentException>(() => LlamaWeights.Build(weights, QuantizedLinearMode.W4A16, QuantizedLinearMode.W8A8));
+        Assert.Throws<ArgumentException>(() => LlamaWeights.Build(weights, null, QuantizedLinearMode.W8A8));
     }
 
     [Fact]
