@@ -28,7 +28,7 @@ public sealed class Int8KvCache : IDisposable
     private static readonly QuantizationScheme PerTokenScheme = new(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerToken);
 
     private readonly KvCacheOptions _options;
-    private readonly KvCacheBlockPool _pool;
+    private readonly KvCacheBlockLease _pool; // the pool, through an account that gives its capacity back if this cache is never disposed
     private readonly List<KvCacheBlock>[] _blocks;
     private readonly int[] _quantized;
     private readonly int[] _resident;
@@ -61,7 +61,7 @@ public sealed class Int8KvCache : IDisposable
         }
 
         _options = options;
-        _pool = pool;
+        _pool = new KvCacheBlockLease(pool);
         _blocks = new List<KvCacheBlock>[options.Layers];
         for (int layer = 0; layer < options.Layers; layer++)
         {
@@ -258,6 +258,7 @@ public sealed class Int8KvCache : IDisposable
 
         _disposed = true;
         ReturnBlocks();
+        _pool.Dispose();
         ArrayPool<float>.Shared.Return(_windowKeys);
         ArrayPool<float>.Shared.Return(_windowValues);
     }
