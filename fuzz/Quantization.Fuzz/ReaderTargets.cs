@@ -81,7 +81,7 @@ internal static class ReaderTargets
 
     /// <summary>
     /// Opens a sharded checkpoint through an index JSON placed next to the shards of <see cref="Shards"/>, then finds
-    /// every tensor's file. A shard the index names that does not exist is a <see cref="FileNotFoundException"/>.
+    /// every tensor's file. A shard the index names that cannot be opened (missing, or a name too long for the file system) is an <see cref="IOException"/>, as documented.
     /// </summary>
     /// <param name="input">The index's bytes.</param>
     public static void CheckpointIndex(byte[] input)
@@ -104,7 +104,7 @@ internal static class ReaderTargets
                         _ = file.GetBytes(tensor.Name);
                     }
                 },
-                typeof(FileNotFoundException));
+                typeof(IOException));
         }
         finally
         {

@@ -49,6 +49,7 @@ public sealed class SafeTensorsCheckpoint : IDisposable
     /// <returns>The checkpoint; dispose it to close its files.</returns>
     /// <exception cref="InvalidDataException">A file or the index is invalid: a shard outside the index's directory, a tensor missing from its shard or not in the index, a tensor in two shards.</exception>
     /// <exception cref="FileNotFoundException">The path holds no checkpoint.</exception>
+    /// <exception cref="IOException">A file cannot be read: a shard the index names does not exist (<see cref="FileNotFoundException"/>) or its name is too long for the file system (<see cref="PathTooLongException"/>).</exception>
     public static SafeTensorsCheckpoint Open(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);

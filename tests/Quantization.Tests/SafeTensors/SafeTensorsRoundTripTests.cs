@@ -166,5 +166,17 @@ public sealed class SafeTensorsRoundTripTests : IDisposable
         }
     }
 
+    [Fact]
+    public void IndexNamingAShardTooLongForTheFileSystem_IsAnIOExceptionNamingIt()
+    {
+        // Found by fuzzing (fuzz/crashes/index/shard-name-too-long.json): the documented IOException, with the shard's path.
+        string shard = "model-0" + new string('e', 300) + ".safetensors";
+        string index = Path.Combine(_directory, "long.index.json");
+        File.WriteAllText(index, $$$"""{"weight_map": {"p": "{{{shard}}}"}}""");
+
+        IOException e = Assert.Throws<PathTooLongException>(() => SafeTensorsCheckpoint.Open(index));
+        Assert.Contains(shard, e.Message, StringComparison.Ordinal);
+    }
+
     private static long SafeTensorsHeaderBytes(SafeTensorDataType type, long[] shape) => shape.Aggregate((long)type.ElementSize(), (a, b) => a * b);
 }
