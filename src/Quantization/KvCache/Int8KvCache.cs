@@ -98,6 +98,7 @@ public sealed class Int8KvCache : IDisposable
             double scaleBytes = scheme.Kind switch
             {
                 KvCacheSchemeKind.DynamicPerTokenHead => 2 * sizeof(float),
+                KvCacheSchemeKind.StaticKeysPerChannel => sizeof(float),
                 KvCacheSchemeKind.Kivi => sizeof(float) * (1 + ((double)_options.HeadDim / scheme.GroupSize)),
                 _ => 0,
             };
@@ -259,28 +260,33 @@ public sealed class Int8KvCache : IDisposable
         {
             Span<sbyte> qk = quantizedKeys.AsSpan(0, tokens * width), qv = quantizedValues.AsSpan(0, tokens * width);
             Span<float> keyScales = scales.AsSpan(0, rows), valueScales = scales.AsSpan(rows, rows);
-            if (_options.Scheme.Kind == KvCacheSchemeKind.DynamicPerTokenHead)
+            int[] rowShape = [rows, _options.HeadDim], channelShape = [tokens, width];
+            if (_options.Scheme.HasStaticKeys)
             {
-                int[] shape = [rows, _options.HeadDim];
-                QuantizationPrimitives.QuantizeDynamic(keys, shape, PerTokenScheme, qk, keyScales, zeroPoints.AsSpan(0, rows), Invariant($"keys (layer {layer})"));
-                QuantizationPrimitives.QuantizeDynamic(values, shape, PerTokenScheme, qv, valueScales, zeroPoints.AsSpan(0, rows), Invariant($"values (layer {layer})"));
+                QuantizationPrimitives.Quantize(keys, channelShape, QuantizationGranularity.PerChannel(1), _options.Scheme.KeyScales.Slice(layer * width, width), [], qk, tensorName: Invariant($"keys (layer {layer})"));
             }
             else
             {
-                int[] shape = [tokens, width];
-                QuantizationPrimitives.Quantize(keys, shape, QuantizationGranularity.PerChannel(1), _options.Scheme.KeyScales.Slice(layer * width, width), [], qk, tensorName: Invariant($"keys (layer {layer})"));
-                QuantizationPrimitives.Quantize(values, shape, QuantizationGranularity.PerChannel(1), _options.Scheme.ValueScales.Slice(layer * width, width), [], qv, tensorName: Invariant($"values (layer {layer})"));
+                QuantizationPrimitives.QuantizeDynamic(keys, rowShape, PerTokenScheme, qk, keyScales, zeroPoints.AsSpan(0, rows), Invariant($"keys (layer {layer})"));
+            }
+
+            if (_options.Scheme.HasStaticValues)
+            {
+                QuantizationPrimitives.Quantize(values, channelShape, QuantizationGranularity.PerChannel(1), _options.Scheme.ValueScales.Slice(layer * width, width), [], qv, tensorName: Invariant($"values (layer {layer})"));
+            }
+            else
+            {
+                QuantizationPrimitives.QuantizeDynamic(values, rowShape, PerTokenScheme, qv, valueScales, zeroPoints.AsSpan(0, rows), Invariant($"values (layer {layer})"));
             }
 
             int start = _quantized[layer];
             Grow(layer, start + tokens);
-            bool perToken = _options.Scheme.Kind == KvCacheSchemeKind.DynamicPerTokenHead;
             for (int t = 0; t < tokens; t++)
             {
                 for (int head = 0; head < _options.KvHeads; head++)
                 {
                     int row = (t * _options.KvHeads) + head;
-                    StoreRow(layer, start + t, head, qk.Slice(row * _options.HeadDim, _options.HeadDim), qv.Slice(row * _options.HeadDim, _options.HeadDim), perToken ? keyScales[row] : 0f, perToken ? valueScales[row] : 0f);
+                    StoreRow(layer, start + t, head, qk.Slice(row * _options.HeadDim, _options.HeadDim), qv.Slice(row * _options.HeadDim, _options.HeadDim), _options.Scheme.HasStaticKeys ? 0f : keyScales[row], _options.Scheme.HasStaticValues ? 0f : valueScales[row]);
                 }
             }
 
@@ -396,7 +402,7 @@ public sealed class Int8KvCache : IDisposable
             block.KeyScales[(head * tokensPerBlock) + slot] = keyScale;
         }
 
-        if (_options.Scheme.Kind != KvCacheSchemeKind.StaticPerChannel)
+        if (!_options.Scheme.HasStaticValues)
         {
             block.ValueScales[(head * tokensPerBlock) + slot] = valueScale;
         }
@@ -417,7 +423,7 @@ public sealed class Int8KvCache : IDisposable
         float inverseSqrtDim = 1f / MathF.Sqrt(dim);
         Span<float> scores = scratch.Scores;
         Span<float> factors = stackalloc float[group];
-        ReadOnlySpan<float> channelScales = scheme.Kind == KvCacheSchemeKind.StaticPerChannel
+        ReadOnlySpan<float> channelScales = scheme.HasStaticKeys
             ? scheme.KeyScales.Slice(((layer * _options.KvHeads) + head) * dim, dim)
             : [];
         if (scheme.Kind != KvCacheSchemeKind.Kivi)
@@ -468,7 +474,7 @@ public sealed class Int8KvCache : IDisposable
             KvCacheBlock block = _blocks[layer][b];
             int tokens = Math.Min(tokensPerBlock, quantized - first);
             PrefetchNext(layer, head, b, keys: false);
-            if (scheme.Kind != KvCacheSchemeKind.StaticPerChannel)
+            if (!scheme.HasStaticValues)
             {
                 ReadOnlySpan<float> valueScales = block.ValueScales.AsSpan(head * tokensPerBlock, tokens);
                 for (int j = 0; j < group; j++)
@@ -481,7 +487,7 @@ public sealed class Int8KvCache : IDisposable
             AttentionPrimitives.WeightedSum(block.Values.AsSpan(head * tokensPerBlock * dim, tokens * dim), dim, scores[first..], count, group, output);
         }
 
-        if (scheme.Kind == KvCacheSchemeKind.StaticPerChannel)
+        if (scheme.HasStaticValues)
         {
             ReadOnlySpan<float> valueScales = scheme.ValueScales.Slice(((layer * _options.KvHeads) + head) * dim, dim);
             for (int j = 0; j < group; j++)
@@ -545,7 +551,7 @@ public sealed class Int8KvCache : IDisposable
             int slot = t % tokensPerBlock;
             ReadOnlySpan<sbyte> row = (keys ? block.Keys : block.Values).AsSpan(((head * tokensPerBlock) + slot) * dim, dim);
             Span<float> target = destination.Slice(t * dim, dim);
-            if (scheme.Kind == KvCacheSchemeKind.StaticPerChannel)
+            if (keys ? scheme.HasStaticKeys : scheme.HasStaticValues)
             {
                 DequantizeRow(row, (keys ? scheme.KeyScales : scheme.ValueScales).Slice(channel, dim), target);
             }

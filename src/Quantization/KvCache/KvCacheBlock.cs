@@ -39,6 +39,7 @@ internal readonly record struct KvCacheBlockLayout(int KvHeads, int HeadDim, int
         (int keyScales, int valueScales) = options.Scheme.Kind switch
         {
             KvCacheSchemeKind.DynamicPerTokenHead => (heads * tokens, heads * tokens),
+            KvCacheSchemeKind.StaticKeysPerChannel => (0, heads * tokens),
             KvCacheSchemeKind.Kivi => (heads * (tokens / options.Scheme.GroupSize) * options.HeadDim, heads * tokens),
             _ => (0, 0),
         };

@@ -34,9 +34,9 @@ public sealed class KvCacheOptions
 
         scheme ??= KvCacheScheme.DynamicPerTokenHead;
         long channels = (long)layers * kvHeads * headDim;
-        if (scheme.Kind == KvCacheSchemeKind.StaticPerChannel && scheme.KeyScales.Length != channels)
+        if (scheme.HasStaticKeys && scheme.KeyScales.Length != channels)
         {
-            throw new ArgumentException(Invariant($"The static scheme has {scheme.KeyScales.Length} key and value scales but the cache has {layers} layers x {kvHeads} KV heads x {headDim} head dim = {channels} channels."), nameof(scheme));
+            throw new ArgumentException(Invariant($"The static scheme has {scheme.KeyScales.Length} key scales but the cache has {layers} layers x {kvHeads} KV heads x {headDim} head dim = {channels} channels."), nameof(scheme));
         }
 
         if (scheme.Kind == KvCacheSchemeKind.Kivi && blockTokens % scheme.GroupSize != 0)

@@ -14,11 +14,17 @@ public enum KvCacheSchemeKind
     /// float until a window fills.
     /// </summary>
     Kivi,
+
+    /// <summary>
+    /// Static per-channel scales for keys over (KV heads x head dim), calibrated ahead of time; values dynamic per token
+    /// and KV head, as <see cref="DynamicPerTokenHead"/>.
+    /// </summary>
+    StaticKeysPerChannel,
 }
 
 /// <summary>
 /// The quantization scheme of an <see cref="Int8KvCache"/>: create one with <see cref="StaticPerChannel"/>,
-/// <see cref="DynamicPerTokenHead"/> or <see cref="Kivi"/>. Every scheme is symmetric int8 with ONNX Runtime's
+/// <see cref="StaticKeysPerChannel"/>, <see cref="DynamicPerTokenHead"/> or <see cref="Kivi"/>. Every scheme is symmetric int8 with ONNX Runtime's
 /// arithmetic (<c>scale = max |x| / 127</c>, divide, round half to even), and never re-quantizes stored tokens.
 /// </summary>
 public sealed class KvCacheScheme
@@ -41,11 +47,17 @@ public sealed class KvCacheScheme
     /// <summary>Gets the kind of scheme.</summary>
     public KvCacheSchemeKind Kind { get; }
 
-    /// <summary>Gets the static key scales, [layers, KV heads, head dim]; empty for the other schemes.</summary>
+    /// <summary>Gets the static key scales, [layers, KV heads, head dim]; empty for the dynamic and KIVI schemes.</summary>
     public ReadOnlySpan<float> KeyScales => _keyScales;
 
-    /// <summary>Gets the static value scales, [layers, KV heads, head dim]; empty for the other schemes.</summary>
+    /// <summary>Gets the static value scales, [layers, KV heads, head dim]; empty for the schemes other than <see cref="StaticPerChannel"/>.</summary>
     public ReadOnlySpan<float> ValueScales => _valueScales;
+
+    /// <summary>Gets a value indicating whether keys have static per-channel scales (<see cref="KeyScales"/>).</summary>
+    internal bool HasStaticKeys => Kind is KvCacheSchemeKind.StaticPerChannel or KvCacheSchemeKind.StaticKeysPerChannel;
+
+    /// <summary>Gets a value indicating whether values have static per-channel scales (<see cref="ValueScales"/>); otherwise each token and KV head has its own value scale.</summary>
+    internal bool HasStaticValues => Kind == KvCacheSchemeKind.StaticPerChannel;
 
     /// <summary>Gets the KIVI key group size G: keys share a per-channel scale over G consecutive tokens; 0 for the other schemes.</summary>
     public int GroupSize { get; }
@@ -76,6 +88,31 @@ public sealed class KvCacheScheme
         }
 
         return new(KvCacheSchemeKind.StaticPerChannel, keyScales.ToArray(), valueScales.ToArray(), 0, 0);
+    }
+
+    /// <summary>
+    /// Creates the scheme of static per-channel key scales (for example from <see cref="KvCacheCalibrator"/>) and dynamic
+    /// per-token, per-head values: keys keep their outlier channels apart without per-token scales, and each value row
+    /// gets the scale <c>max |x| / 127</c> when appended (one float per token and KV head). Keys outside the calibrated
+    /// range saturate at the int8 limits (-128 and 127) instead of failing.
+    /// </summary>
+    /// <param name="keyScales">The key scales, [layers, KV heads, head dim]: finite and positive.</param>
+    /// <returns>The scheme; <see cref="KvCacheOptions"/> checks the scales' length against the cache's shape.</returns>
+    /// <exception cref="ArgumentException">The span is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A scale is not finite and positive.</exception>
+    public static KvCacheScheme StaticKeysPerChannel(ReadOnlySpan<float> keyScales)
+    {
+        if (keyScales.IsEmpty)
+        {
+            throw new ArgumentException("There are no key scales; the scheme needs layers x KV heads x head dim (> 0) scales.", nameof(keyScales));
+        }
+
+        for (int i = 0; i < keyScales.Length; i++)
+        {
+            QuantizationPrimitives.ValidateScale(keyScales[i], allowZero: false, nameof(keyScales), i);
+        }
+
+        return new(KvCacheSchemeKind.StaticKeysPerChannel, keyScales.ToArray(), [], 0, 0);
     }
 
     /// <summary>

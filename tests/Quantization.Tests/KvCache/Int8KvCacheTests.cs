@@ -5,9 +5,9 @@ namespace Quantization.Tests.KvCache;
 
 public class Int8KvCacheTests
 {
-    private static readonly KvCacheScheme[] Schemes = [KvCacheScheme.DynamicPerTokenHead, KvCacheCases.StaticScheme(2, 2, 32, 5), KvCacheScheme.Kivi(4, 8)];
+    private static readonly KvCacheScheme[] Schemes = [KvCacheScheme.DynamicPerTokenHead, KvCacheCases.StaticScheme(2, 2, 32, 5), KvCacheScheme.Kivi(4, 8), KvCacheScheme.StaticKeysPerChannel(KvCacheCases.StaticScheme(2, 2, 32, 6).KeyScales)];
 
-    public static TheoryData<int> SchemeIndices() => [0, 1, 2];
+    public static TheoryData<int> SchemeIndices() => [0, 1, 2, 3];
 
     [Theory]
     [MemberData(nameof(SchemeIndices))]
@@ -151,21 +151,6 @@ public class Int8KvCacheTests
         Assert.Equal([63.5f, -64f, 1f, -1f], keys);
     }
 
-    [Fact]
-    public void Calibrator_GivesEachChannelItsAbsMaxOver127()
-    {
-        KvCacheCalibrator calibrator = new(layers: 2, kvHeads: 2, headDim: 3);
-        float[] keys = [1, -2, 3, 0.5f, 0, -6, /* token 2 */ -1.27f, 1, 1, 2, 0, 0];
-        calibrator.Observe(0, keys, keys.Select(k => k * 2).ToArray(), tokens: 2);
-        calibrator.Observe(1, keys, keys, tokens: 2);
-        KvCacheScheme scheme = calibrator.CreateScheme();
-        Assert.Equal(KvCacheSchemeKind.StaticPerChannel, scheme.Kind);
-        float[] expected = [.. new[] { 1.27f, 2, 3, 2, 0, 6 }.Select(a => a == 0 ? 1f : (float)(2.0 * a / 254))];
-        Assert.Equal(expected, scheme.KeyScales[..6].ToArray());
-        Assert.Equal(2 * expected[5], scheme.ValueScales[5], 1e-7f);
-        Assert.Throws<InvalidOperationException>(() => new KvCacheCalibrator(1, 1, 1).CreateScheme());
-    }
-
     /// <summary>Int8 data is 0.25x; per-token scales add 8 / (8 headDim), KIVI's key group scales 4 / (8 G) per element.</summary>
     [Theory]
     [InlineData(128, 32)]
@@ -173,7 +158,7 @@ public class Int8KvCacheTests
     public void BytesPerToken_IsAtMost027OfTheFloatCache(int headDim, int kiviGroup)
     {
         const double bound = 0.27;
-        foreach (KvCacheScheme scheme in new[] { KvCacheScheme.DynamicPerTokenHead, KvCacheScheme.Kivi(kiviGroup, 128), KvCacheCases.StaticScheme(4, 8, headDim, 1) })
+        foreach (KvCacheScheme scheme in new[] { KvCacheScheme.DynamicPerTokenHead, KvCacheScheme.Kivi(kiviGroup, 128), KvCacheCases.StaticScheme(4, 8, headDim, 1), KvCacheScheme.StaticKeysPerChannel(KvCacheCases.StaticScheme(4, 8, headDim, 1).KeyScales) })
         {
             KvCacheOptions options = new(4, 8, 32, headDim, 256, scheme);
             using Int8KvCache cache = new(options);

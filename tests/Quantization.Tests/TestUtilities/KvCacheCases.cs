@@ -10,7 +10,7 @@ internal static class KvCacheCases
     /// groups of 1 to 5 (the kernels take heads in fours), blocks of a few tokens, each scheme.
     /// </summary>
     public static readonly Gen<KvCacheOptions> Options =
-        Gen.Select(Gen.Int[1, 3], Gen.Int[1, 5], Gen.OneOf(1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128), Gen.Int[0, 2], Gen.OneOf(1, 2, 4), Gen.Int[1, 3])
+        Gen.Select(Gen.Int[1, 3], Gen.Int[1, 5], Gen.OneOf(1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128), Gen.Int[0, 3], Gen.OneOf(1, 2, 4), Gen.Int[1, 3])
             .Select(t =>
             {
                 (int kvHeads, int group, int headDim, int kind, int groupSize, int blockGroups) = t;
@@ -19,6 +19,7 @@ internal static class KvCacheCases
                 {
                     0 => KvCacheScheme.DynamicPerTokenHead,
                     1 => StaticScheme(layers, kvHeads, headDim, seed: (uint)(kvHeads * 1000 + headDim)),
+                    3 => KvCacheScheme.StaticKeysPerChannel(StaticScheme(layers, kvHeads, headDim, seed: (uint)(kvHeads * 1000 + headDim)).KeyScales),
                     _ => KvCacheScheme.Kivi(groupSize, groupSize * 2),
                 };
                 return new KvCacheOptions(layers, kvHeads, kvHeads * group, headDim, maxTokens: 200, scheme, blockTokens: groupSize * blockGroups * 2);

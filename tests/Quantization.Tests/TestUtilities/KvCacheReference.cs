@@ -170,7 +170,7 @@ internal sealed class KvCacheReference
             for (int d = 0; d < dim; d++)
             {
                 float scale;
-                if (scheme.Kind == KvCacheSchemeKind.StaticPerChannel)
+                if (scheme.Kind == KvCacheSchemeKind.StaticPerChannel || (keys && scheme.Kind == KvCacheSchemeKind.StaticKeysPerChannel))
                 {
                     scale = (keys ? scheme.KeyScales : scheme.ValueScales)[(((layer * _options.KvHeads) + head) * dim) + d];
                 }
