@@ -15,6 +15,9 @@ namespace Quantization.Onnx;
 /// </summary>
 public sealed partial class OnnxModel
 {
+    /// <summary>Characters no path may hold on this platform.</summary>
+    private static readonly System.Buffers.SearchValues<char> InvalidPathChars = System.Buffers.SearchValues.Create(Path.GetInvalidPathChars());
+
     private OnnxModel(ModelProto proto, string? externalDataDirectory)
     {
         Proto = proto;
@@ -253,6 +256,12 @@ public sealed partial class OnnxModel
         if (!entries.TryGetValue("location", out string? location) || string.IsNullOrEmpty(location))
         {
             throw new InvalidDataException($"Tensor '{name}' is stored externally but names no location.");
+        }
+
+        if (location.AsSpan().IndexOfAny(InvalidPathChars) >= 0)
+        {
+            // The runtime would refuse such a path with an ArgumentException (NUL on Unix).
+            throw new InvalidDataException($"Tensor '{name}' is stored in '{location.Replace("\0", "\\0", StringComparison.Ordinal)}', which holds a character no path may hold.");
         }
 
         if (ExternalDataDirectory is null)

@@ -189,5 +189,35 @@ public sealed class SafeTensorsRoundTripTests : IDisposable
         }
     }
 
+    [Fact]
+    public void IndexWithBadStringsOrShardNames_IsRefused()
+    {
+        // Found by fuzzing (fuzz/crashes/index): a lone surrogate escape failed with InvalidOperationException when the
+        // name was read, and a NUL in a shard name with ArgumentException when the shard was opened.
+        string index = Path.Combine(_directory, "fuzzed.index.json");
+        foreach ((string json, string problem) in new[]
+        {
+            ("""{"weight_map": {"\udc00": "model-00001-of-00003.safetensors"}}""", "not valid UTF-16"),
+            ("""{"weight_map": {"a": "\ud800"}}""", "not valid UTF-16"),
+            ("""{"weight_map": {"a": "model\u0000.safetensors"}}""", "is not a file name"),
+        })
+        {
+            File.WriteAllText(index, json);
+            Assert.Contains(problem, Assert.Throws<InvalidDataException>(() => SafeTensorsCheckpoint.Open(index)).Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void IndexNamingAShardTooLongForTheFileSystem_IsAnIOExceptionNamingIt()
+    {
+        // Found by fuzzing (fuzz/crashes/index/shard-name-too-long.json): the documented IOException, with the shard's path.
+        string shard = "model-0" + new string('e', 300) + ".safetensors";
+        string index = Path.Combine(_directory, "long.index.json");
+        File.WriteAllText(index, $$$"""{"weight_map": {"p": "{{{shard}}}"}}""");
+
+        IOException e = Assert.Throws<PathTooLongException>(() => SafeTensorsCheckpoint.Open(index));
+        Assert.Contains(shard, e.Message, StringComparison.Ordinal);
+    }
+
     private static long SafeTensorsHeaderBytes(SafeTensorDataType type, long[] shape) => shape.Aggregate((long)type.ElementSize(), (a, b) => a * b);
 }
