@@ -368,19 +368,9 @@ internal static class QuantizeCommand
         return before;
     }
 
-    /// <summary>The process's peak resident memory: VmHWM on Linux, the peak working set elsewhere.</summary>
+    /// <summary>The process's peak resident memory (VmHWM on Linux, as the runtime reads it).</summary>
     private static long PeakResidentBytes()
     {
-        const string status = "/proc/self/status";
-        if (File.Exists(status))
-        {
-            string? line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-            if (line is not null)
-            {
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-            }
-        }
-
         using Process process = Process.GetCurrentProcess();
         return process.PeakWorkingSet64;
     }
