@@ -5,7 +5,7 @@ namespace Quantization.Benchmarks;
 /// <summary>
 /// One decode step of attention for one layer (32 query heads, 8 KV heads, head dim 128, one thread) on a cache holding
 /// <see cref="Context"/> tokens: the int8 cache (dynamic per-token-head scales) against the fp32 cache with the same
-/// algorithm and SIMD kernels (the baseline).
+/// algorithm and SIMD kernels (the baseline); also the int8 cache on two threads.
 /// </summary>
 [Config(typeof(KernelBenchmarkConfig))]
 public class KvCacheAttentionBenchmarks : IDisposable
@@ -48,6 +48,10 @@ public class KvCacheAttentionBenchmarks : IDisposable
 
     [Benchmark]
     public void Int8Attend() => _int8.Attend(0, _query, _output);
+
+    /// <summary>The int8 attention with the KV heads split across two threads (the same bits as one thread).</summary>
+    [Benchmark]
+    public void Int8AttendTwoThreads() => _int8.Attend(0, _query, _output, 1, 2);
 }
 
 /// <summary>Synthetic K/V data for the KV cache benchmarks.</summary>

@@ -130,6 +130,16 @@ internal static class QuantizeCommand
                 throw new ArgumentException("--percentile applies to --observer percentile.");
             }
 
+            if (rules.TargetCosine is not (> 0 and <= 1))
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"--target-cosine must be in (0, 1], not {rules.TargetCosine}."));
+            }
+
+            if (rules.Percentile is not (> 0 and <= 100))
+            {
+                throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"--percentile must be in (0, 100], not {rules.Percentile}."));
+            }
+
             long bytes = onnx
                 ? await QuantizeOnnxAsync(source, parse.GetValue(output)!, parse.GetValue(mode)!, matMulNBits ? group : null, scheme, includes, excludes, rules, parse.GetValue(calibration), rounding, parse.GetValue(quantizeEmbeddings), cancellationToken).ConfigureAwait(false)
                 : QuantizeCheckpoint(source, parse.GetValue(output)!, scheme, includes, excludes, cancellationToken);
@@ -200,6 +210,7 @@ internal static class QuantizeCommand
             "dynamic" => new OnnxDynamicQuantizationOptions(),
             _ => new OnnxWeightQuantizationOptions { MatMulNBits = matMulNBitsBlock is int block ? new MatMulNBitsOptions { BlockSize = block } : null },
         };
+        CheckModeTakes(mode, scheme, rules.WeightOps, options.OpTypes);
         options.Scheme = scheme;
         options.Gptq = rounding == "gptq" ? new GptqOptions { ActivationOrder = true } : null;
         options.Awq = rounding == "awq" ? new AwqOptions() : null;
@@ -261,6 +272,31 @@ internal static class QuantizeCommand
         return new FileInfo(source).Length;
     }
 
+    /// <summary>
+    /// Refuses, in the command line's words, what a mode's quantizer would refuse in its API's: weight operators it does
+    /// not know (<paramref name="known"/>, the mode's defaults) and weight layouts it does not write.
+    /// </summary>
+    private static void CheckModeTakes(string mode, QuantizationScheme scheme, string[]? weightOps, ISet<string> known)
+    {
+        if (weightOps?.Where(op => !known.Contains(op)).ToArray() is [_, ..] unknown)
+        {
+            throw new ArgumentException($"--weight-ops {(mode == "dynamic" ? "with --mode dynamic " : "")}takes {string.Join(", ", known)}; not {string.Join(", ", unknown)}.");
+        }
+
+        bool eightBit = scheme.Type.GetBitWidth() == 8, perChannelOrTensor = scheme.Granularity.Kind is GranularityKind.PerChannel or GranularityKind.PerTensor;
+        if (mode == "static" && !(eightBit && perChannelOrTensor))
+        {
+            throw new NotSupportedException("--mode static takes 8-bit weights with --granularity channel or tensor (their scales give the int32 biases theirs); 4-bit and grouped weights are --mode weight-only.");
+        }
+
+        if (mode == "dynamic" && !(eightBit && perChannelOrTensor && scheme.Symmetric))
+        {
+            throw new NotSupportedException(scheme.Symmetric
+                ? "--mode dynamic stores symmetric int8 weights with --granularity channel or tensor (zero point 0, which ONNX Runtime's integer kernels take fastest)."
+                : "--mode dynamic stores symmetric int8 weights (zero point 0, which ONNX Runtime's integer kernels take fastest): drop --asymmetric.");
+        }
+    }
+
     /// <summary>SmoothQuant's report: per smoothed group its α and the largest input and weight magnitudes before and after; the groups left alone and why.</summary>
     private static void WriteSmoothQuant(OnnxSmoothQuantResult smoothed)
     {
@@ -306,35 +342,35 @@ internal static class QuantizeCommand
         }
 
         IReadOnlyList<CheckpointTensorReport> reports = [];
-        AnsiConsole.Progress().Start(context =>
+        if (Console.IsOutputRedirected)
         {
-            ProgressTask task = context.AddTask("Quantizing");
+            // A file or a pipe gets whole lines, one per tensor written, instead of a live display redrawn in place.
             reports = CheckpointQuantizer.Quantize(source, target, options, new Reporter(p =>
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"[{100.0 * p.BytesDone / Math.Max(p.BytesTotal, 1),3:F0}%] {p.Tensor}"))), cancellationToken);
+        }
+        else
+        {
+            AnsiConsole.Progress().Start(context =>
             {
-                task.MaxValue = p.BytesTotal;
-                task.Value = p.BytesDone;
-                task.Description = p.Tensor;
-            }), cancellationToken);
-        });
+                ProgressTask task = context.AddTask("Quantizing");
+                reports = CheckpointQuantizer.Quantize(source, target, options, new Reporter(p =>
+                {
+                    task.MaxValue = p.BytesTotal;
+                    task.Value = p.BytesDone;
+                    task.Description = p.Tensor;
+                }), cancellationToken);
+            });
+        }
+
         long before = reports.Sum(r => r.BytesBefore), after = reports.Sum(r => r.BytesAfter);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"Quantized {reports.Count(r => r.Quantized)} of {reports.Count} tensors: {before / 1e6:F1} MB -> {after / 1e6:F1} MB ({(double)after / before:F3}x) in {target}."));
         Console.WriteLine($"Layout: {InspectCommand.Describe(scheme)}.");
         return before;
     }
 
-    /// <summary>The process's peak resident memory: VmHWM on Linux, the peak working set elsewhere.</summary>
+    /// <summary>The process's peak resident memory (VmHWM on Linux, as the runtime reads it).</summary>
     private static long PeakResidentBytes()
     {
-        const string status = "/proc/self/status";
-        if (File.Exists(status))
-        {
-            string? line = File.ReadLines(status).FirstOrDefault(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-            if (line is not null)
-            {
-                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-            }
-        }
-
         using Process process = Process.GetCurrentProcess();
         return process.PeakWorkingSet64;
     }
@@ -410,7 +446,7 @@ internal static class QuantizeCommand
             "auto" => new OnnxSmoothQuantOptions { SearchAlpha = true, ExplicitScales = ExplicitScales },
             _ => new OnnxSmoothQuantOptions
             {
-                Alpha = double.TryParse(SmoothQuant, NumberStyles.Float, CultureInfo.InvariantCulture, out double alpha) ? alpha : throw new ArgumentException($"--smoothquant takes an alpha in [0, 1] or 'auto', not '{SmoothQuant}'."),
+                Alpha = double.TryParse(SmoothQuant, NumberStyles.Float, CultureInfo.InvariantCulture, out double alpha) && alpha is >= 0 and <= 1 ? alpha : throw new ArgumentException($"--smoothquant takes an alpha in [0, 1] or 'auto', not '{SmoothQuant}'."),
                 ExplicitScales = ExplicitScales,
             },
         };

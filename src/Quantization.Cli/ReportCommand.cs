@@ -40,12 +40,22 @@ internal static class ReportCommand
         return model;
     }
 
-    /// <summary>Every int8 or uint8 initializer behind a DequantizeLinear whose output is a float initializer of the original.</summary>
+    /// <summary>
+    /// Every int8 or uint8 initializer behind a DequantizeLinear whose output is a float weight of the original (an
+    /// initializer or a Constant node's value); the bytes before and after are counted as <c>ptq quantize</c> counts them:
+    /// 4 per float, and the codes plus a float scale and a zero-point byte per parameter.
+    /// </summary>
     private static QuantizationReport CompareOnnx(OnnxModel quantized, OnnxModel original)
     {
         GraphProto graph = quantized.Proto.Graph;
         Dictionary<string, TensorProto> initializers = graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
-        Dictionary<string, TensorProto> floats = original.Proto.Graph.Initializer.Where(t => t.DataType == (int)TensorProto.Types.DataType.Float).ToDictionary(t => t.Name, StringComparer.Ordinal);
+        Dictionary<string, TensorProto> floats = original.Proto.Graph.Initializer.Select(t => (t.Name, Tensor: t))
+            .Concat(original.Proto.Graph.Node
+                .Where(n => n.OpType == "Constant" && n.Output.Count == 1)
+                .SelectMany(n => n.Attribute.Where(a => a.Name == "value" && a.T is not null).Select(a => (Name: n.Output[0], Tensor: a.T))))
+            .Where(c => c.Tensor.DataType == (int)TensorProto.Types.DataType.Float)
+            .DistinctBy(c => c.Name, StringComparer.Ordinal)
+            .ToDictionary(c => c.Name, c => c.Tensor, StringComparer.Ordinal);
         QuantizationReport report = new();
         foreach (NodeProto node in graph.Node.Where(n => n.OpType == "DequantizeLinear" && n.Input.Count == 3))
         {
@@ -63,7 +73,7 @@ internal static class ReportCommand
             int[] zeroPoints = [.. zeroPoint.RawData.Span.ToArray().Select(z => unsigned ? z : (int)(sbyte)z)];
             QuantizationScheme scheme = new(unsigned ? QuantizedType.UInt8 : QuantizedType.Int8, symmetric: zeroPoints.All(z => z == 0) && !unsigned, granularity);
             QuantizedTensor tensor = new(data.RawData.Span, shape, scheme, new QuantizationParameters(scales, zeroPoints), node.Output[0]);
-            report.Add(TensorErrorReport.Compare(node.Output[0], original.ReadFloats(reference), tensor.Dequantize(), reference.CalculateSize(), data.RawData.Length + (scales.Length * 4L) + zeroPoints.Length));
+            report.Add(TensorErrorReport.Compare(original.ReadFloats(reference), tensor));
         }
 
         return report;

@@ -14,12 +14,14 @@ internal sealed class MixedPrecisionSearch
 {
     private readonly List<IReadOnlyCollection<NamedOnnxValue>> _feeds;
     private readonly SessionOptions? _sessionOptions;
+    private readonly OnnxModel _floatModel;
     private float[][] _reference = [];
 
-    private MixedPrecisionSearch(List<IReadOnlyCollection<NamedOnnxValue>> feeds, SessionOptions? sessionOptions)
+    private MixedPrecisionSearch(List<IReadOnlyCollection<NamedOnnxValue>> feeds, SessionOptions? sessionOptions, OnnxModel floatModel)
     {
         _feeds = feeds;
         _sessionOptions = sessionOptions;
+        _floatModel = floatModel;
     }
 
     /// <summary>A layer the search may keep in float.</summary>
@@ -61,7 +63,7 @@ internal sealed class MixedPrecisionSearch
             throw new InvalidOperationException("The calibration data gave no batches to the mixed-precision search: the source must give the same batches each time it is read.");
         }
 
-        MixedPrecisionSearch search = new(feeds, sessionOptions);
+        MixedPrecisionSearch search = new(feeds, sessionOptions, floatModel);
         search._reference = search.Outputs(floatModel.Proto.ToByteArray(), cancellationToken);
         return search.Search(layers, quantize, options.TargetCosine, logger, cancellationToken);
     }
@@ -129,10 +131,10 @@ internal sealed class MixedPrecisionSearch
 
     private static bool IsZero(float[] values) => values.Length == 0 || TensorPrimitives.MaxMagnitude(values) == 0;
 
-    /// <summary>Runs a serialized model on every feed and returns each feed's float outputs, concatenated in output order.</summary>
+    /// <summary>Runs a serialized model (the float model or a quantized copy, whose external data is the float model's) on every feed and returns each feed's float outputs, concatenated in output order.</summary>
     private float[][] Outputs(byte[] model, CancellationToken cancellationToken)
     {
-        using InferenceSession session = _sessionOptions is null ? new InferenceSession(model) : new InferenceSession(model, _sessionOptions);
+        using InferenceSession session = OrtSessions.Create(_floatModel, model, _sessionOptions);
         string[] names = [.. session.OutputMetadata.Where(o => o.Value.ElementType == typeof(float)).Select(o => o.Key)];
         if (names.Length == 0)
         {

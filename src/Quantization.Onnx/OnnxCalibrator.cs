@@ -32,10 +32,15 @@ public sealed class OnnxCalibrator : IDisposable
     /// <param name="model">The float model.</param>
     /// <param name="tensorNames">The float tensors to observe: graph inputs, node outputs or graph outputs.</param>
     /// <param name="createObserver">Makes the observer of each tensor.</param>
-    /// <param name="sessionOptions">ONNX Runtime's options (threads, optimisation level); its defaults when <see langword="null"/>. The caller keeps ownership.</param>
+    /// <param name="sessionOptions">
+    /// ONNX Runtime's options (threads, optimisation level); its defaults when <see langword="null"/>. The caller keeps
+    /// ownership. For a model that stores tensors in external data files, the calibrator sets the directory of those files
+    /// (<see cref="OnnxModel.ExternalDataDirectory"/>) on these options, since ONNX Runtime gets the edited model as bytes.
+    /// </param>
     /// <param name="logger">Receives a line per run and per tensor; none when <see langword="null"/>.</param>
     /// <exception cref="ArgumentNullException">An argument is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">A tensor name is not a value of the graph, or not a float tensor.</exception>
+    /// <exception cref="InvalidOperationException">The model stores tensors in external data files but has no <see cref="OnnxModel.ExternalDataDirectory"/>.</exception>
     /// <exception cref="OnnxRuntimeException">ONNX Runtime rejects the model.</exception>
     public OnnxCalibrator(OnnxModel model, IEnumerable<string> tensorNames, Func<string, IQuantizationObserver> createObserver, SessionOptions? sessionOptions = null, ILogger? logger = null)
         : this(model, tensorNames, createObserver ?? throw new ArgumentNullException(nameof(createObserver)), sessionOptions, logger, skipNonFloat: false, tap: null)
@@ -73,7 +78,7 @@ public sealed class OnnxCalibrator : IDisposable
         }
 
         _calibrator = new Calibrator(createObserver ?? (name => throw new InvalidOperationException($"No observer for '{name}': this calibrator only taps its tensors.")), logger);
-        _session = sessionOptions is null ? new InferenceSession(proto.ToByteArray()) : new InferenceSession(proto.ToByteArray(), sessionOptions);
+        _session = OrtSessions.Create(model, proto.ToByteArray(), sessionOptions);
         string[] nonFloat = [.. _tensorNames.Where(name => _session.OutputMetadata[name].ElementType != typeof(float))];
         if (nonFloat.Length > 0 && !skipNonFloat)
         {

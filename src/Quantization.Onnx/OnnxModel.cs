@@ -8,12 +8,16 @@ using Quantization.Onnx.Protos;
 namespace Quantization.Onnx;
 
 /// <summary>
-/// An ONNX model in memory: its protobuf messages, where its external data lives, and checked access to its float
-/// initializers. Files are hostile input: every size and offset is checked before it is trusted, and failures are an
+/// An ONNX model in memory: its protobuf messages (kept internal: the quantizers edit them, and <see cref="ToByteArray"/>
+/// and <see cref="Save"/> write them), where its external data lives, and checked access to its float initializers.
+/// Files are hostile input: every size and offset is checked before it is trusted, and failures are an
 /// <see cref="InvalidDataException"/> that names the file or tensor and the problem. Saving is atomic.
 /// </summary>
 public sealed partial class OnnxModel
 {
+    /// <summary>Characters no path may hold on this platform.</summary>
+    private static readonly System.Buffers.SearchValues<char> InvalidPathChars = System.Buffers.SearchValues.Create(Path.GetInvalidPathChars());
+
     private OnnxModel(ModelProto proto, string? externalDataDirectory)
     {
         Proto = proto;
@@ -21,7 +25,7 @@ public sealed partial class OnnxModel
     }
 
     /// <summary>Gets the model's messages; changes to them are what <see cref="Save"/> writes (which never changes them itself).</summary>
-    public ModelProto Proto { get; }
+    internal ModelProto Proto { get; }
 
     /// <summary>Gets the directory that external-data locations are relative to, or <see langword="null"/> for a model parsed from bytes without one.</summary>
     public string? ExternalDataDirectory { get; }
@@ -73,6 +77,14 @@ public sealed partial class OnnxModel
         return new OnnxModel(proto, externalDataDirectory);
     }
 
+    /// <summary>
+    /// Serializes the model as it is now, e.g. for <c>new InferenceSession(model.ToByteArray())</c>. Tensors stored in
+    /// external data files stay there (ONNX Runtime then needs their directory: save the model with <see cref="Save"/> and
+    /// load that file instead).
+    /// </summary>
+    /// <returns>The serialized <c>ModelProto</c>; a model over protobuf's 2 GB limit must be saved with external data instead.</returns>
+    public byte[] ToByteArray() => Proto.ToByteArray();
+
     /// <summary>Makes a deep copy of the model's messages, with the same external-data directory.</summary>
     internal OnnxModel Clone() => new(Proto.Clone(), ExternalDataDirectory);
 
@@ -80,7 +92,7 @@ public sealed partial class OnnxModel
     /// <param name="name">The initializer's name.</param>
     /// <returns>The tensor.</returns>
     /// <exception cref="KeyNotFoundException">The graph has no initializer of that name.</exception>
-    public TensorProto GetInitializer(string name)
+    internal TensorProto GetInitializer(string name)
     {
         ArgumentNullException.ThrowIfNull(name);
         return Proto.Graph.Initializer.FirstOrDefault(t => t.Name == name)
@@ -91,7 +103,7 @@ public sealed partial class OnnxModel
     /// <param name="tensor">The tensor (an initializer, or the value of a Constant node).</param>
     /// <returns>The values, row-major.</returns>
     /// <exception cref="InvalidDataException">The tensor is not float32, or its stored bytes do not match its shape, or its external data is missing, out of range or outside the model's directory.</exception>
-    public float[] ReadFloats(TensorProto tensor)
+    internal float[] ReadFloats(TensorProto tensor)
     {
         ArgumentNullException.ThrowIfNull(tensor);
         string name = string.IsNullOrEmpty(tensor.Name) ? "(unnamed)" : tensor.Name;
@@ -244,6 +256,12 @@ public sealed partial class OnnxModel
         if (!entries.TryGetValue("location", out string? location) || string.IsNullOrEmpty(location))
         {
             throw new InvalidDataException($"Tensor '{name}' is stored externally but names no location.");
+        }
+
+        if (location.AsSpan().IndexOfAny(InvalidPathChars) >= 0)
+        {
+            // The runtime would refuse such a path with an ArgumentException (NUL on Unix).
+            throw new InvalidDataException($"Tensor '{name}' is stored in '{location.Replace("\0", "\\0", StringComparison.Ordinal)}', which holds a character no path may hold.");
         }
 
         if (ExternalDataDirectory is null)

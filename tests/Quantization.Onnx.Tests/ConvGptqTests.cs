@@ -11,23 +11,24 @@ namespace Quantization.Onnx.Tests;
 /// <summary>GPTQ for Conv weights: the im2col Hessians of their inputs, and the quantized weights.</summary>
 public class ConvGptqTests
 {
-    public static TheoryData<string, int, int, int[], int[], AttributeProto[]> Geometries => new()
+    public static TheoryData<string, int, int, int[], int[], object> Geometries => new()
     {
-        // name, channels, groups, kernel, spatial input size, attributes (ORT runs no dilation with SAME padding)
-        { "strides 2, asymmetric pads, dilation", 5, 1, [3, 2], [9, 8], [Ints("strides", 2, 2), Ints("pads", 1, 0, 2, 1), Ints("dilations", 2, 1)] },
-        { "SAME_UPPER, strides 2", 4, 1, [3, 3], [7, 8], [AutoPad("SAME_UPPER"), Ints("strides", 2, 2)] },
-        { "SAME_LOWER, strides 2 and 3", 3, 1, [2, 3], [8, 10], [AutoPad("SAME_LOWER"), Ints("strides", 2, 3)] },
-        { "VALID, dilation 2", 3, 1, [3, 3], [9, 9], [AutoPad("VALID"), Ints("dilations", 2, 2)] },
-        { "two groups, strides 2, pads", 6, 2, [3, 3], [7, 7], [Ints("strides", 2, 2), Ints("pads", 1, 1, 1, 1), Int("group", 2)] },
-        { "depthwise", 4, 4, [3, 3], [6, 6], [Ints("pads", 1, 1, 1, 1), Int("group", 4)] },
-        { "1-D, strides 2, pads, dilation 2", 5, 1, [3], [11], [Ints("strides", 2), Ints("pads", 2, 1), Ints("dilations", 2)] },
+        // name, channels, groups, kernel, spatial input size, attributes (an AttributeProto[]: the protobuf types are internal; ORT runs no dilation with SAME padding)
+        { "strides 2, asymmetric pads, dilation", 5, 1, [3, 2], [9, 8], new AttributeProto[] { Ints("strides", 2, 2), Ints("pads", 1, 0, 2, 1), Ints("dilations", 2, 1) } },
+        { "SAME_UPPER, strides 2", 4, 1, [3, 3], [7, 8], new AttributeProto[] { AutoPad("SAME_UPPER"), Ints("strides", 2, 2) } },
+        { "SAME_LOWER, strides 2 and 3", 3, 1, [2, 3], [8, 10], new AttributeProto[] { AutoPad("SAME_LOWER"), Ints("strides", 2, 3) } },
+        { "VALID, dilation 2", 3, 1, [3, 3], [9, 9], new AttributeProto[] { AutoPad("VALID"), Ints("dilations", 2, 2) } },
+        { "two groups, strides 2, pads", 6, 2, [3, 3], [7, 7], new AttributeProto[] { Ints("strides", 2, 2), Ints("pads", 1, 1, 1, 1), Int("group", 2) } },
+        { "depthwise", 4, 4, [3, 3], [6, 6], new AttributeProto[] { Ints("pads", 1, 1, 1, 1), Int("group", 4) } },
+        { "1-D, strides 2, pads, dilation 2", 5, 1, [3], [11], new AttributeProto[] { Ints("strides", 2), Ints("pads", 2, 1), Ints("dilations", 2) } },
     };
 
     [Theory]
     [MemberData(nameof(Geometries))]
-    public void Hessians_OfTheUnfoldedInput_EqualBruteForce_OnPatchesOrtExtracts(string name, int channels, int groups, int[] kernel, int[] spatial, AttributeProto[] attributes)
+    public void Hessians_OfTheUnfoldedInput_EqualBruteForce_OnPatchesOrtExtracts(string name, int channels, int groups, int[] kernel, int[] spatial, object attributeArray)
     {
         _ = name;
+        AttributeProto[] attributes = (AttributeProto[])attributeArray;
         int groupChannels = channels / groups, positions = kernel.Aggregate(1, (a, b) => a * b), outputs = 2 * groups;
         long[] inputShape = [2, channels, .. spatial.Select(s => (long)s)];
         float[] input = Random(2 * channels * spatial.Aggregate(1, (a, b) => a * b), 11, 4);

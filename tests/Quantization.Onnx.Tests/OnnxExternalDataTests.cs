@@ -114,6 +114,36 @@ public sealed class OnnxExternalDataTests : IDisposable
     }
 
     [Fact]
+    public async Task ModelWithExternalData_CalibratesStatic_AndWithGptq()
+    {
+        // Both weights go to the data file; ONNX Runtime must find it although the calibrator edits the model in memory.
+        string source = Path.Combine(Folder("source"), "model.onnx");
+        OnnxModel.Parse(ChainModel(Inline("w1", [64, 32], Values(64 * 32, 1)), Inline("c", [32, 16], Values(32 * 16, 2))).ToByteArray())
+            .Save(source, new OnnxSaveOptions { ExternalData = ExternalDataPolicy.Always });
+        Assert.Equal(["model.onnx", "model.onnx.data"], Files("source"));
+        float[][] xs = [.. Enumerable.Range(0, 8).Select(i => Values(64, 100 + i))];
+        ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> Data() => CalibrationDataSource.FromGenerator(xs.Length, i => TestGraphs.Feed("x", xs[i], 1, 64));
+
+        OnnxModel forStatic = OnnxModel.Load(source);
+        OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(forStatic, Data());
+        Assert.Equal(["h", "x"], result.Activations.Keys.Order(StringComparer.Ordinal));
+        string staticPath = Path.Combine(Folder("static"), "model.onnx");
+        forStatic.Save(staticPath);
+
+        OnnxModel forGptq = OnnxModel.Load(source);
+        Assert.Equal(2, (await OnnxWeightQuantizer.QuantizeAsync(forGptq, Data(), new OnnxWeightQuantizationOptions { BiasCorrection = false, Gptq = new GptqOptions() })).Count);
+        string gptqPath = Path.Combine(Folder("gptq"), "model.onnx");
+        forGptq.Save(gptqPath);
+
+        foreach (float[] x in xs)
+        {
+            float[] expected = Run(source, x);
+            Assert.True(TestGraphs.Cosine(expected, Run(staticPath, x)) > 0.99, "static");
+            Assert.True(TestGraphs.Cosine(expected, Run(gptqPath, x)) > 0.999, "gptq");
+        }
+    }
+
+    [Fact]
     public void FailedSaves_LeaveNoTargetAndNoTemporaryFile()
     {
         // An external source shorter than the tensor it holds: refused, naming the tensor and the file.

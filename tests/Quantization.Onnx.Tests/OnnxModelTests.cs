@@ -73,6 +73,16 @@ public sealed class OnnxModelTests : IDisposable
     }
 
     [Fact]
+    public void ExternalLocationWithNul_IsRefusedAsInvalidData()
+    {
+        // Found by fuzzing (fuzz/crashes/onnx): a NUL in an external-data location escaped as the ArgumentException of Path.GetFullPath.
+        OnnxModel model = OnnxModel.Parse(Model(Tensor("nul", external: [("location", "weights\0.bin")])).ToByteArray(), _directory);
+
+        InvalidDataException e = Assert.Throws<InvalidDataException>(() => model.ReadFloats(model.GetInitializer("nul")));
+        Assert.Contains("'nul' is stored in 'weights\\0.bin', which holds a character no path may hold", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void MalformedGraphs_AreRejectedWithTheNodesNamed()
     {
         ModelProto cycle = Model();

@@ -8,35 +8,6 @@ namespace Quantization;
 
 internal static partial class AttentionPrimitives
 {
-    /// <summary>
-    /// Computes exact dots of int8 key rows with int16 query heads: <c>dots[j * dotStride + t] = sum_d keys[t, d] * queries[j, d]</c>.
-    /// </summary>
-    /// <param name="keys">The key rows, [tokens, headDim].</param>
-    /// <param name="queries">The quantized query heads that share the keys, [heads, headDim].</param>
-    /// <param name="headDim">The head dimension (at most <see cref="MaxHeadDim"/>).</param>
-    /// <param name="dots">Receives one dot per head and token.</param>
-    /// <param name="dotStride">The distance between two heads' dots.</param>
-    public static void Dots(ReadOnlySpan<sbyte> keys, ReadOnlySpan<short> queries, int headDim, Span<int> dots, int dotStride)
-    {
-        Debug.Assert(headDim <= MaxHeadDim, "The int32 dots must stay exact.");
-        if (Int8Dot512.IsSupported && headDim >= Int8Dot512.Count)
-        {
-            Dots<sbyte, short, Vector512<short>, Vector512<int>, int, Int8Dot512, Int8DotScalar>(keys, queries, headDim, dots, dotStride);
-        }
-        else if (Int8Dot256.IsSupported && headDim >= Int8Dot256.Count)
-        {
-            Dots<sbyte, short, Vector256<short>, Vector256<int>, int, Int8Dot256, Int8DotScalar>(keys, queries, headDim, dots, dotStride);
-        }
-        else if (Int8Dot128.IsSupported && headDim >= Int8Dot128.Count)
-        {
-            Dots<sbyte, short, Vector128<short>, Vector128<int>, int, Int8Dot128, Int8DotScalar>(keys, queries, headDim, dots, dotStride);
-        }
-        else
-        {
-            Dots<sbyte, short, int, int, int, Int8DotScalar, Int8DotScalar>(keys, queries, headDim, dots, dotStride);
-        }
-    }
-
     /// <summary>Computes dots of float key rows with float query heads (the fp32 cache's attention).</summary>
     /// <param name="keys">The key rows, [tokens, headDim].</param>
     /// <param name="queries">The query heads that share the keys, [heads, headDim].</param>
@@ -60,6 +31,26 @@ internal static partial class AttentionPrimitives
         else
         {
             Dots<float, float, float, float, float, FloatDotScalar, FloatDotScalar>(keys, queries, headDim, dots, dotStride);
+        }
+    }
+
+    /// <summary>
+    /// The float dots of a block of query rows (<paramref name="group"/> rows per query token) with the float key rows
+    /// of tokens <paramref name="firstToken"/> onwards, causally: token t's rows meet the keys of tokens below
+    /// <c>before + t + 1</c>, and their scores land at <c>scores[row * stride + token]</c>. Each token's rows go through
+    /// <see cref="Dots(ReadOnlySpan{float}, ReadOnlySpan{float}, int, Span{float}, int)"/> on their own, so a row's scores
+    /// have the same bits as when its token is attended alone.
+    /// </summary>
+    public static void CausalDots(ReadOnlySpan<float> keys, int firstToken, ReadOnlySpan<float> queries, int headDim, int group, int before, Span<float> scores, int stride)
+    {
+        int tokens = queries.Length / (group * headDim), rowWidth = group * headDim;
+        for (int t = 0; t < tokens; t++)
+        {
+            int seen = before + t + 1 - firstToken;
+            if (seen > 0)
+            {
+                Dots(keys[..(seen * headDim)], queries.Slice(t * rowWidth, rowWidth), headDim, scores[((t * group * stride) + firstToken)..], stride);
+            }
         }
     }
 

@@ -9,11 +9,11 @@ namespace Quantization;
 /// One step of a dot product between a key row and a query row: widen <see cref="Count"/> key elements once, then
 /// multiply-add them into the accumulators of every query head that shares the key.
 /// </summary>
-/// <typeparam name="TKey">The stored key element (sbyte or float).</typeparam>
-/// <typeparam name="TQuery">The query element (short for int8 keys, float for float keys).</typeparam>
+/// <typeparam name="TKey">The stored key element.</typeparam>
+/// <typeparam name="TQuery">The query element.</typeparam>
 /// <typeparam name="TWide">The widened keys of one step.</typeparam>
 /// <typeparam name="TAcc">The accumulator of one query head.</typeparam>
-/// <typeparam name="TResult">The dot product's type (int: exact, or float).</typeparam>
+/// <typeparam name="TResult">The dot product's type.</typeparam>
 internal interface IDotOperator<TKey, TQuery, TWide, TAcc, TResult>
     where TResult : INumberBase<TResult>
 {
@@ -76,106 +76,6 @@ internal static class SByteLoads
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<sbyte> Load4(ref sbyte source, nuint i) =>
         Vector128.CreateScalarUnsafe(Unsafe.ReadUnaligned<int>(ref Unsafe.As<sbyte, byte>(ref Unsafe.Add(ref source, i)))).AsSByte();
-}
-
-// Int8 keys against int16 queries: exact int32 dots. The sign-extending loads (vpmovsxbw) and vpmaddwd (multiply
-// int16 pairs, add adjacent products into int32) have no portable Vector API equivalent: the portable route widens
-// twice and multiplies int32 lanes (vpmulld), about three times the instructions for the same exact result.
-
-/// <summary>32 int8 keys a step: vpmovsxbw to int16, vpmaddwd into int32 lanes.</summary>
-internal readonly struct Int8Dot512 : IDotOperator<sbyte, short, Vector512<short>, Vector512<int>, int>
-{
-    public static int Count => 32;
-
-    public static bool IsSupported => Vector512.IsHardwareAccelerated && Avx512BW.IsSupported;
-
-    public static Vector512<int> Zero => Vector512<int>.Zero;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<short> Widen(ref sbyte key, nuint i) => Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref key, i));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<int> MultiplyAdd(Vector512<int> acc, Vector512<short> key, ref short query, nuint i) =>
-        acc + Avx512BW.MultiplyAddAdjacent(key, Vector512.LoadUnsafe(ref query, i));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Sum(Vector512<int> acc) => Vector512.Sum(acc);
-
-    /// <summary>Halves each accumulator to 256 bits, then three vphaddd build [a, b, c, d] in both lanes.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static (int A, int B, int C, int D) Sum4(Vector512<int> a, Vector512<int> b, Vector512<int> c, Vector512<int> d) =>
-        Int8Dot256.Sum4(a.GetLower() + a.GetUpper(), b.GetLower() + b.GetUpper(), c.GetLower() + c.GetUpper(), d.GetLower() + d.GetUpper());
-}
-
-/// <summary>16 int8 keys a step (AVX2).</summary>
-internal readonly struct Int8Dot256 : IDotOperator<sbyte, short, Vector256<short>, Vector256<int>, int>
-{
-    public static int Count => 16;
-
-    public static bool IsSupported => Vector256.IsHardwareAccelerated && Avx2.IsSupported;
-
-    public static Vector256<int> Zero => Vector256<int>.Zero;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<short> Widen(ref sbyte key, nuint i) => Avx2.ConvertToVector256Int16(SByteLoads.Load16(ref key, i));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> MultiplyAdd(Vector256<int> acc, Vector256<short> key, ref short query, nuint i) =>
-        acc + Avx2.MultiplyAddAdjacent(key, Vector256.LoadUnsafe(ref query, i));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Sum(Vector256<int> acc) => Vector256.Sum(acc);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static (int A, int B, int C, int D) Sum4(Vector256<int> a, Vector256<int> b, Vector256<int> c, Vector256<int> d)
-    {
-        Vector256<int> sums = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a, b), Avx2.HorizontalAdd(c, d));
-        return Reductions.Elements(sums.GetLower() + sums.GetUpper());
-    }
-}
-
-/// <summary>8 int8 keys a step (SSE4.1).</summary>
-internal readonly struct Int8Dot128 : IDotOperator<sbyte, short, Vector128<short>, Vector128<int>, int>
-{
-    public static int Count => 8;
-
-    public static bool IsSupported => Vector128.IsHardwareAccelerated && Sse41.IsSupported;
-
-    public static Vector128<int> Zero => Vector128<int>.Zero;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<short> Widen(ref sbyte key, nuint i) => Sse41.ConvertToVector128Int16(SByteLoads.Load8(ref key, i));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> MultiplyAdd(Vector128<int> acc, Vector128<short> key, ref short query, nuint i) =>
-        acc + Sse2.MultiplyAddAdjacent(key, Vector128.LoadUnsafe(ref query, i));
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int Sum(Vector128<int> acc) => Vector128.Sum(acc);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static (int A, int B, int C, int D) Sum4(Vector128<int> a, Vector128<int> b, Vector128<int> c, Vector128<int> d)
-    {
-        return Reductions.Elements(Ssse3.HorizontalAdd(Ssse3.HorizontalAdd(a, b), Ssse3.HorizontalAdd(c, d)));
-    }
-}
-
-/// <summary>One int8 key a step: the scalar path and every vector path's tail.</summary>
-internal readonly struct Int8DotScalar : IDotOperator<sbyte, short, int, int, int>
-{
-    public static int Count => 1;
-
-    public static bool IsSupported => true;
-
-    public static int Zero => 0;
-
-    public static int Widen(ref sbyte key, nuint i) => Unsafe.Add(ref key, i);
-
-    public static int MultiplyAdd(int acc, int key, ref short query, nuint i) => acc + (key * Unsafe.Add(ref query, i));
-
-    public static int Sum(int acc) => acc;
-
-    public static (int A, int B, int C, int D) Sum4(int a, int b, int c, int d) => (a, b, c, d);
 }
 
 /// <summary>16 float keys a step.</summary>

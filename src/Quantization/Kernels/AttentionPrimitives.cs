@@ -2,13 +2,14 @@ using System.Diagnostics;
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
 /// <summary>
 /// The kernels of decode attention on a KV cache: dot products of one query token's heads with key rows
-/// (<see cref="Dots(ReadOnlySpan{sbyte}, ReadOnlySpan{short}, int, Span{int}, int)"/>), the softmax, and the weighted sum of
+/// (<see cref="KeyScores"/>), the softmax, and the weighted sum of
 /// value rows (<see cref="WeightedSum(ReadOnlySpan{sbyte}, int, ReadOnlySpan{float}, int, int, Span{float})"/>). Each kernel
 /// serves all the query heads of a grouped-query-attention group in one pass over the keys or values they share.
 /// </summary>
@@ -30,25 +31,27 @@ internal static partial class AttentionPrimitives
     /// <summary>
     /// Quantizes one query head to int16, symmetric: <c>q16[d] = round_half_even(x[d] / s)</c> with
     /// <c>x[d] = query[d] * channelScales[d]</c> (or <c>query[d]</c> when there are no channel scales) and
-    /// <c>s = max |x| / 32767</c>; an all-zero head gets s = 0 and zeros.
+    /// <c>s = max |x| / 32767</c>; an all-zero head gets s = 0 and zeros. An odd head dim is padded with one zero, so the
+    /// destination holds whole channel pairs (<see cref="KeyScores"/>).
     /// </summary>
     /// <remarks>
     /// Every step is an exactly rounded IEEE operation (multiply, divide, round to integer), so the vector and scalar
-    /// paths of <see cref="TensorPrimitives"/> give the same int16 values. |x / s| stays within 32767 plus the scale's
-    /// rounding (far below 0.5), so no clamp is needed.
+    /// paths give the same int16 values. |x / s| stays within 32767 plus the scale's rounding (far below 0.5), so no
+    /// clamp is needed.
     /// </remarks>
     /// <returns>The scale s: a dot with the int16 query times s is the dot with x.</returns>
     public static float QuantizeQuery(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, Span<float> scratch, Span<short> destination)
     {
-        Debug.Assert(destination.Length == query.Length && scratch.Length == query.Length, "One value per element.");
+        Debug.Assert(destination.Length == PaddedDim(query.Length) && scratch.Length >= query.Length, "One value per element, padded to pairs.");
         Debug.Assert(channelScales.IsEmpty || channelScales.Length == query.Length, "One channel scale per element.");
         ReadOnlySpan<float> x = query;
         if (!channelScales.IsEmpty)
         {
             TensorPrimitives.Multiply(query, channelScales, scratch);
-            x = scratch;
+            x = scratch[..query.Length];
         }
 
+        destination[^1] = 0;
         float amax = MathF.Abs(TensorPrimitives.MaxMagnitude(x));
         if (amax == 0f)
         {
@@ -57,11 +60,41 @@ internal static partial class AttentionPrimitives
         }
 
         float scale = amax / QueryLevels;
-        TensorPrimitives.Divide(x, scale, scratch);
-        TensorPrimitives.Round(scratch, scratch);
-        TensorPrimitives.ConvertTruncating<float, short>(scratch, destination);
+        ref float source = ref MemoryMarshal.GetReference(x);
+        ref short target = ref MemoryMarshal.GetReference(destination);
+        nuint length = (nuint)x.Length, i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            Vector256<float> divisor = Vector256.Create(scale);
+            for (; i + 16 <= length; i += 16)
+            {
+                Vector256<int> lower = Vector256.ConvertToInt32(Vector256.Round(Vector256.LoadUnsafe(ref source, i) / divisor));
+                Vector256<int> upper = Vector256.ConvertToInt32(Vector256.Round(Vector256.LoadUnsafe(ref source, i + 8) / divisor));
+                Vector256.Narrow(lower, upper).StoreUnsafe(ref target, i);
+            }
+        }
+
+        if (Vector128.IsHardwareAccelerated)
+        {
+            Vector128<float> divisor = Vector128.Create(scale);
+            for (; i + 8 <= length; i += 8)
+            {
+                Vector128<int> lower = Vector128.ConvertToInt32(Vector128.Round(Vector128.LoadUnsafe(ref source, i) / divisor));
+                Vector128<int> upper = Vector128.ConvertToInt32(Vector128.Round(Vector128.LoadUnsafe(ref source, i + 4) / divisor));
+                Vector128.Narrow(lower, upper).StoreUnsafe(ref target, i);
+            }
+        }
+
+        for (; i < length; i++)
+        {
+            Unsafe.Add(ref target, i) = (short)MathF.Round(Unsafe.Add(ref source, i) / scale);
+        }
+
         return scale;
     }
+
+    /// <summary>The head dim rounded up to whole channel pairs: the length of a quantized query and of a pair-layout key row.</summary>
+    public static int PaddedDim(int headDim) => headDim + (headDim & 1);
 
     /// <summary>
     /// Turns scores into softmax probabilities in place: <c>p[t] = exp(s[t] - max s) / sum</c>, subtracting the maximum so
@@ -73,21 +106,53 @@ internal static partial class AttentionPrimitives
         float max = TensorPrimitives.Max(scores);
         TensorPrimitives.Subtract(scores, max, scores);
         TensorPrimitives.Exp(scores, scores);
-        TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
+        TensorPrimitives.Multiply(scores, 1f / Sum(scores), scores);
     }
 
     /// <summary>
-    /// scores[t] = dots[t] * factor (* tokenScales[t] when there are per-token key scales): an int dot of a quantized
-    /// query becomes a score.
+    /// The causal softmax of a block of query rows, [rows, stride] with <paramref name="group"/> rows per query token:
+    /// row r (token t = r / group) takes the softmax of its first <c>before + t + 1</c> scores, and the scores past them
+    /// become 0, so that a weighted sum over the whole stride adds nothing for the tokens the row does not see.
     /// </summary>
-    public static void ScaleDots(ReadOnlySpan<int> dots, float factor, ReadOnlySpan<float> tokenScales, Span<float> scores)
+    public static void CausalSoftmax(Span<float> scores, int stride, int group, int before)
     {
-        TensorPrimitives.ConvertTruncating(dots, scores);
-        TensorPrimitives.Multiply(scores, factor, scores);
-        if (!tokenScales.IsEmpty)
+        Debug.Assert(scores.Length % stride == 0 && (scores.Length / stride) % group == 0, "Whole rows of whole tokens.");
+        int rows = scores.Length / stride;
+        for (int r = 0; r < rows; r++)
         {
-            TensorPrimitives.Multiply(scores, tokenScales, scores);
+            int seen = before + (r / group) + 1;
+            Debug.Assert(seen <= stride, "A row sees at most the scored tokens.");
+            Softmax(scores.Slice(r * stride, seen));
+            scores.Slice((r * stride) + seen, stride - seen).Clear();
         }
+    }
+
+    /// <summary>
+    /// Sums in a fixed order that depends only on the length (eight lanes in index order, then the rest), not on where
+    /// the data lies: a row's softmax has the same bits in any buffer, on any thread, alone or in a prefill block.
+    /// </summary>
+    private static float Sum(ReadOnlySpan<float> values)
+    {
+        ref float source = ref MemoryMarshal.GetReference(values);
+        nuint length = (nuint)values.Length, i = 0;
+        float sum = 0f;
+        if (Vector256.IsHardwareAccelerated && length >= 8)
+        {
+            Vector256<float> lanes = Vector256<float>.Zero;
+            for (; i + 8 <= length; i += 8)
+            {
+                lanes += Vector256.LoadUnsafe(ref source, i);
+            }
+
+            sum = Vector256.Sum(lanes);
+        }
+
+        for (; i < length; i++)
+        {
+            sum += Unsafe.Add(ref source, i);
+        }
+
+        return sum;
     }
 
     /// <summary>

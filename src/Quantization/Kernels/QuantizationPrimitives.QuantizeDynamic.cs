@@ -126,6 +126,30 @@ public static partial class QuantizationPrimitives
         }
     }
 
+    /// <summary>
+    /// Observes one run (one pass that finds its range and any NaN or infinity), computes its parameters and quantizes it
+    /// while it is in cache: two passes over the data in all.
+    /// </summary>
+    /// <param name="run">The values of one parameter.</param>
+    /// <param name="scheme">The scheme.</param>
+    /// <param name="destination">Receives the quantized values; the run's length.</param>
+    /// <param name="tensorName">A name for the data, used in exception messages.</param>
+    /// <param name="sourceName">The parameter name exceptions report.</param>
+    /// <param name="offset">The run's first index in the tensor, added to the index a <see cref="NonFiniteValueException"/> reports.</param>
+    /// <returns>The run's scale and zero point.</returns>
+    /// <exception cref="NonFiniteValueException">The run contains NaN or an infinity.</exception>
+    internal static ScaleAndZeroPoint QuantizeRunDynamic(ReadOnlySpan<float> run, QuantizationScheme scheme, Span<byte> destination, string? tensorName, string sourceName, long offset)
+    {
+        if (MinMaxCore(run, out float min, out float max))
+        {
+            ThrowIfNonFinite(run, tensorName, sourceName, offset);
+        }
+
+        ScaleAndZeroPoint pair = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor, sourceName);
+        QuantizeLanes(scheme.Convention, run, destination, new UniformParameters(factor, pair.ZeroPoint), scheme.Type);
+        return pair;
+    }
+
     /// <summary>Observes one run, computes its parameters and quantizes it while it is in cache.</summary>
     private ref struct FusedVisitor(ReadOnlySpan<float> source, Span<byte> destination, Span<float> scales, Span<int> zeroPoints, QuantizationScheme scheme, string? tensorName, string sourceName) : IRunVisitor
     {
@@ -136,16 +160,9 @@ public static partial class QuantizationPrimitives
 
         public readonly void Uniform(int start, int length, int parameter)
         {
-            ReadOnlySpan<float> run = _source.Slice(start, length);
-            if (MinMaxCore(run, out float min, out float max))
-            {
-                ThrowIfNonFinite(run, tensorName, sourceName, start);
-            }
-
-            ScaleAndZeroPoint pair = scheme.Convention.Compute(min, max, scheme.QuantMin, scheme.QuantMax, scheme.Symmetric, out float factor, sourceName);
+            ScaleAndZeroPoint pair = QuantizeRunDynamic(_source.Slice(start, length), scheme, _destination.Slice(start, length), tensorName, sourceName, start);
             _scales[parameter] = pair.Scale;
             _zeroPoints[parameter] = pair.ZeroPoint;
-            QuantizeLanes(scheme.Convention, run, _destination.Slice(start, length), new UniformParameters(factor, pair.ZeroPoint), scheme.Type);
         }
 
         public readonly void PerLane(int start, int length, int firstParameter) =>

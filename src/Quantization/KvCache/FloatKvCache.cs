@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Numerics.Tensors;
 
 namespace Quantization;
@@ -110,34 +109,41 @@ public sealed class FloatKvCache
     public void Attend(int layer, ReadOnlySpan<float> query, Span<float> output)
     {
         int count = GetCount(layer);
-        KvCacheArguments.ValidateAttend(_options, layer, count, query, output);
-        int group = _options.QueryHeadsPerKvHead, dim = _options.HeadDim;
-        float[] scores = ArrayPool<float>.Shared.Rent(group * count);
-        float[] queries = ArrayPool<float>.Shared.Rent(group * dim);
-        try
-        {
-            Span<float> scaled = queries.AsSpan(0, group * dim);
-            for (int head = 0; head < _options.KvHeads; head++)
-            {
-                int first = head * group * dim;
-                TensorPrimitives.Multiply(query.Slice(first, group * dim), 1f / MathF.Sqrt(dim), scaled);
-                ReadOnlySpan<float> keys = _keys[layer].AsSpan(head * _options.MaxTokens * dim, count * dim);
-                AttentionPrimitives.Dots(keys, scaled, dim, scores, count);
-                for (int j = 0; j < group; j++)
-                {
-                    AttentionPrimitives.Softmax(scores.AsSpan(j * count, count));
-                }
+        KvCacheArguments.ValidateAttend(_options, layer, count, query, output, 1, 1, nameof(query));
+        KvCacheAttention.Run(_options, count, 1, 1, query, output, new HeadAttention(this, layer));
+    }
 
-                Span<float> target = output.Slice(first, group * dim);
-                target.Clear();
-                AttentionPrimitives.WeightedSum(_values[layer].AsSpan(head * _options.MaxTokens * dim, count * dim), dim, scores, count, group, target);
-            }
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(scores);
-            ArrayPool<float>.Shared.Return(queries);
-        }
+    /// <summary>
+    /// Computes causal attention for the last <paramref name="tokens"/> tokens of a layer (a prompt's prefill, after
+    /// appending their keys and values): token t of the block attends to the first <c>count - tokens + t + 1</c> tokens,
+    /// with the same bits as <see cref="Attend(int, ReadOnlySpan{float}, Span{float})"/> called after each token's append.
+    /// </summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="queries">The queries, [tokens, query heads, head dim].</param>
+    /// <param name="output">Receives the attention outputs, [tokens, query heads, head dim].</param>
+    /// <param name="tokens">The query tokens: the last tokens the layer holds.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="tokens"/> is not positive or exceeds the layer's tokens; see also <see cref="Attend(int, ReadOnlySpan{float}, Span{float})"/>.</exception>
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int tokens) => Attend(layer, queries, output, tokens, 1);
+
+    /// <summary>
+    /// Computes causal attention for the last <paramref name="tokens"/> tokens of a layer on up to
+    /// <paramref name="threads"/> threads, each taking a share of the KV heads; the result has the same bits whatever the
+    /// thread count.
+    /// </summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="queries">The queries, [tokens, query heads, head dim].</param>
+    /// <param name="output">Receives the attention outputs, [tokens, query heads, head dim].</param>
+    /// <param name="tokens">The query tokens: the last tokens the layer holds (1 for a decode step).</param>
+    /// <param name="threads">The most threads to use (at most the KV heads are used).</param>
+    /// <exception cref="ArgumentOutOfRangeException">The layer is outside the cache, <paramref name="tokens"/> is not positive or exceeds the layer's tokens, or <paramref name="threads"/> is not positive.</exception>
+    /// <exception cref="ArgumentException">The queries or output do not hold tokens x query heads x head dim elements.</exception>
+    /// <exception cref="NonFiniteValueException">The queries contain NaN or an infinity.</exception>
+    /// <exception cref="InvalidOperationException">The layer holds no tokens.</exception>
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int tokens, int threads)
+    {
+        int count = GetCount(layer);
+        KvCacheArguments.ValidateAttend(_options, layer, count, queries, output, tokens, threads, nameof(queries));
+        KvCacheAttention.Run(_options, count, tokens, threads, queries, output, new HeadAttention(this, layer));
     }
 
     /// <summary>Copies one KV head's keys of a layer.</summary>
@@ -156,10 +162,31 @@ public sealed class FloatKvCache
     /// <exception cref="ArgumentException">The destination does not hold the layer's tokens x head dim elements.</exception>
     public void CopyValues(int layer, int kvHead, Span<float> destination) => Copy(_values, layer, kvHead, destination);
 
+    /// <summary>Attention of one KV head's query rows: their causal dots, the causal softmax, one pass over the values for all rows.</summary>
+    private void AttendHead(int layer, int head, int before, int tokens, AttentionWorkspace workspace)
+    {
+        int dim = _options.HeadDim, rows = tokens * _options.QueryHeadsPerKvHead, count = before + tokens;
+        Span<float> scores = workspace.Scores.AsSpan(0, rows * count);
+        Span<float> scaled = workspace.ScaledQueries.AsSpan(0, rows * dim);
+        Span<float> output = workspace.Output.AsSpan(0, rows * dim);
+        long start = (long)head * _options.MaxTokens * dim;
+        TensorPrimitives.Multiply(workspace.Rows.AsSpan(0, rows * dim), 1f / MathF.Sqrt(dim), scaled);
+        AttentionPrimitives.CausalDots(_keys[layer].AsSpan((int)start, count * dim), 0, scaled, dim, _options.QueryHeadsPerKvHead, before, scores, count);
+        AttentionPrimitives.CausalSoftmax(scores, count, _options.QueryHeadsPerKvHead, before);
+        output.Clear();
+        AttentionPrimitives.WeightedSum(_values[layer].AsSpan((int)start, count * dim), dim, scores, count, rows, output);
+    }
+
     private void Copy(float[][] storage, int layer, int head, Span<float> destination)
     {
         int count = GetCount(layer);
         KvCacheArguments.ValidateHeadRows(_options, layer, head, count, destination);
         storage[layer].AsSpan(head * _options.MaxTokens * _options.HeadDim, count * _options.HeadDim).CopyTo(destination);
+    }
+
+    /// <summary>The cache as the attention driver sees it: one layer's <see cref="AttendHead"/>.</summary>
+    private readonly struct HeadAttention(FloatKvCache cache, int layer) : IHeadAttention
+    {
+        public void AttendHead(int head, int before, int tokens, AttentionWorkspace workspace) => cache.AttendHead(layer, head, before, tokens, workspace);
     }
 }

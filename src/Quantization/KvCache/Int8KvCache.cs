@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 
 using static System.FormattableString;
 
@@ -18,15 +19,22 @@ namespace Quantization;
 /// </remarks>
 public sealed class Int8KvCache : IDisposable
 {
+    /// <summary>
+    /// The int8 K/V bytes of a layer from which attention asks for each next block in software: below this the layer sits
+    /// in the core's caches, and the prefetch instructions would only cost.
+    /// </summary>
+    private const long PrefetchBytes = 1L << 21;
+
     private static readonly QuantizationScheme PerTokenScheme = new(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerToken);
 
     private readonly KvCacheOptions _options;
-    private readonly KvCacheBlockPool _pool;
+    private readonly KvCacheBlockLease _pool; // the pool, through an account that gives its capacity back if this cache is never disposed
     private readonly List<KvCacheBlock>[] _blocks;
     private readonly int[] _quantized;
     private readonly int[] _resident;
     private readonly float[] _windowKeys;
     private readonly float[] _windowValues;
+    private readonly int[] _channelZeroPoints;
     private bool _disposed;
 
     /// <summary>Initializes a new instance of the <see cref="Int8KvCache"/> class with its own pool, large enough for <see cref="KvCacheOptions.MaxTokens"/>.</summary>
@@ -53,7 +61,7 @@ public sealed class Int8KvCache : IDisposable
         }
 
         _options = options;
-        _pool = pool;
+        _pool = new KvCacheBlockLease(pool);
         _blocks = new List<KvCacheBlock>[options.Layers];
         for (int layer = 0; layer < options.Layers; layer++)
         {
@@ -65,6 +73,7 @@ public sealed class Int8KvCache : IDisposable
         int window = options.Scheme.Kind == KvCacheSchemeKind.Kivi ? options.Layers * options.Scheme.ResidentTokens * options.TokenWidth : 0;
         _windowKeys = ArrayPool<float>.Shared.Rent(window);
         _windowValues = ArrayPool<float>.Shared.Rent(window);
+        _channelZeroPoints = options.Scheme.HasStaticKeys ? new int[options.TokenWidth] : [];
     }
 
     /// <summary>Gets the cache's shape and scheme.</summary>
@@ -136,8 +145,9 @@ public sealed class Int8KvCache : IDisposable
     public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        KvCacheArguments.ValidateAppend(_options, layer, GetCount(layer), keys, values, tokens);
-        if (_options.Scheme.Kind == KvCacheSchemeKind.Kivi)
+        bool kivi = _options.Scheme.Kind == KvCacheSchemeKind.Kivi;
+        KvCacheArguments.ValidateAppend(_options, layer, GetCount(layer), keys, values, tokens, checkFinite: kivi);
+        if (kivi)
         {
             AppendToWindow(layer, keys, values, tokens);
         }
@@ -169,28 +179,47 @@ public sealed class Int8KvCache : IDisposable
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         int count = GetCount(layer);
-        KvCacheArguments.ValidateAttend(_options, layer, count, query, output);
-        int group = _options.QueryHeadsPerKvHead, dim = _options.HeadDim;
-        float[] scores = ArrayPool<float>.Shared.Rent(group * count);
-        float[] floatQueries = ArrayPool<float>.Shared.Rent(group * dim);
-        short[] queries = ArrayPool<short>.Shared.Rent(group * dim);
-        int[] dots = ArrayPool<int>.Shared.Rent(group * _options.BlockTokens);
-        try
-        {
-            AttentionScratch scratch = new(scores.AsSpan(0, group * count), floatQueries.AsSpan(0, group * dim), queries.AsSpan(0, group * dim), dots);
-            for (int head = 0; head < _options.KvHeads; head++)
-            {
-                int first = head * group * dim;
-                AttendHead(layer, head, count, query.Slice(first, group * dim), output.Slice(first, group * dim), scratch);
-            }
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(scores);
-            ArrayPool<float>.Shared.Return(floatQueries);
-            ArrayPool<short>.Shared.Return(queries);
-            ArrayPool<int>.Shared.Return(dots);
-        }
+        KvCacheArguments.ValidateAttend(_options, layer, count, query, output, 1, 1, nameof(query));
+        KvCacheAttention.Run(_options, count, 1, 1, query, output, new HeadAttention(this, layer));
+    }
+
+    /// <summary>
+    /// Computes causal attention for the last <paramref name="tokens"/> tokens of a layer (a prompt's prefill, after
+    /// appending their keys and values): token t of the block attends to the first <c>count - tokens + t + 1</c> tokens.
+    /// </summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="queries">The queries, [tokens, query heads, head dim].</param>
+    /// <param name="output">Receives the attention outputs, [tokens, query heads, head dim].</param>
+    /// <param name="tokens">The query tokens: the last tokens the layer holds.</param>
+    /// <exception cref="ArgumentOutOfRangeException"><paramref name="tokens"/> is not positive or exceeds the layer's tokens; see also <see cref="Attend(int, ReadOnlySpan{float}, Span{float})"/>.</exception>
+    /// <remarks>
+    /// Every query row of a block of tokens shares one pass over each KV head's int8 keys and values. For the dynamic and
+    /// static schemes the result has the same bits as <see cref="Attend(int, ReadOnlySpan{float}, Span{float})"/> called
+    /// after each token's append; KIVI tokens that the window has flushed since are attended on their int8 form.
+    /// </remarks>
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int tokens) => Attend(layer, queries, output, tokens, 1);
+
+    /// <summary>
+    /// Computes causal attention for the last <paramref name="tokens"/> tokens of a layer on up to
+    /// <paramref name="threads"/> threads, each taking a share of the KV heads; the result has the same bits whatever the
+    /// thread count.
+    /// </summary>
+    /// <param name="layer">The layer.</param>
+    /// <param name="queries">The queries, [tokens, query heads, head dim].</param>
+    /// <param name="output">Receives the attention outputs, [tokens, query heads, head dim].</param>
+    /// <param name="tokens">The query tokens: the last tokens the layer holds (1 for a decode step).</param>
+    /// <param name="threads">The most threads to use (at most the KV heads are used).</param>
+    /// <exception cref="ObjectDisposedException">The cache has been disposed.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">The layer is outside the cache, <paramref name="tokens"/> is not positive or exceeds the layer's tokens, or <paramref name="threads"/> is not positive.</exception>
+    /// <exception cref="ArgumentException">The queries or output do not hold tokens x query heads x head dim elements.</exception>
+    /// <exception cref="NonFiniteValueException">The queries contain NaN or an infinity.</exception>
+    /// <exception cref="InvalidOperationException">The layer holds no tokens.</exception>
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int tokens, int threads)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        int count = GetCount(layer);
+        KvCacheArguments.ValidateAttend(_options, layer, count, queries, output, tokens, threads, nameof(queries));
+        KvCacheAttention.Run(_options, count, tokens, threads, queries, output, new HeadAttention(this, layer));
     }
 
     /// <summary>Dequantizes one KV head's keys of a layer, for callers that bring their own attention kernel.</summary>
@@ -229,6 +258,7 @@ public sealed class Int8KvCache : IDisposable
 
         _disposed = true;
         ReturnBlocks();
+        _pool.Dispose();
         ArrayPool<float>.Shared.Return(_windowKeys);
         ArrayPool<float>.Shared.Return(_windowValues);
     }
@@ -248,45 +278,37 @@ public sealed class Int8KvCache : IDisposable
     private static int BlocksFor(KvCacheOptions options) =>
         options.Layers * ((options.MaxTokens + options.BlockTokens - 1) / options.BlockTokens);
 
-    /// <summary>Static or dynamic: quantizes the block into scratch, rents the blocks it needs, then stores it.</summary>
+    /// <summary>
+    /// Static or dynamic: quantizes the block row by row ((token, KV head) rows of head dim) into scratch, rents the
+    /// blocks it needs, then stores it. The quantize kernels report NaN or infinity as they go, so the data is read
+    /// once; a rejected append changes nothing.
+    /// </summary>
     private void AppendQuantized(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
-        int width = _options.TokenWidth, rows = tokens * _options.KvHeads;
-        sbyte[] quantizedKeys = ArrayPool<sbyte>.Shared.Rent(tokens * width);
-        sbyte[] quantizedValues = ArrayPool<sbyte>.Shared.Rent(tokens * width);
+        int dim = _options.HeadDim, heads = _options.KvHeads, width = _options.TokenWidth, rows = tokens * heads;
+        sbyte[] quantized = ArrayPool<sbyte>.Shared.Rent(2 * tokens * width);
         float[] scales = ArrayPool<float>.Shared.Rent(2 * rows);
-        sbyte[] zeroPoints = ArrayPool<sbyte>.Shared.Rent(rows);
         try
         {
-            Span<sbyte> qk = quantizedKeys.AsSpan(0, tokens * width), qv = quantizedValues.AsSpan(0, tokens * width);
+            Span<sbyte> qk = quantized.AsSpan(0, tokens * width), qv = quantized.AsSpan(tokens * width, tokens * width);
             Span<float> keyScales = scales.AsSpan(0, rows), valueScales = scales.AsSpan(rows, rows);
-            int[] rowShape = [rows, _options.HeadDim], channelShape = [tokens, width];
-            if (_options.Scheme.HasStaticKeys)
+            bool staticKeys = _options.Scheme.HasStaticKeys, staticValues = _options.Scheme.HasStaticValues;
+            bool keysFinite = staticKeys ? QuantizeChannels(keys, _options.Scheme.KeyScales.Slice(layer * width, width), qk) : QuantizeRows(keys, dim, qk, keyScales);
+            bool valuesFinite = staticValues ? QuantizeChannels(values, _options.Scheme.ValueScales.Slice(layer * width, width), qv) : QuantizeRows(values, dim, qv, valueScales);
+            if (!keysFinite || !valuesFinite)
             {
-                QuantizationPrimitives.Quantize(keys, channelShape, QuantizationGranularity.PerChannel(1), _options.Scheme.KeyScales.Slice(layer * width, width), [], qk, tensorName: Invariant($"keys (layer {layer})"));
-            }
-            else
-            {
-                QuantizationPrimitives.QuantizeDynamic(keys, rowShape, PerTokenScheme, qk, keyScales, zeroPoints.AsSpan(0, rows), Invariant($"keys (layer {layer})"));
-            }
-
-            if (_options.Scheme.HasStaticValues)
-            {
-                QuantizationPrimitives.Quantize(values, channelShape, QuantizationGranularity.PerChannel(1), _options.Scheme.ValueScales.Slice(layer * width, width), [], qv, tensorName: Invariant($"values (layer {layer})"));
-            }
-            else
-            {
-                QuantizationPrimitives.QuantizeDynamic(values, rowShape, PerTokenScheme, qv, valueScales, zeroPoints.AsSpan(0, rows), Invariant($"values (layer {layer})"));
+                QuantizationPrimitives.ThrowIfNonFinite(keys, Invariant($"keys (layer {layer})"), nameof(keys));
+                QuantizationPrimitives.ThrowIfNonFinite(values, Invariant($"values (layer {layer})"), nameof(values));
             }
 
             int start = _quantized[layer];
             Grow(layer, start + tokens);
             for (int t = 0; t < tokens; t++)
             {
-                for (int head = 0; head < _options.KvHeads; head++)
+                for (int head = 0; head < heads; head++)
                 {
-                    int row = (t * _options.KvHeads) + head;
-                    StoreRow(layer, start + t, head, qk.Slice(row * _options.HeadDim, _options.HeadDim), qv.Slice(row * _options.HeadDim, _options.HeadDim), _options.Scheme.HasStaticKeys ? 0f : keyScales[row], _options.Scheme.HasStaticValues ? 0f : valueScales[row]);
+                    int row = (t * heads) + head;
+                    StoreRow(layer, start + t, head, qk.Slice(row * dim, dim), qv.Slice(row * dim, dim), staticKeys ? 0f : keyScales[row], staticValues ? 0f : valueScales[row]);
                 }
             }
 
@@ -294,11 +316,49 @@ public sealed class Int8KvCache : IDisposable
         }
         finally
         {
-            ArrayPool<sbyte>.Shared.Return(quantizedKeys);
-            ArrayPool<sbyte>.Shared.Return(quantizedValues);
+            ArrayPool<sbyte>.Shared.Return(quantized);
             ArrayPool<float>.Shared.Return(scales);
-            ArrayPool<sbyte>.Shared.Return(zeroPoints);
         }
+    }
+
+    /// <summary>
+    /// Dynamic: quantizes each row of <paramref name="rowLength"/> with its own symmetric scale (the library's per-token
+    /// scheme, the same bits as <see cref="QuantizationPrimitives.QuantizeDynamic(ReadOnlySpan{float}, ReadOnlySpan{int}, QuantizationScheme, Span{sbyte}, Span{float}, Span{sbyte}, string?)"/>);
+    /// returns false when a row may hold NaN or an infinity.
+    /// </summary>
+    private static bool QuantizeRows(ReadOnlySpan<float> source, int rowLength, Span<sbyte> destination, Span<float> scales)
+    {
+        Span<byte> bytes = MemoryMarshal.AsBytes(destination);
+        for (int row = 0; row < scales.Length; row++)
+        {
+            ReadOnlySpan<float> run = source.Slice(row * rowLength, rowLength);
+            if (QuantizationPrimitives.MinMaxCore(run, out float min, out float max))
+            {
+                return false;
+            }
+
+            ScaleAndZeroPoint pair = PerTokenScheme.Convention.Compute(min, max, PerTokenScheme.QuantMin, PerTokenScheme.QuantMax, symmetric: true, out float factor, nameof(source));
+            scales[row] = pair.Scale;
+            QuantizationPrimitives.QuantizeLanes(PerTokenScheme.Convention, run, bytes.Slice(row * rowLength, rowLength), new UniformParameters(factor, 0), QuantizedType.Int8);
+        }
+
+        return true;
+    }
+
+    /// <summary>Static: quantizes [tokens, KV heads x head dim] with one (validated) scale per channel; returns false when the data may hold NaN or an infinity.</summary>
+    private bool QuantizeChannels(ReadOnlySpan<float> source, ReadOnlySpan<float> channelScales, Span<sbyte> destination)
+    {
+        Span<byte> bytes = MemoryMarshal.AsBytes(destination);
+        int width = channelScales.Length;
+        for (int first = 0; first < source.Length; first += width)
+        {
+            if (QuantizationPrimitives.QuantizeLanes(NumericConvention.Onnx, source.Slice(first, width), bytes.Slice(first, width), new PerLaneParameters(channelScales, _channelZeroPoints), QuantizedType.Int8))
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     /// <summary>KIVI: copies tokens into the float window, quantizing the window each time it fills.</summary>
@@ -389,14 +449,23 @@ public sealed class Int8KvCache : IDisposable
         }
     }
 
-    /// <summary>Stores one quantized (token, head) row and its per-token scales (ignored by schemes without them).</summary>
+    /// <summary>
+    /// Stores one quantized (token, head) row and its per-token scales (ignored by schemes without them): the values as a
+    /// row, the keys in channel pairs (see <see cref="AttentionPrimitives.KeyScores"/>).
+    /// </summary>
     private void StoreRow(int layer, int token, int head, ReadOnlySpan<sbyte> keys, ReadOnlySpan<sbyte> values, float keyScale, float valueScale)
     {
-        int tokensPerBlock = _options.BlockTokens, slot = token % tokensPerBlock;
+        int tokensPerBlock = _options.BlockTokens, slot = token % tokensPerBlock, dim = _options.HeadDim;
         KvCacheBlock block = _blocks[layer][token / tokensPerBlock];
-        int offset = ((head * tokensPerBlock) + slot) * _options.HeadDim;
-        keys.CopyTo(block.Keys.AsSpan(offset));
-        values.CopyTo(block.Values.AsSpan(offset));
+        values.CopyTo(block.Values.AsSpan(((head * tokensPerBlock) + slot) * dim));
+        Span<sbyte> pairs = block.Keys.AsSpan(head * tokensPerBlock * AttentionPrimitives.PaddedDim(dim));
+        for (int d = 0; d < dim; d += 2)
+        {
+            int at = ((d / 2 * tokensPerBlock) + slot) * 2;
+            pairs[at] = keys[d];
+            pairs[at + 1] = d + 1 < dim ? keys[d + 1] : (sbyte)0;
+        }
+
         if (_options.Scheme.Kind == KvCacheSchemeKind.DynamicPerTokenHead)
         {
             block.KeyScales[(head * tokensPerBlock) + slot] = keyScale;
@@ -408,99 +477,120 @@ public sealed class Int8KvCache : IDisposable
         }
     }
 
+    /// <summary>Reads one stored key row back from its channel pairs.</summary>
+    private void LoadKeyRow(KvCacheBlock block, int head, int slot, Span<sbyte> row)
+    {
+        int tokensPerBlock = _options.BlockTokens;
+        ReadOnlySpan<sbyte> pairs = block.Keys.AsSpan(head * tokensPerBlock * AttentionPrimitives.PaddedDim(row.Length));
+        for (int d = 0; d < row.Length; d++)
+        {
+            row[d] = pairs[((d / 2 * tokensPerBlock) + slot) * 2 + (d & 1)];
+        }
+    }
+
     private int WindowOffset(int layer, int head, int slot) =>
         (((layer * _options.KvHeads) + head) * _options.Scheme.ResidentTokens + slot) * _options.HeadDim;
 
     private int KeyGroupOffset(int head, int groupSlot) =>
         ((head * (_options.BlockTokens / _options.Scheme.GroupSize)) + groupSlot) * _options.HeadDim;
 
-    /// <summary>Attention of one KV head's group of query heads: scores, softmax, weighted values.</summary>
-    private void AttendHead(int layer, int head, int count, ReadOnlySpan<float> query, Span<float> output, in AttentionScratch scratch)
+    /// <summary>
+    /// Attention of one KV head's query rows (<paramref name="tokens"/> tokens x group, token t seeing the first
+    /// <c>before + t + 1</c> tokens): scores block by block (each block's keys read once for every row that sees it),
+    /// the causal softmax, then the weighted values block by block.
+    /// </summary>
+    private void AttendHead(int layer, int head, int before, int tokens, AttentionWorkspace workspace)
     {
         KvCacheScheme scheme = _options.Scheme;
-        int group = _options.QueryHeadsPerKvHead, dim = _options.HeadDim, tokensPerBlock = _options.BlockTokens;
-        int quantized = _quantized[layer];
+        int group = _options.QueryHeadsPerKvHead, dim = _options.HeadDim, paddedDim = AttentionPrimitives.PaddedDim(dim), tokensPerBlock = _options.BlockTokens;
+        int rows = tokens * group, count = before + tokens, quantized = Math.Min(_quantized[layer], count);
         float inverseSqrtDim = 1f / MathF.Sqrt(dim);
-        Span<float> scores = scratch.Scores;
-        Span<float> factors = stackalloc float[group];
+        Span<float> scores = workspace.Scores.AsSpan(0, rows * count);
+        ReadOnlySpan<float> queries = workspace.Rows.AsSpan(0, rows * dim);
+        Span<float> output = workspace.Output.AsSpan(0, rows * dim);
         ReadOnlySpan<float> channelScales = scheme.HasStaticKeys
             ? scheme.KeyScales.Slice(((layer * _options.KvHeads) + head) * dim, dim)
             : [];
         if (scheme.Kind != KvCacheSchemeKind.Kivi)
         {
-            PrepareQueries(query, channelScales, inverseSqrtDim, scratch, factors);
+            PrepareQueries(queries, channelScales, inverseSqrtDim, workspace, 0, rows);
         }
 
+        bool prefetch = (long)_quantized[layer] * _options.TokenWidth * 2 >= PrefetchBytes;
         for (int first = 0, b = 0; first < quantized; first += tokensPerBlock, b++)
         {
             KvCacheBlock block = _blocks[layer][b];
-            int tokens = Math.Min(tokensPerBlock, quantized - first);
-            ReadOnlySpan<sbyte> keys = block.Keys.AsSpan(head * tokensPerBlock * dim, tokens * dim);
-            PrefetchNext(layer, head, b, keys: true);
+            int blockTokens = Math.Min(tokensPerBlock, quantized - first), row = FirstRow(first, before, group);
+            ReadOnlySpan<sbyte> keys = block.Keys.AsSpan(head * tokensPerBlock * paddedDim, tokensPerBlock * paddedDim);
+            if (prefetch)
+            {
+                PrefetchNext(layer, head, b, keys: true);
+            }
+
             if (scheme.Kind == KvCacheSchemeKind.Kivi)
             {
                 int groupSize = scheme.GroupSize;
-                for (int g = 0; g * groupSize < tokens; g++)
+                for (int g = 0; g * groupSize < blockTokens; g++)
                 {
-                    PrepareQueries(query, block.KeyScales.AsSpan(KeyGroupOffset(head, g), dim), inverseSqrtDim, scratch, factors);
-                    AttentionPrimitives.Dots(keys.Slice(g * groupSize * dim, groupSize * dim), scratch.Queries, dim, scratch.Dots, groupSize);
-                    ScaleDots(scratch.Dots, groupSize, factors, [], scores, count, first + (g * groupSize));
+                    PrepareQueries(queries, block.KeyScales.AsSpan(KeyGroupOffset(head, g), dim), inverseSqrtDim, workspace, row, rows);
+                    AttentionPrimitives.KeyScores(keys[(g * groupSize * 2)..], tokensPerBlock, Math.Min(groupSize, blockTokens - (g * groupSize)), workspace.Queries.AsSpan(row * paddedDim, (rows - row) * paddedDim), workspace.Factors.AsSpan(row, rows - row), [], scores[((row * count) + first + (g * groupSize))..], count);
                 }
             }
             else
             {
-                AttentionPrimitives.Dots(keys, scratch.Queries, dim, scratch.Dots, tokens);
-                ReadOnlySpan<float> tokenScales = scheme.Kind == KvCacheSchemeKind.DynamicPerTokenHead ? block.KeyScales.AsSpan(head * tokensPerBlock, tokens) : [];
-                ScaleDots(scratch.Dots, tokens, factors, tokenScales, scores, count, first);
+                ReadOnlySpan<float> tokenScales = !scheme.HasStaticKeys ? block.KeyScales.AsSpan(head * tokensPerBlock, blockTokens) : [];
+                AttentionPrimitives.KeyScores(keys, tokensPerBlock, blockTokens, workspace.Queries.AsSpan(row * paddedDim, (rows - row) * paddedDim), workspace.Factors.AsSpan(row, rows - row), tokenScales, scores[((row * count) + first)..], count);
             }
         }
 
-        int resident = count - quantized;
-        ReadOnlySpan<float> windowKeys = resident > 0 ? _windowKeys.AsSpan(WindowOffset(layer, head, 0), resident * dim) : [];
-        if (resident > 0)
+        if (count > quantized)
         {
-            TensorPrimitives.Multiply(query, inverseSqrtDim, scratch.FloatQueries);
-            AttentionPrimitives.Dots(windowKeys, scratch.FloatQueries, dim, scores[quantized..], count);
+            Span<float> scaled = workspace.ScaledQueries.AsSpan(0, rows * dim);
+            TensorPrimitives.Multiply(queries, inverseSqrtDim, scaled);
+            AttentionPrimitives.CausalDots(_windowKeys.AsSpan(WindowOffset(layer, head, 0), (count - quantized) * dim), quantized, scaled, dim, group, before, scores, count);
         }
 
-        for (int j = 0; j < group; j++)
-        {
-            AttentionPrimitives.Softmax(scores.Slice(j * count, count));
-        }
-
+        AttentionPrimitives.CausalSoftmax(scores, count, group, before);
         output.Clear();
         for (int first = 0, b = 0; first < quantized; first += tokensPerBlock, b++)
         {
             KvCacheBlock block = _blocks[layer][b];
-            int tokens = Math.Min(tokensPerBlock, quantized - first);
-            PrefetchNext(layer, head, b, keys: false);
+            int blockTokens = Math.Min(tokensPerBlock, quantized - first), row = FirstRow(first, before, group);
+            if (prefetch)
+            {
+                PrefetchNext(layer, head, b, keys: false);
+            }
+
             if (!scheme.HasStaticValues)
             {
-                ReadOnlySpan<float> valueScales = block.ValueScales.AsSpan(head * tokensPerBlock, tokens);
-                for (int j = 0; j < group; j++)
+                ReadOnlySpan<float> valueScales = block.ValueScales.AsSpan(head * tokensPerBlock, blockTokens);
+                for (int r = row; r < rows; r++)
                 {
-                    Span<float> weights = scores.Slice((j * count) + first, tokens);
+                    Span<float> weights = scores.Slice((r * count) + first, blockTokens);
                     TensorPrimitives.Multiply(weights, valueScales, weights);
                 }
             }
 
-            AttentionPrimitives.WeightedSum(block.Values.AsSpan(head * tokensPerBlock * dim, tokens * dim), dim, scores[first..], count, group, output);
+            AttentionPrimitives.WeightedSum(block.Values.AsSpan(head * tokensPerBlock * dim, blockTokens * dim), dim, scores[((row * count) + first)..], count, rows - row, output[(row * dim)..]);
         }
 
         if (scheme.HasStaticValues)
         {
             ReadOnlySpan<float> valueScales = scheme.ValueScales.Slice(((layer * _options.KvHeads) + head) * dim, dim);
-            for (int j = 0; j < group; j++)
+            for (int r = 0; r < rows; r++)
             {
-                TensorPrimitives.Multiply(output.Slice(j * dim, dim), valueScales, output.Slice(j * dim, dim));
+                TensorPrimitives.Multiply(output.Slice(r * dim, dim), valueScales, output.Slice(r * dim, dim));
             }
         }
 
-        if (resident > 0)
+        if (count > quantized)
         {
-            AttentionPrimitives.WeightedSum(_windowValues.AsSpan(WindowOffset(layer, head, 0), resident * dim), dim, scores[quantized..], count, group, output);
+            AttentionPrimitives.WeightedSum(_windowValues.AsSpan(WindowOffset(layer, head, 0), (count - quantized) * dim), dim, scores[quantized..], count, rows, output);
         }
     }
+
+    /// <summary>The first query row that sees a token at <paramref name="first"/>: token t sees <c>before + t + 1</c> tokens.</summary>
+    private static int FirstRow(int first, int before, int group) => Math.Max(0, first - before) * group;
 
     /// <summary>Asks for a KV head's keys (and their scales) or values of the block after <paramref name="block"/>, if there is one.</summary>
     private void PrefetchNext(int layer, int head, int block, bool keys)
@@ -511,29 +601,22 @@ public sealed class Int8KvCache : IDisposable
         }
 
         KvCacheBlock next = _blocks[layer][block + 1];
-        int rows = _options.BlockTokens * _options.HeadDim;
-        AttentionPrimitives.Prefetch<sbyte>((keys ? next.Keys : next.Values).AsSpan(head * rows, rows));
+        sbyte[] data = keys ? next.Keys : next.Values;
+        int rows = data.Length / _options.KvHeads;
+        AttentionPrimitives.Prefetch<sbyte>(data.AsSpan(head * rows, rows));
         float[] scales = keys ? next.KeyScales : next.ValueScales;
         int perHead = scales.Length / _options.KvHeads;
         AttentionPrimitives.Prefetch<float>(scales.AsSpan(head * perHead, perHead));
     }
 
-    /// <summary>Quantizes each query head (channel scales folded in) to int16 and gets the factor that turns its int dots into scores.</summary>
-    private static void PrepareQueries(ReadOnlySpan<float> query, ReadOnlySpan<float> channelScales, float inverseSqrtDim, in AttentionScratch scratch, Span<float> factors)
+    /// <summary>Quantizes query rows [first, rows) (channel scales folded in) to int16 and gets the factor that turns their int dots into scores.</summary>
+    private static void PrepareQueries(ReadOnlySpan<float> queries, ReadOnlySpan<float> channelScales, float inverseSqrtDim, AttentionWorkspace workspace, int first, int rows)
     {
-        int dim = query.Length / factors.Length;
-        for (int j = 0; j < factors.Length; j++)
+        int dim = channelScales.IsEmpty ? queries.Length / rows : channelScales.Length, paddedDim = AttentionPrimitives.PaddedDim(dim);
+        for (int r = first; r < rows; r++)
         {
-            factors[j] = AttentionPrimitives.QuantizeQuery(query.Slice(j * dim, dim), channelScales, scratch.FloatQueries.Slice(j * dim, dim), scratch.Queries.Slice(j * dim, dim)) * inverseSqrtDim;
-        }
-    }
-
-    /// <summary>scores[j, first + t] = dots[j, t] * factors[j] (* tokenScales[t] when there are per-token key scales).</summary>
-    private static void ScaleDots(ReadOnlySpan<int> dots, int tokens, ReadOnlySpan<float> factors, ReadOnlySpan<float> tokenScales, Span<float> scores, int count, int first)
-    {
-        for (int j = 0; j < factors.Length; j++)
-        {
-            AttentionPrimitives.ScaleDots(dots.Slice(j * tokens, tokens), factors[j], tokenScales, scores.Slice((j * count) + first, tokens));
+            float scale = AttentionPrimitives.QuantizeQuery(queries.Slice(r * dim, dim), channelScales, workspace.ScaledQueries.AsSpan(r * dim, dim), workspace.Queries.AsSpan(r * paddedDim, paddedDim));
+            workspace.Factors[r] = scale * inverseSqrtDim;
         }
     }
 
@@ -545,11 +628,18 @@ public sealed class Int8KvCache : IDisposable
         KvCacheScheme scheme = _options.Scheme;
         int dim = _options.HeadDim, tokensPerBlock = _options.BlockTokens, quantized = _quantized[layer];
         int channel = ((layer * _options.KvHeads) + head) * dim;
+        sbyte[] keyRow = new sbyte[dim];
         for (int t = 0; t < quantized; t++)
         {
             KvCacheBlock block = _blocks[layer][t / tokensPerBlock];
             int slot = t % tokensPerBlock;
-            ReadOnlySpan<sbyte> row = (keys ? block.Keys : block.Values).AsSpan(((head * tokensPerBlock) + slot) * dim, dim);
+            ReadOnlySpan<sbyte> row = block.Values.AsSpan(((head * tokensPerBlock) + slot) * dim, dim);
+            if (keys)
+            {
+                LoadKeyRow(block, head, slot, keyRow);
+                row = keyRow;
+            }
+
             Span<float> target = destination.Slice(t * dim, dim);
             if (keys ? scheme.HasStaticKeys : scheme.HasStaticValues)
             {
@@ -581,15 +671,9 @@ public sealed class Int8KvCache : IDisposable
         }
     }
 
-    /// <summary>The per-call buffers of <see cref="Attend"/>.</summary>
-    private readonly ref struct AttentionScratch(Span<float> scores, Span<float> floatQueries, Span<short> queries, Span<int> dots)
+    /// <summary>The cache as the attention driver sees it: one layer's <see cref="AttendHead"/>.</summary>
+    private readonly struct HeadAttention(Int8KvCache cache, int layer) : IHeadAttention
     {
-        public Span<float> Scores { get; } = scores;
-
-        public Span<float> FloatQueries { get; } = floatQueries;
-
-        public Span<short> Queries { get; } = queries;
-
-        public Span<int> Dots { get; } = dots;
+        public void AttendHead(int head, int before, int tokens, AttentionWorkspace workspace) => cache.AttendHead(layer, head, before, tokens, workspace);
     }
 }

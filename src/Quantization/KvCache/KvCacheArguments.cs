@@ -5,8 +5,11 @@ namespace Quantization;
 /// <summary>The argument checks that <see cref="Int8KvCache"/> and <see cref="FloatKvCache"/> share.</summary>
 internal static class KvCacheArguments
 {
-    /// <summary>Checks an append: the layer, the token count, the K/V lengths, the token limit and finite data.</summary>
-    public static void ValidateAppend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
+    /// <summary>
+    /// Checks an append: the layer, the token count, the K/V lengths, the token limit and (unless the caller's quantize
+    /// kernels report it as they go) finite data.
+    /// </summary>
+    public static void ValidateAppend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens, bool checkFinite = true)
     {
         ValidateLayer(options, layer);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
@@ -18,23 +21,31 @@ internal static class KvCacheArguments
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, Invariant($"Layer {layer} holds {count} tokens; appending {tokens} would exceed the cache's MaxTokens of {options.MaxTokens}."));
         }
 
-        QuantizationPrimitives.ThrowIfNonFinite(keys, Invariant($"keys (layer {layer})"), nameof(keys));
-        QuantizationPrimitives.ThrowIfNonFinite(values, Invariant($"values (layer {layer})"), nameof(values));
+        if (checkFinite)
+        {
+            QuantizationPrimitives.ThrowIfNonFinite(keys, Invariant($"keys (layer {layer})"), nameof(keys));
+            QuantizationPrimitives.ThrowIfNonFinite(values, Invariant($"values (layer {layer})"), nameof(values));
+        }
     }
 
-    /// <summary>Checks an attention call: the layer, a non-empty layer, the query and output lengths and a finite query.</summary>
-    public static void ValidateAttend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> query, Span<float> output)
+    /// <summary>
+    /// Checks an attention call: the layer, a non-empty layer, the query tokens (at most the layer's) and threads, the
+    /// queries and output lengths and finite queries.
+    /// </summary>
+    public static void ValidateAttend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> queries, Span<float> output, int tokens, int threads, string queriesName)
     {
         ValidateLayer(options, layer);
-        int expected = options.QueryHeads * options.HeadDim;
-        if (query.Length != expected)
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(threads);
+        long expected = (long)tokens * options.QueryHeads * options.HeadDim;
+        if (queries.Length != expected)
         {
-            throw new ArgumentException(Invariant($"The query has {query.Length} elements but the cache needs query heads {options.QueryHeads} x head dim {options.HeadDim} = {expected}."), nameof(query));
+            throw new ArgumentException(Invariant($"The {queriesName} has {queries.Length} elements but {tokens} tokens x query heads {options.QueryHeads} x head dim {options.HeadDim} = {expected} were expected."), queriesName);
         }
 
         if (output.Length != expected)
         {
-            throw new ArgumentException(Invariant($"The output has {output.Length} elements but the cache needs query heads {options.QueryHeads} x head dim {options.HeadDim} = {expected}."), nameof(output));
+            throw new ArgumentException(Invariant($"The output has {output.Length} elements but {tokens} tokens x query heads {options.QueryHeads} x head dim {options.HeadDim} = {expected} were expected."), nameof(output));
         }
 
         if (count == 0)
@@ -42,7 +53,12 @@ internal static class KvCacheArguments
             throw new InvalidOperationException(Invariant($"Layer {layer} holds no tokens yet; append the current token's keys and values before attending."));
         }
 
-        QuantizationPrimitives.ThrowIfNonFinite(query, Invariant($"query (layer {layer})"), nameof(query));
+        if (tokens > count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, Invariant($"Layer {layer} holds {count} tokens; the {tokens} query tokens must be the last tokens appended."));
+        }
+
+        QuantizationPrimitives.ThrowIfNonFinite(queries, Invariant($"{queriesName} (layer {layer})"), queriesName);
     }
 
     /// <summary>Checks a request for one KV head's rows: the layer, the head and the destination length.</summary>

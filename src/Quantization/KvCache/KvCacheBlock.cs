@@ -1,20 +1,21 @@
 namespace Quantization;
 
 /// <summary>
-/// One pooled block: <see cref="KvCacheOptions.BlockTokens"/> tokens of one layer, every KV head. Keys and values are
-/// [KV heads, block tokens, head dim] so that one head's tokens are contiguous for attention; the scales follow the scheme.
+/// One pooled block: <see cref="KvCacheOptions.BlockTokens"/> tokens of one layer, every KV head. Values are
+/// [KV heads, block tokens, head dim] and keys [KV heads, head dim / 2, block tokens, 2] (channel pairs, see
+/// <see cref="AttentionPrimitives.KeyScores"/>), so that one head's tokens are contiguous for attention; the scales follow the scheme.
 /// </summary>
 internal sealed class KvCacheBlock
 {
     public KvCacheBlock(in KvCacheBlockLayout layout)
     {
-        Keys = new sbyte[layout.KvHeads * layout.Tokens * layout.HeadDim];
-        Values = new sbyte[Keys.Length];
+        Keys = new sbyte[layout.KvHeads * layout.Tokens * AttentionPrimitives.PaddedDim(layout.HeadDim)];
+        Values = new sbyte[layout.KvHeads * layout.Tokens * layout.HeadDim];
         KeyScales = new float[layout.KeyScaleCount];
         ValueScales = new float[layout.ValueScaleCount];
     }
 
-    /// <summary>Gets the int8 keys, [KV heads, tokens, head dim].</summary>
+    /// <summary>Gets the int8 keys, [KV heads, head dim / 2 (rounded up), tokens, 2].</summary>
     public sbyte[] Keys { get; }
 
     /// <summary>Gets the int8 values, [KV heads, tokens, head dim].</summary>

@@ -7,8 +7,11 @@ namespace Quantization;
 /// <see cref="Int8KvCache"/> rents blocks as it grows (nothing is copied) and returns them when disposed.
 /// </summary>
 /// <remarks>
-/// Blocks are created on first demand, up to <see cref="Capacity"/>, and reused afterwards; a block returned by one
-/// sequence serves the next. Renting and returning take a short lock, once per block of tokens.
+/// <para>Blocks are created on first demand, up to <see cref="Capacity"/>, and reused afterwards; a block returned by one
+/// sequence serves the next. Renting and returning take a short lock, once per block of tokens.</para>
+/// <para>A cache that is never disposed does not keep its blocks' capacity for good: once the garbage collector finds it
+/// unreachable, a finalizer gives the capacity back (the blocks themselves are discarded, not reused). Dispose caches
+/// anyway: until the collector runs, their blocks count against <see cref="Capacity"/>.</para>
 /// </remarks>
 public sealed class KvCacheBlockPool
 {
@@ -49,7 +52,11 @@ public sealed class KvCacheBlockPool
         }
     }
 
-    /// <summary>Gets the blocks created so far (rented or free); never more than <see cref="Capacity"/>.</summary>
+    /// <summary>
+    /// Gets the blocks the pool has created and not forfeited (rented or free); never more than <see cref="Capacity"/>.
+    /// The blocks of a cache collected without being disposed are forfeited: its capacity returns to the pool, and new
+    /// blocks are created in their place.
+    /// </summary>
     public int CreatedBlocks
     {
         get
@@ -87,6 +94,19 @@ public sealed class KvCacheBlockPool
 
             _rented += count;
             return blocks;
+        }
+    }
+
+    /// <summary>
+    /// Takes back the capacity of blocks that will never be returned (a cache collected without being disposed): they
+    /// count neither as rented nor as created, and are not reused.
+    /// </summary>
+    internal void Forfeit(int count)
+    {
+        lock (_lock)
+        {
+            _rented -= count;
+            _created -= count;
         }
     }
 

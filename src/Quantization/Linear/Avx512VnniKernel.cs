@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -24,8 +25,13 @@ namespace Quantization;
 /// The code uses only registers the System V ABI leaves to the callee to clobber (rax, rcx, rdx, rsi, rdi, r8-r11,
 /// zmm0-31) and ends with <c>vzeroupper</c>. It is built on Linux x64 when the CPU reports AVX-512BW and AVX512_VNNI
 /// and the runtime enables AVX-512 (<c>DOTNET_EnableAVX512=0</c> turns it off); anywhere else, where the system
-/// refuses executable pages, or where the process sets <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/>
-/// (then no page is mapped), <see cref="IsSupported"/> is false and the intrinsic paths run.
+/// refuses executable pages, or where the policy of <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/> keeps it
+/// off (by default where the runtime does not generate code, <see cref="RuntimeFeature.IsDynamicCodeSupported"/>
+/// false, as under NativeAOT; then no page is mapped), <see cref="IsSupported"/> is false and the intrinsic paths run.
+/// </para>
+/// <para>
+/// When the runtime writes a perf map (<c>DOTNET_PerfMapEnabled</c> 1 or 3), each kernel gets a line in it
+/// (<see cref="PerfMap"/>), so that <c>perf</c> and other profilers name the code instead of showing an unknown address.
 /// </para>
 /// </remarks>
 internal static unsafe class Avx512VnniKernel
@@ -40,15 +46,29 @@ internal static unsafe class Avx512VnniKernel
     private const int FirstBroadcast = 16, FirstWeight = 28;
     private const int NoIndex = -1;
 
-    /// <summary>The kernels, built on first use unless <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/> is set.</summary>
+    /// <summary>The kernels, built on first use when <see cref="IsEnabled"/> allows them.</summary>
     private static readonly Lazy<IntPtr[]?> Kernels = new(Build);
 
     /// <summary>
-    /// Gets a value indicating whether the kernels run on this machine and process (and the process has not turned them
-    /// off with <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/>).
+    /// Gets a value indicating whether the kernels run on this machine and process: the policy allows them
+    /// (<see cref="IsEnabled"/>) and they could be built.
     /// </summary>
     public static bool IsSupported =>
-        !(AppContext.TryGetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, out bool disabled) && disabled) && Kernels.Value is not null;
+        IsEnabled(AppContext.TryGetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, out bool disabled) ? disabled : null, RuntimeFeature.IsDynamicCodeSupported)
+        && Kernels.Value is not null;
+
+    /// <summary>Gets the address of every kernel (see <see cref="KernelIndex"/>), or <see langword="null"/> where they are not built.</summary>
+    internal static IReadOnlyList<IntPtr>? Addresses => Kernels.IsValueCreated ? Kernels.Value : null;
+
+    /// <summary>
+    /// The policy: the process's <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/> decides when it is set
+    /// (<see langword="true"/> off, <see langword="false"/> on); otherwise the kernels are on where the runtime itself
+    /// generates code, and off where it does not (NativeAOT), as the runtime's own stance on run-time code is.
+    /// </summary>
+    /// <param name="disableSwitch">The switch's value, or <see langword="null"/> when the process does not set it.</param>
+    /// <param name="dynamicCodeSupported"><see cref="RuntimeFeature.IsDynamicCodeSupported"/>.</param>
+    /// <returns><see langword="true"/> when the kernels may be assembled.</returns>
+    internal static bool IsEnabled(bool? disableSwitch, bool dynamicCodeSupported) => disableSwitch is bool disabled ? !disabled : dynamicCodeSupported;
 
     /// <summary>Adds <paramref name="steps"/> steps of one panel, or of two read side by side, to the sums of <paramref name="tokens"/> tokens.</summary>
     /// <param name="weights">The (first) panel's first step to read (pinned memory).</param>
@@ -68,13 +88,19 @@ internal static unsafe class Avx512VnniKernel
     public static void Accumulate(sbyte* weights, nint secondPanel, byte* activations, int stride, int steps, int tokens, int* sums)
     {
         // Checked in release builds too: a wrong count here would run native code off its buffers (0 steps would loop
-        // until it faults), and the check costs nothing next to a kernel call.
-        IntPtr[] kernels = Kernels.Value ?? throw new PlatformNotSupportedException("The AVX-512 VNNI kernels do not run on this machine or process.");
-
+        // until it faults, a short stride reads one token's activations as the next's, a second panel off the grid of
+        // whole panels reads across two), and the checks cost nothing next to a kernel call.
         int panels = secondPanel == 0 ? 1 : 2;
         ArgumentOutOfRangeException.ThrowIfLessThan(steps, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(tokens, panels == 1 ? MaxTokens : MaxPairedTokens);
+        ArgumentOutOfRangeException.ThrowIfLessThan(stride, (long)steps * PackedInt8Weight.StepFeatures);
+        if (secondPanel % ((long)steps * PackedInt8Weight.StepBytes) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(secondPanel), secondPanel, FormattableString.Invariant($"The second panel must lie whole panels ({(long)steps * PackedInt8Weight.StepBytes} bytes) from the first."));
+        }
+
+        IntPtr[] kernels = Kernels.Value ?? throw new PlatformNotSupportedException("The AVX-512 VNNI kernels do not run on this machine or process.");
         Arguments arguments = new() { Weights = weights, Activations = activations, Stride = stride, Steps = steps, Sums = sums, SecondPanel = secondPanel };
         ((delegate* unmanaged<Arguments*, void>)kernels[KernelIndex(tokens, panels)])(&arguments);
     }
@@ -158,7 +184,7 @@ internal static unsafe class Avx512VnniKernel
 
         const int KernelAlignment = 64;
         List<byte> code = [];
-        int[] offsets = new int[MaxTokens + MaxPairedTokens];
+        int[] offsets = new int[MaxTokens + MaxPairedTokens], lengths = new int[offsets.Length];
         for (int panels = 1; panels <= 2; panels++)
         {
             for (int t = 1; t <= (panels == 1 ? MaxTokens : MaxPairedTokens); t++)
@@ -168,14 +194,31 @@ internal static unsafe class Avx512VnniKernel
                     code.Add(0xCC);
                 }
 
+                byte[] kernel = Assemble(t, panels);
                 offsets[KernelIndex(t, panels)] = code.Count;
-                code.AddRange(Assemble(t, panels));
+                lengths[KernelIndex(t, panels)] = kernel.Length;
+                code.AddRange(kernel);
             }
         }
 
         IntPtr pages = ExecutableMemory.TryCreate(CollectionsMarshal.AsSpan(code));
-        return pages == IntPtr.Zero ? null : Array.ConvertAll(offsets, offset => pages + offset);
+        if (pages == IntPtr.Zero)
+        {
+            return null;
+        }
+
+        if (PerfMap.IsEnabled)
+        {
+            PerfMap.TryWrite([.. Enumerable.Range(0, offsets.Length).Select(i => (pages + offsets[i], lengths[i], Name(i)))]);
+        }
+
+        return Array.ConvertAll(offsets, offset => pages + offset);
     }
+
+    /// <summary>The perf-map name of kernel <paramref name="index"/> (see <see cref="KernelIndex"/>).</summary>
+    internal static string Name(int index) => index < MaxTokens
+        ? FormattableString.Invariant($"[Quantization] Avx512VnniKernel {index + 1} token(s) x 1 panel")
+        : FormattableString.Invariant($"[Quantization] Avx512VnniKernel {index - MaxTokens + 1} token(s) x 2 panels");
 
     /// <summary>The kernel's one argument, read through rdi.</summary>
     [StructLayout(LayoutKind.Sequential)]

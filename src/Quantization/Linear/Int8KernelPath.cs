@@ -3,8 +3,12 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
-/// <summary>The implementations of the W8A8 panel kernel; every one gives the same int32 sums.</summary>
-internal enum Int8KernelPath
+/// <summary>
+/// The implementations of the integer-activation kernels of <see cref="QuantizedLinear"/> (W8A8, and W4A8 with its subset
+/// of paths); every one gives the same int32 sums, so the path changes speed, never results. See
+/// <see cref="QuantizedLinear.KernelPath"/>.
+/// </summary>
+public enum Int8KernelPath
 {
     /// <summary>One multiply-add per weight.</summary>
     Scalar,
@@ -26,8 +30,9 @@ internal enum Int8KernelPath
     AvxVnni,
 
     /// <summary>
-    /// AVX-512 VNNI <c>vpdpbusd</c> (512-bit), assembled at run time (<see cref="Avx512VnniKernel"/>): the same
-    /// arithmetic as <see cref="AvxVnni"/> on twice the lanes, tiles of up to eight tokens.
+    /// AVX-512 VNNI <c>vpdpbusd</c> (512-bit), assembled at run time into executable memory (.NET 10 has no intrinsic
+    /// for it; see <see cref="QuantizedLinear.DisableAssembledKernelsSwitch"/>): the same arithmetic as
+    /// <see cref="AvxVnni"/> on twice the lanes, tiles of up to eight tokens.
     /// </summary>
     Avx512Vnni,
 }

@@ -139,6 +139,8 @@ internal static class Int8PanelKernel
     {
         Debug.Assert(PairsPanels(Int8KernelPath.Avx512Vnni, tokens) && Int8KernelPaths.IsSupported(Int8KernelPath.Avx512Vnni), "A supported pair.");
         int rows = tokens * PackedInt8Weight.PanelRows;
+        ThrowIfNotPanel(weight, panel, nameof(panel));
+        ThrowIfNotPanel(weight, other, nameof(other));
         ThrowIfShort(activations, tokens, weight.PaddedInFeatures);
         sums[..(2 * rows)].Clear();
         fixed (byte* x = activations)
@@ -156,6 +158,7 @@ internal static class Int8PanelKernel
     private static unsafe void Avx512VnniTiles(PackedInt8Weight weight, int panel, ReadOnlySpan<byte> activations, int tokens, Span<int> sums)
     {
         int stride = weight.PaddedInFeatures;
+        ThrowIfNotPanel(weight, panel, nameof(panel));
         ThrowIfShort(activations, tokens, stride);
         sums[..(tokens * PackedInt8Weight.PanelRows)].Clear();
         sbyte* w = weight.GetPanelPointer(panel);
@@ -166,6 +169,15 @@ internal static class Int8PanelKernel
             {
                 Avx512VnniKernel.Accumulate(w, 0, x + ((long)t * stride), stride, weight.Steps, Math.Min(Avx512VnniKernel.MaxTokens, tokens - t), s + (t * PackedInt8Weight.PanelRows));
             }
+        }
+    }
+
+    /// <summary>Checks, in release builds too, that native code handed a panel's address reads inside the weight.</summary>
+    private static void ThrowIfNotPanel(PackedInt8Weight weight, int panel, string name)
+    {
+        if ((uint)panel >= (uint)weight.Panels)
+        {
+            throw new ArgumentOutOfRangeException(name, panel, FormattableString.Invariant($"The weight has {weight.Panels} panels."));
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace Quantization;
@@ -33,8 +34,8 @@ namespace Quantization;
 /// W8A8 runs the fastest kernel the machine has: 512-bit <c>vpdpbusd</c> (AVX512_VNNI), then the 256-bit AVX-VNNI form,
 /// then AVX-512BW / AVX2 <c>vpmaddwd</c>, portable vectors and scalar code, all giving the same sums. .NET 10 has no
 /// intrinsic for the 512-bit form, so on Linux x64 the library assembles that kernel at run time into executable
-/// memory (see <see cref="DisableAssembledKernelsSwitch"/> to turn this off). With up to four tokens it reads two
-/// panels at once, as two streams from memory.
+/// memory (see <see cref="DisableAssembledKernelsSwitch"/> for when it does, and <see cref="KernelPath"/> for the path a
+/// layer runs). With up to four tokens it reads two panels at once, as two streams from memory.
 /// </para>
 /// <para>
 /// A 4-bit weight runs <see cref="QuantizedLinearMode.W4A16"/> (float activations; each weight dequantized inside the dot
@@ -50,12 +51,16 @@ namespace Quantization;
 public sealed class QuantizedLinear
 {
     /// <summary>
-    /// The name of the <see cref="AppContext"/> switch that keeps the library from assembling its AVX-512 VNNI kernel
-    /// into executable memory, for processes whose policy forbids that: set it before the first layer is created, with
-    /// <c>AppContext.SetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, true)</c> or, in the project file,
-    /// <c>&lt;RuntimeHostConfigurationOption Include="Quantization.DisableAssembledKernels" Value="true" /&gt;</c>. Layers
-    /// created afterwards use the intrinsic paths (AVX-VNNI or narrower), with the same results, more slowly where
-    /// AVX-512 VNNI would have run.
+    /// The name of the <see cref="AppContext"/> switch that decides whether the library assembles its AVX-512 VNNI kernel
+    /// into executable memory. Unset, the kernel is on where the runtime itself generates code
+    /// (<see cref="System.Runtime.CompilerServices.RuntimeFeature.IsDynamicCodeSupported"/>) and off where it does not, as
+    /// under NativeAOT. <see langword="true"/> turns it off, for processes whose policy forbids run-time code;
+    /// <see langword="false"/> turns it on, NativeAOT included. Set it before the first layer is created, with
+    /// <c>AppContext.SetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, true)</c>, in the project file with
+    /// <c>&lt;RuntimeHostConfigurationOption Include="Quantization.DisableAssembledKernels" Value="true" /&gt;</c>, or in
+    /// <c>runtimeconfig.json</c>'s <c>configProperties</c>. Layers created while the kernel is off use the intrinsic paths
+    /// (AVX-VNNI or narrower), with the same results, more slowly where AVX-512 VNNI would have run;
+    /// <see cref="KernelPath"/> tells which path a layer runs.
     /// </summary>
     public const string DisableAssembledKernelsSwitch = "Quantization.DisableAssembledKernels";
 
@@ -144,6 +149,13 @@ public sealed class QuantizedLinear
             _maxDegreeOfParallelism = value;
         }
     }
+
+    /// <summary>
+    /// Gets the integer kernel this layer's <see cref="QuantizedLinearMode.W8A8"/> (int8 weight) or
+    /// <see cref="QuantizedLinearMode.W4A8"/> (4-bit weight) forward runs: the fastest this machine and process support,
+    /// chosen when the layer is created. Every path gives the same results; this tells which one is measured or profiled.
+    /// </summary>
+    public Int8KernelPath KernelPath => _weight is null ? Int4Path : Int8Path;
 
     /// <summary>Gets or sets the W8A8 kernel path; the fastest supported one unless a test chooses another.</summary>
     internal Int8KernelPath Int8Path { get; set; } = Int8KernelPaths.Best;
@@ -300,15 +312,6 @@ public sealed class QuantizedLinear
             throw new ArgumentException(FormattableString.Invariant($"The output has {output.Length} values but {tokens} tokens of {OutFeatures} features need {(long)tokens * OutFeatures}."), nameof(output));
         }
 
-        for (int t = 0; t < tokens; t++)
-        {
-            ReadOnlySpan<float> row = input.Slice(t * InFeatures, InFeatures);
-            if (QuantizationPrimitives.MinMaxCore(row, out _, out _))
-            {
-                QuantizationPrimitives.ThrowIfNonFinite(row, nameof(input), nameof(input), (long)t * InFeatures);
-            }
-        }
-
         if (tokens == 0)
         {
             return;
@@ -344,8 +347,14 @@ public sealed class QuantizedLinear
                 floats = ArrayPool<float>.Shared.Rent(tokens * padded);
                 for (int t = 0; t < tokens; t++)
                 {
+                    ReadOnlySpan<float> source = input.Slice(t * InFeatures, InFeatures);
+                    if (QuantizationPrimitives.MinMaxCore(source, out _, out _))
+                    {
+                        QuantizationPrimitives.ThrowIfNonFinite(source, nameof(input), nameof(input), (long)t * InFeatures);
+                    }
+
                     Span<float> row = floats.AsSpan(t * padded, padded);
-                    input.Slice(t * InFeatures, InFeatures).CopyTo(row);
+                    source.CopyTo(row);
                     row[InFeatures..].Clear();
                 }
             }
@@ -378,22 +387,23 @@ public sealed class QuantizedLinear
         }
     }
 
-    /// <summary>Quantizes each token (symmetric int8, one scale per token) into rows padded with zeros.</summary>
+    /// <summary>
+    /// Quantizes each token (symmetric int8, one scale per token) into rows padded with zeros; the pass that finds a row's
+    /// range also finds NaN and infinities (<see cref="NonFiniteValueException"/> naming the input and the index).
+    /// </summary>
     private void QuantizeActivations(ReadOnlySpan<float> input, int tokens, Span<sbyte> quantized, float[] tokenScales)
     {
         int padded = PaddedInFeatures;
-        Span<sbyte> zeroPoint = stackalloc sbyte[1];
-        ReadOnlySpan<int> shape = [InFeatures];
         for (int t = 0; t < tokens; t++)
         {
             Span<sbyte> row = quantized.Slice(t * padded, padded);
-            QuantizationPrimitives.QuantizeDynamic(input.Slice(t * InFeatures, InFeatures), shape, ActivationScheme, row[..InFeatures], tokenScales.AsSpan(t, 1), zeroPoint);
+            tokenScales[t] = QuantizationPrimitives.QuantizeRunDynamic(input.Slice(t * InFeatures, InFeatures), ActivationScheme, MemoryMarshal.AsBytes(row[..InFeatures]), "input", "input", (long)t * InFeatures).Scale;
             row[InFeatures..].Clear();
         }
     }
 
     /// <summary>Runs every panel, on this thread or split into contiguous ranges between threads.</summary>
-    private void Run(PanelWork work, Span<float> output)
+    private unsafe void Run(PanelWork work, Span<float> output)
     {
         int panels = Panels;
         int degree = Math.Min(_maxDegreeOfParallelism, panels);
@@ -404,25 +414,20 @@ public sealed class QuantizedLinear
         }
 
         // Several chunks per thread, so a thread slowed by a neighbour on a shared machine does not hold up the call.
+        // Each chunk writes its own panels' columns of the output, straight into the caller's memory (pinned for the call).
         int chunks = Math.Min(panels, degree * 4);
-        float[] shared = ArrayPool<float>.Shared.Rent(output.Length);
-        try
+        int length = output.Length;
+        fixed (float* pinned = output)
         {
+            nint address = (nint)pinned;
             Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = degree }, chunk =>
-                work.Run(panels * chunk / chunks, panels * (chunk + 1) / chunks, shared.AsSpan(0, work.Tokens * OutFeatures)));
-            shared.AsSpan(0, output.Length).CopyTo(output);
-        }
-        finally
-        {
-            ArrayPool<float>.Shared.Return(shared);
+                work.Run(panels * chunk / chunks, panels * (chunk + 1) / chunks, new Span<float>((float*)address, length)));
         }
     }
 
     /// <summary>One Forward call's prepared inputs; computes the outputs of a range of panels.</summary>
     private readonly struct PanelWork(QuantizedLinear layer, QuantizedLinearMode mode, byte[]? activations, sbyte[]? quantized, int[]? groupSums, float[]? floats, float[] tokenScales, int tokens)
     {
-        public int Tokens => tokens;
-
         public void Run(int firstPanel, int endPanel, Span<float> output)
         {
             switch (mode)

@@ -68,7 +68,9 @@ public readonly record struct CheckpointProgress(string Tensor, long BytesDone, 
 
 /// <summary>
 /// Quantizes a safetensors checkpoint (one file or shards with an index) tensor by tensor into compressed-tensors'
-/// layouts, which vLLM-family loaders read. 8-bit weights use <c>int-quantized</c>: each quantized <c>X</c> becomes int8
+/// layouts: tensor names, dtypes, shapes and the <c>quantization_config</c> fields follow compressed-tensors' documented
+/// format, checked field by field by the tests; no loader of that format (vLLM and others) is run by them, so loading
+/// there is expected, not verified. 8-bit weights use <c>int-quantized</c>: each quantized <c>X</c> becomes int8
 /// <c>X</c>, float32 <c>X_scale</c> ([out, 1] per channel, [out, in / group] per group, [1] per tensor) and, when
 /// asymmetric, int8 <c>X_zero_point</c>. 4-bit weights use <c>pack-quantized</c>: int32 <c>X_packed</c> [out, ceil(in / 8)],
 /// <c>X_scale</c> in X's dtype ([out, ceil(in / group)] or [out, 1]), when asymmetric int32 <c>X_zero_point</c> packed

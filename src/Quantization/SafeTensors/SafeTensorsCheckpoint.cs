@@ -14,6 +14,9 @@ public sealed class SafeTensorsCheckpoint : IDisposable
     /// <summary>The usual name of a single-file checkpoint.</summary>
     public const string SingleFileName = "model.safetensors";
 
+    /// <summary>Characters no file name may hold on this platform ('\0' and '/' on Unix), which the runtime would refuse with an <see cref="ArgumentException"/>.</summary>
+    private static readonly System.Buffers.SearchValues<char> InvalidFileNameChars = System.Buffers.SearchValues.Create(System.IO.Path.GetInvalidFileNameChars());
+
     private readonly Dictionary<string, SafeTensorsFile> _fileOf;
 
     private SafeTensorsCheckpoint(List<SafeTensorsFile> files)
@@ -46,6 +49,7 @@ public sealed class SafeTensorsCheckpoint : IDisposable
     /// <returns>The checkpoint; dispose it to close its files.</returns>
     /// <exception cref="InvalidDataException">A file or the index is invalid: a shard outside the index's directory, a tensor missing from its shard or not in the index, a tensor in two shards.</exception>
     /// <exception cref="FileNotFoundException">The path holds no checkpoint.</exception>
+    /// <exception cref="IOException">A file cannot be read: a shard the index names does not exist (<see cref="FileNotFoundException"/>) or its name is too long for the file system (<see cref="PathTooLongException"/>).</exception>
     public static SafeTensorsCheckpoint Open(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
@@ -68,9 +72,9 @@ public sealed class SafeTensorsCheckpoint : IDisposable
         {
             foreach (string shard in weightMap.Values.Distinct(StringComparer.Ordinal))
             {
-                if (shard.Length == 0 || shard != System.IO.Path.GetFileName(shard) || shard is "." or "..")
+                if (shard.Length == 0 || shard != System.IO.Path.GetFileName(shard) || shard is "." or ".." || shard.AsSpan().IndexOfAny(InvalidFileNameChars) >= 0)
                 {
-                    throw new InvalidDataException($"'{path}': shard '{shard}' is not a file name in the index's directory.");
+                    throw new InvalidDataException($"'{path}': shard '{NpzReader.Printable(shard)}' is not a file name in the index's directory.");
                 }
 
                 SafeTensorsFile file = SafeTensorsFile.Open(System.IO.Path.Combine(directory, shard));
@@ -176,6 +180,11 @@ public sealed class SafeTensorsCheckpoint : IDisposable
         catch (JsonException e)
         {
             throw new InvalidDataException($"'{path}': the index is not valid JSON: {e.Message}", e);
+        }
+        catch (InvalidOperationException e)
+        {
+            // A string escape that is no valid UTF-16 (a lone surrogate such as \udc00) fails only when the string is read.
+            throw new InvalidDataException($"'{path}': the index has a string that is not valid UTF-16: {e.Message}", e);
         }
     }
 }

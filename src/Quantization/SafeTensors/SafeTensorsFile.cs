@@ -12,8 +12,12 @@ namespace Quantization;
 /// memory-mapped so that <see cref="GetBytes(string)"/> hands out each tensor's bytes without copying them.
 /// </summary>
 /// <remarks>
-/// The header is hostile input (see <see cref="Open"/>). Spans from <see cref="GetBytes(string)"/> and <see cref="GetSpan{T}"/>
-/// are valid until the file is disposed. Thread-safe for reading.
+/// <para>The header is hostile input (see <see cref="Open"/>). Thread-safe for reading.</para>
+/// <para>After <see cref="Dispose"/> every member that reads throws <see cref="ObjectDisposedException"/>. A span from
+/// <see cref="GetBytes(string)"/> or <see cref="GetSpan{T}"/> is a bare pointer into the mapping and cannot be checked:
+/// used after <see cref="Dispose"/> (or while another thread disposes the file) it reads unmapped memory, which ends the
+/// process. Keep such spans within the file's lifetime, or take <see cref="GetMemory"/>, whose every span is checked and
+/// whose pins keep the mapping alive.</para>
 /// </remarks>
 public sealed unsafe class SafeTensorsFile : IDisposable
 {
@@ -131,6 +135,28 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         }
 
         return GetBytes(info, 0, (int)info.Length);
+    }
+
+    /// <summary>
+    /// Gets a tensor's bytes as memory over the mapped file (not copied): unlike the span of <see cref="GetBytes(string)"/>,
+    /// each span taken from it checks that the file is not disposed, and <see cref="ReadOnlyMemory{T}.Pin"/> keeps the
+    /// mapping alive, even across <see cref="Dispose"/>, until the handle is released.
+    /// </summary>
+    /// <param name="name">The tensor's name.</param>
+    /// <returns>The bytes, little-endian, row-major.</returns>
+    /// <exception cref="KeyNotFoundException">The file has no tensor of that name.</exception>
+    /// <exception cref="NotSupportedException">The tensor has more bytes than memory can hold (2 GB); read it with <see cref="GetBytes(SafeTensorInfo, long, int)"/> in parts.</exception>
+    /// <exception cref="ObjectDisposedException">The file is disposed (also thrown later, by the memory's <c>Span</c> and <c>Pin</c>, once it is).</exception>
+    public ReadOnlyMemory<byte> GetMemory(string name)
+    {
+        SafeTensorInfo info = this[name];
+        if (info.Length > int.MaxValue)
+        {
+            throw new NotSupportedException(FormattableString.Invariant($"Tensor '{name}' has {info.Length} bytes, more than memory can hold; read it in parts."));
+        }
+
+        CheckRange(info, 0, (int)info.Length);
+        return new SafeTensorsMemory(this, info.Offset, (int)info.Length).Memory;
     }
 
     /// <summary>Gets part of a tensor's bytes, straight from the mapped file.</summary>
@@ -272,6 +298,31 @@ public sealed unsafe class SafeTensorsFile : IDisposable
         ReadSingles(info, 0, values);
         return values;
     }
+
+    /// <summary>The address of a byte of the mapped data, for <see cref="SafeTensorsMemory"/>.</summary>
+    /// <exception cref="ObjectDisposedException">The file is disposed.</exception>
+    internal byte* Address(long offset)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        return _data + offset;
+    }
+
+    /// <summary>Keeps the mapping alive until <see cref="ReleaseMappingReference"/>, even if the file is disposed meanwhile, and returns a byte's address.</summary>
+    /// <exception cref="ObjectDisposedException">The file is disposed.</exception>
+    internal byte* AddMappingReference(long offset)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (_view is not null)
+        {
+            bool added = false;
+            _view.SafeMemoryMappedViewHandle.DangerousAddRef(ref added); // throws ObjectDisposedException once the view is closed
+        }
+
+        return _data + offset;
+    }
+
+    /// <summary>Releases a reference of <see cref="AddMappingReference"/>; the last one after <see cref="Dispose"/> unmaps the file.</summary>
+    internal void ReleaseMappingReference() => _view?.SafeMemoryMappedViewHandle.DangerousRelease();
 
     /// <inheritdoc/>
     public void Dispose()

@@ -7,12 +7,30 @@ namespace Quantization.Tests.Kernels;
 /// </summary>
 public class Avx512VnniKernelTests
 {
-    [Theory]
-    [InlineData(1, 1, "avx512-vnni-kernel-1-token.hex")]
-    [InlineData(8, 1, "avx512-vnni-kernel-8-tokens.hex")]
-    [InlineData(4, 2, "avx512-vnni-kernel-4-tokens-2-panels.hex")]
-    public void Assemble_GivesTheBytesOfGnuAs(int tokens, int panels, string golden)
+    /// <summary>Every kernel the library builds: 1 to 8 tokens on one panel, 1 to 4 on two.</summary>
+    public static TheoryData<int, int> EveryKernel
     {
+        get
+        {
+            TheoryData<int, int> kernels = new();
+            for (int panels = 1; panels <= 2; panels++)
+            {
+                for (int tokens = 1; tokens <= (panels == 1 ? Avx512VnniKernel.MaxTokens : Avx512VnniKernel.MaxPairedTokens); tokens++)
+                {
+                    kernels.Add(tokens, panels);
+                }
+            }
+
+            return kernels;
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(EveryKernel))]
+    public void Assemble_GivesTheBytesOfGnuAs(int tokens, int panels)
+    {
+        // Kernels/Data/make-avx512-vnni-kernels.py writes each kernel's source and assembles it with GNU as.
+        string golden = $"avx512-vnni-kernel-{tokens}-{(tokens == 1 ? "token" : "tokens")}{(panels == 1 ? "" : $"-{panels}-panels")}.hex";
         string hex = File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Kernels", "Data", golden)).Trim();
         Assert.Equal(hex, Convert.ToHexStringLower(Avx512VnniKernel.Assemble(tokens, panels)));
     }
@@ -94,6 +112,33 @@ public class Avx512VnniKernelTests
         byte[] activations = new byte[(tokens * packed.PaddedInFeatures) - 1];
         int[] sums = new int[2 * tokens * PackedInt8Weight.PanelRows];
         Assert.Throws<ArgumentException>(() => Int8PanelKernel.AccumulatePair(packed, 0, 1, activations, tokens, sums));
+    }
+
+    [Fact]
+    public void AccumulatePair_SecondPanelOutsideTheWeight_IsRefusedBeforeNativeCodeRuns()
+    {
+        PackedInt8Weight packed = new(new sbyte[2 * PackedInt8Weight.PanelRows * 8], 2 * PackedInt8Weight.PanelRows, 8);
+        byte[] activations = new byte[packed.PaddedInFeatures];
+        int[] sums = new int[2 * PackedInt8Weight.PanelRows];
+        Assert.Equal("other", Assert.Throws<ArgumentOutOfRangeException>(() => Int8PanelKernel.AccumulatePair(packed, 0, packed.Panels, activations, 1, sums)).ParamName);
+        Assert.Equal("panel", Assert.Throws<ArgumentOutOfRangeException>(() => Int8PanelKernel.AccumulatePair(packed, -1, 1, activations, 1, sums)).ParamName);
+    }
+
+    [Theory]
+    [InlineData(1, 0)]
+    [InlineData(2, 64)]
+    [InlineData(2, 0 - PackedInt8Weight.StepBytes)]
+    public unsafe void Accumulate_ShortStrideOrSecondPanelOffTheStepGrid_IsRefusedBeforeNativeCodeRuns(int panels, int secondPanel)
+    {
+        // Two steps: a token's activations are 8 bytes apart at least, and a second panel lies whole panels (256 bytes) away.
+        const int Steps = 2;
+        sbyte* weights = stackalloc sbyte[3 * Steps * PackedInt8Weight.StepBytes];
+        byte* activations = stackalloc byte[2 * Steps * PackedInt8Weight.StepFeatures];
+        int* sums = stackalloc int[2 * 2 * PackedInt8Weight.PanelRows];
+        nint w = (nint)weights, a = (nint)activations, s = (nint)sums;
+        int stride = panels == 1 ? (Steps * PackedInt8Weight.StepFeatures) - 1 : Steps * PackedInt8Weight.StepFeatures;
+        nint offset = panels == 1 ? 0 : secondPanel;
+        Assert.ThrowsAny<ArgumentException>(() => Avx512VnniKernel.Accumulate((sbyte*)w, offset, (byte*)a, stride, Steps, 2, (int*)s));
     }
 
     /// <summary>A theory that runs where the AVX-512 VNNI kernels do, and is reported as skipped elsewhere.</summary>

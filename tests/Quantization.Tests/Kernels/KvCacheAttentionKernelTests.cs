@@ -124,6 +124,62 @@ public class KvCacheAttentionKernelTests
         Assert.Equal(-1e4f, output[1], 1e4f * 1e-5f);
     }
 
+    [Fact]
+    public void KeyScores_AnyPairsStrideHeadsAndTokens_MatchScalarReferenceBitForBit()
+    {
+        // Pair-layout keys [pairs, stride, 2] with stale bytes past the scored tokens, int16 queries of full range, and
+        // optional per-token scales: every tier must give (float)exactDot * factor (* scale), the scalar reference.
+        Gen.Select(Gen.Int[1, 70], Gen.Int[0, 45], Gen.Int[0, 5], Gen.Int[1, 9], Gen.Bool, Gen.Int[0, 1000]).Sample(t =>
+        {
+            (int pairs, int tokens, int spare, int heads, bool perToken, int seed) = t;
+            int stride = tokens + spare;
+            Random random = new(seed);
+            sbyte[] keys = [.. Enumerable.Range(0, Math.Max(1, pairs * stride * 2)).Select(_ => (sbyte)random.Next(-128, 128))];
+            short[] queries = [.. Enumerable.Range(0, heads * pairs * 2).Select(_ => (short)random.Next(-32767, 32768))];
+            float[] factors = [.. Enumerable.Range(0, heads).Select(_ => (float)random.NextDouble() * 1e-4f)];
+            float[] tokenScales = perToken ? [.. Enumerable.Range(0, tokens).Select(_ => (float)random.NextDouble())] : [];
+            int scoreStride = tokens + 3;
+            float[] scores = new float[heads * scoreStride];
+            AttentionPrimitives.KeyScores(keys, stride, tokens, queries, factors, tokenScales, scores, scoreStride);
+            for (int j = 0; j < heads; j++)
+            {
+                for (int token = 0; token < tokens; token++)
+                {
+                    long dot = 0;
+                    for (int d = 0; d < pairs * 2; d++)
+                    {
+                        dot += keys[(((d / 2 * stride) + token) * 2) + (d & 1)] * (long)queries[(j * pairs * 2) + d];
+                    }
+
+                    float expected = (float)dot * factors[j];
+                    expected = perToken ? expected * tokenScales[token] : expected;
+                    Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(scores[(j * scoreStride) + token]));
+                }
+            }
+        }, iter: 300);
+    }
+
+    [Fact]
+    public void QuantizeQuery_MatchesScalarRoundHalfEvenAndPadsOddDims()
+    {
+        Gen.Select(Gen.Int[1, 200], Gen.Bool, Gen.Int[0, 1000]).Sample(t =>
+        {
+            (int dim, bool channels, int seed) = t;
+            Random random = new(seed);
+            float[] query = [.. Enumerable.Range(0, dim).Select(_ => (float)((random.NextDouble() * 6) - 3))];
+            float[] scales = channels ? [.. Enumerable.Range(0, dim).Select(_ => (float)random.NextDouble())] : [];
+            short[] actual = [.. Enumerable.Repeat((short)77, AttentionPrimitives.PaddedDim(dim))];
+            float scale = AttentionPrimitives.QuantizeQuery(query, scales, new float[dim], actual);
+            float[] x = [.. query.Select((q, d) => channels ? q * scales[d] : q)];
+            float expectedScale = x.Max(MathF.Abs) / 32767f;
+            Assert.Equal(expectedScale, scale);
+            for (int d = 0; d < actual.Length; d++)
+            {
+                Assert.Equal(d < dim ? (short)MathF.Round(x[d] / expectedScale, MidpointRounding.ToEven) : (short)0, actual[d]);
+            }
+        }, iter: 200);
+    }
+
     internal static void AppendBoth(Int8KvCache cache, KvCacheReference reference, KvCacheOptions options, int layer, int tokens, int seed)
     {
         float[] keys = KvCacheCases.Data(tokens, options, seed), values = KvCacheCases.Data(tokens, options, seed + 1);

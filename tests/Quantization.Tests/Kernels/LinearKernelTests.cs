@@ -33,31 +33,6 @@ public class LinearKernelTests
         }
     }
 
-    [Fact]
-    public void DisableAssembledKernelsSwitch_LaterLayersUseAnIntrinsicPath_WithTheSameBits()
-    {
-        // In this class so that it does not run alongside the test above, which reads the best path.
-        Random random = new(5);
-        float[] weights = Gaussian(random, 96 * 40);
-        float[] input = Gaussian(random, 3 * 40);
-        float[] expected = new float[3 * 96];
-        QuantizedLinear.Create(weights, 96, 40).Forward(input, expected, 3, QuantizedLinearMode.W8A8);
-        AppContext.SetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, true);
-        try
-        {
-            QuantizedLinear layer = QuantizedLinear.Create(weights, 96, 40);
-            Assert.False(Int8KernelPaths.IsSupported(Int8KernelPath.Avx512Vnni));
-            Assert.NotEqual(Int8KernelPath.Avx512Vnni, layer.Int8Path);
-            float[] actual = new float[3 * 96];
-            layer.Forward(input, actual, 3, QuantizedLinearMode.W8A8);
-            AssertSameBits(expected, actual, $"W8A8 with the switch set ({layer.Int8Path})");
-        }
-        finally
-        {
-            AppContext.SetSwitch(QuantizedLinear.DisableAssembledKernelsSwitch, false);
-        }
-    }
-
     [Theory]
     [MemberData(nameof(Shapes))]
     public void Int8Sums_EveryPathAndTokenCount_EqualScalarDotsIncludingExtremes(int outFeatures, int inFeatures)
@@ -176,7 +151,7 @@ public class LinearKernelTests
         return values;
     }
 
-    private static float[] Gaussian(Random random, int length)
+    internal static float[] Gaussian(Random random, int length)
     {
         float[] values = new float[length];
         for (int i = 0; i < length; i++)

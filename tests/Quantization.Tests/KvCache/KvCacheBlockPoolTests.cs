@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 using Quantization.Tests.TestUtilities;
 
 namespace Quantization.Tests.KvCache;
@@ -31,6 +33,36 @@ public class KvCacheBlockPoolTests
         second.Append(1, data, data, 20);
         Assert.Equal(20, second.GetCount(1));
         Assert.Equal(4, pool.CreatedBlocks);
+    }
+
+    [Fact]
+    public void UndisposedCache_GivesItsBlocksBack_WhenCollected()
+    {
+        KvCacheOptions options = new(2, 2, 4, 16, 64, blockTokens: 8);
+        KvCacheBlockPool pool = new(options, capacity: 6);
+        float[] data = KvCacheCases.Data(24, options, 3);
+        FillAndDrop(options, pool, data);
+        Assert.Equal(6, pool.RentedBlocks);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+
+        // The dropped cache's blocks are forfeited (never handed out again: a finalizer cannot know whether some thread
+        // still writes them), and the capacity they held serves the next sequence.
+        Assert.Equal(0, pool.RentedBlocks);
+        Assert.Equal(0, pool.CreatedBlocks);
+        using Int8KvCache next = new(options, pool);
+        next.Append(0, data, data, 24);
+        next.Append(1, data, data, 24);
+        Assert.Equal(6, pool.RentedBlocks);
+
+        // A disposed cache's blocks are reused, and a collected disposed cache gives nothing back twice.
+        next.Clear();
+        DisposeAndDrop(options, pool, data);
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        Assert.Equal(0, pool.RentedBlocks);
+        Assert.Equal(6, pool.CreatedBlocks);
     }
 
     [Fact]
@@ -89,6 +121,22 @@ public class KvCacheBlockPoolTests
 
         Assert.Equal(0, pool.RentedBlocks);
         Assert.True(pool.CreatedBlocks <= pool.Capacity);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void FillAndDrop(KvCacheOptions options, KvCacheBlockPool pool, float[] data)
+    {
+        Int8KvCache cache = new(options, pool);
+        cache.Append(0, data, data, 24);
+        cache.Append(1, data, data, 24);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void DisposeAndDrop(KvCacheOptions options, KvCacheBlockPool pool, float[] data)
+    {
+        using Int8KvCache cache = new(options, pool);
+        cache.Append(0, data, data, 24);
+        cache.Append(1, data, data, 24);
     }
 
     private static float[] Decode(KvCacheOptions options, KvCacheBlockPool pool, int seed, float[] query)

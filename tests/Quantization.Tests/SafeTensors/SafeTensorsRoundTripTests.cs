@@ -47,6 +47,47 @@ public sealed class SafeTensorsRoundTripTests : IDisposable
     }
 
     [Fact]
+    public void AfterDispose_EveryAccessorThrowsObjectDisposed_AndPinnedMemoryStaysReadable()
+    {
+        string path = Path.Combine(_directory, "one.safetensors");
+        float[] values = [1.5f, -2, 3.25f, 8];
+        using (SafeTensorsWriter writer = SafeTensorsWriter.Create(path, [new SafeTensorDescriptor("w", SafeTensorDataType.Float32, [2, 2])]))
+        {
+            writer.Write<float>(values);
+            writer.Commit();
+        }
+
+        SafeTensorsFile file = SafeTensorsFile.Open(path);
+        SafeTensorInfo info = file["w"];
+        ReadOnlyMemory<byte> memory = file.GetMemory("w");
+        ReadOnlyMemory<byte> pinnedMemory = file.GetMemory("w");
+        Assert.Equal(values, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(memory.Span).ToArray());
+        System.Buffers.MemoryHandle pin = pinnedMemory.Pin();
+        file.Dispose();
+
+        Assert.Throws<ObjectDisposedException>(() => file.GetBytes("w").Length);
+        Assert.Throws<ObjectDisposedException>(() => file.GetBytes(info, 0, 4).Length);
+        Assert.Throws<ObjectDisposedException>(() => file.GetSpan<float>("w").Length);
+        Assert.Throws<ObjectDisposedException>(() => file.ReadBytes(info, 0, new byte[4]));
+        Assert.Throws<ObjectDisposedException>(() => file.ReadSingles("w"));
+        Assert.Throws<ObjectDisposedException>(() => file.ReadSingles(info, 0, new float[4]));
+        Assert.Throws<ObjectDisposedException>(() => file.GetMemory("w"));
+
+        // Memory handed out before Dispose is checked each time a span is taken from it, instead of reading unmapped pages.
+        Assert.Throws<ObjectDisposedException>(() => memory.Span.Length);
+        Assert.Throws<ObjectDisposedException>(() => memory.Pin());
+
+        // A pin taken before Dispose keeps the mapping until it is released.
+        unsafe
+        {
+            Assert.Equal(values, new ReadOnlySpan<float>(pin.Pointer, values.Length).ToArray());
+        }
+
+        pin.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => pinnedMemory.Span.Length);
+    }
+
+    [Fact]
     public void FloatTypes_ReadAsSingle()
     {
         float[] values = [0f, 1f, -2.5f, 65504f, 1e-3f, float.Epsilon, -0f, 3.14159f];
@@ -146,6 +187,36 @@ public sealed class SafeTensorsRoundTripTests : IDisposable
             File.WriteAllText(index, json);
             Assert.Contains(problem, Assert.Throws<InvalidDataException>(() => SafeTensorsCheckpoint.Open(index)).Message, StringComparison.Ordinal);
         }
+    }
+
+    [Fact]
+    public void IndexWithBadStringsOrShardNames_IsRefused()
+    {
+        // Found by fuzzing (fuzz/crashes/index): a lone surrogate escape failed with InvalidOperationException when the
+        // name was read, and a NUL in a shard name with ArgumentException when the shard was opened.
+        string index = Path.Combine(_directory, "fuzzed.index.json");
+        foreach ((string json, string problem) in new[]
+        {
+            ("""{"weight_map": {"\udc00": "model-00001-of-00003.safetensors"}}""", "not valid UTF-16"),
+            ("""{"weight_map": {"a": "\ud800"}}""", "not valid UTF-16"),
+            ("""{"weight_map": {"a": "model\u0000.safetensors"}}""", "is not a file name"),
+        })
+        {
+            File.WriteAllText(index, json);
+            Assert.Contains(problem, Assert.Throws<InvalidDataException>(() => SafeTensorsCheckpoint.Open(index)).Message, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public void IndexNamingAShardTooLongForTheFileSystem_IsAnIOExceptionNamingIt()
+    {
+        // Found by fuzzing (fuzz/crashes/index/shard-name-too-long.json): the documented IOException, with the shard's path.
+        string shard = "model-0" + new string('e', 300) + ".safetensors";
+        string index = Path.Combine(_directory, "long.index.json");
+        File.WriteAllText(index, $$$"""{"weight_map": {"p": "{{{shard}}}"}}""");
+
+        IOException e = Assert.Throws<PathTooLongException>(() => SafeTensorsCheckpoint.Open(index));
+        Assert.Contains(shard, e.Message, StringComparison.Ordinal);
     }
 
     private static long SafeTensorsHeaderBytes(SafeTensorDataType type, long[] shape) => shape.Aggregate((long)type.ElementSize(), (a, b) => a * b);

@@ -1,0 +1,78 @@
+# The AVX-512 VNNI W8A8 kernel (src/Quantization/Linear/Avx512VnniKernel.cs) as GNU as 2.40 assembles it; the test
+# compares Avx512VnniKernel.Assemble with avx512-vnni-kernel-7-tokens.hex, made by:
+#   as avx512-vnni-kernel-7-tokens.s -o k.o && objcopy -O binary -j .text k.o k.bin && xxd -p k.bin | tr -d '\n' > avx512-vnni-kernel-7-tokens.hex
+# {disp32} asks for the 32-bit displacement the kernel's assembler writes wherever one is not 0.
+.intel_syntax noprefix
+.text
+kernel:
+endbr64
+mov rax, [rdi]
+mov rcx, [rdi + 8]
+mov rdx, [rdi + 16]
+mov r8, [rdi + 24]
+mov r9, [rdi + 32]
+mov r11, [rdi + 40]
+lea rsi, [rcx + rdx * 2]
+add rsi, rdx
+lea r10, [rsi + rdx * 2]
+add r10, rdx
+vmovdqu32 zmm0, [r9]
+{disp32} vmovdqu32 zmm1, [r9 + 64]
+{disp32} vmovdqu32 zmm2, [r9 + 128]
+{disp32} vmovdqu32 zmm3, [r9 + 192]
+{disp32} vmovdqu32 zmm4, [r9 + 256]
+{disp32} vmovdqu32 zmm5, [r9 + 320]
+{disp32} vmovdqu32 zmm6, [r9 + 384]
+{disp32} vmovdqu32 zmm7, [r9 + 448]
+{disp32} vmovdqu32 zmm8, [r9 + 512]
+{disp32} vmovdqu32 zmm9, [r9 + 576]
+{disp32} vmovdqu32 zmm10, [r9 + 640]
+{disp32} vmovdqu32 zmm11, [r9 + 704]
+{disp32} vmovdqu32 zmm12, [r9 + 768]
+{disp32} vmovdqu32 zmm13, [r9 + 832]
+loop:
+vmovdqu32 zmm28, [rax]
+{disp32} vmovdqu32 zmm29, [rax + 64]
+vpbroadcastd zmm16, dword ptr [rcx]
+vpdpbusd zmm0, zmm16, zmm28
+vpdpbusd zmm1, zmm16, zmm29
+vpbroadcastd zmm17, dword ptr [rcx + rdx]
+vpdpbusd zmm2, zmm17, zmm28
+vpdpbusd zmm3, zmm17, zmm29
+vpbroadcastd zmm18, dword ptr [rcx + rdx * 2]
+vpdpbusd zmm4, zmm18, zmm28
+vpdpbusd zmm5, zmm18, zmm29
+vpbroadcastd zmm19, dword ptr [rsi]
+vpdpbusd zmm6, zmm19, zmm28
+vpdpbusd zmm7, zmm19, zmm29
+vpbroadcastd zmm20, dword ptr [rsi + rdx]
+vpdpbusd zmm8, zmm20, zmm28
+vpdpbusd zmm9, zmm20, zmm29
+vpbroadcastd zmm21, dword ptr [rsi + rdx * 2]
+vpdpbusd zmm10, zmm21, zmm28
+vpdpbusd zmm11, zmm21, zmm29
+vpbroadcastd zmm22, dword ptr [r10]
+vpdpbusd zmm12, zmm22, zmm28
+vpdpbusd zmm13, zmm22, zmm29
+add rax, 128
+add rcx, 4
+add rsi, 4
+add r10, 4
+dec r8
+{disp32} jnz loop
+vmovdqu32 [r9], zmm0
+{disp32} vmovdqu32 [r9 + 64], zmm1
+{disp32} vmovdqu32 [r9 + 128], zmm2
+{disp32} vmovdqu32 [r9 + 192], zmm3
+{disp32} vmovdqu32 [r9 + 256], zmm4
+{disp32} vmovdqu32 [r9 + 320], zmm5
+{disp32} vmovdqu32 [r9 + 384], zmm6
+{disp32} vmovdqu32 [r9 + 448], zmm7
+{disp32} vmovdqu32 [r9 + 512], zmm8
+{disp32} vmovdqu32 [r9 + 576], zmm9
+{disp32} vmovdqu32 [r9 + 640], zmm10
+{disp32} vmovdqu32 [r9 + 704], zmm11
+{disp32} vmovdqu32 [r9 + 768], zmm12
+{disp32} vmovdqu32 [r9 + 832], zmm13
+vzeroupper
+ret
