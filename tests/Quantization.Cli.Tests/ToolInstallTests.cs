@@ -1,4 +1,4 @@
-using System.Reflection;
+using System.IO.Compression;
 using System.Runtime.InteropServices;
 
 namespace Quantization.Cli.Tests;
@@ -17,7 +17,7 @@ public sealed class ToolInstallTests : IDisposable
     [Fact]
     public void PackedTool_Installs_AndQuantizesAnOnnxModelAndACheckpoint()
     {
-        string project = typeof(ToolInstallTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == "CliProject").Value!;
+        string project = Ptq.Metadata("CliProject");
         string packages = Path.Combine(_directory, "packages"), tools = Path.Combine(_directory, "tools");
         string version = $"0.0.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}";
 
@@ -40,5 +40,29 @@ public sealed class ToolInstallTests : IDisposable
         Assert.True(code == 0, error);
         Assert.True(File.Exists(Path.Combine(_directory, "int8", "model.safetensors")));
         Assert.True(File.Exists(Path.Combine(_directory, "int8", "config.json")));
+    }
+
+    [Fact]
+    public void PerPlatformToolPackages_CarryExactlyTheirPlatformsOnnxRuntimeNatives()
+    {
+        // The platforms where ONNX Runtime's build props once added Windows DLLs by processor (arm64): a Linux one and a
+        // Windows one, whose DLLs share their names with win-x64's and differ in size.
+        string[] platforms = ["linux-arm64", "win-arm64"];
+        string project = Ptq.Metadata("CliProject"), packages = Path.Combine(_directory, "packages");
+        string version = $"0.0.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}";
+        (int code, string output, string error) = Ptq.RunProgram("dotnet", ["pack", project, "-c", "Release", "-o", packages, $"-p:Version={version}", $"-p:ToolPackageRuntimeIdentifiers=\"{string.Join(';', platforms)}\"", "--nologo"]);
+        Assert.True(code == 0, output + error);
+
+        foreach (string platform in platforms)
+        {
+            // ONNX Runtime's natives for the platform, by name and size; import libraries (.lib) come along with the DLLs.
+            string[] expected = [.. new DirectoryInfo(Path.Combine(Ptq.Metadata("OnnxRuntimePackage"), "runtimes", platform, "native")).GetFiles()
+                .Select(f => $"{f.Name} {f.Length}").Order(StringComparer.Ordinal)];
+            using ZipArchive package = ZipFile.OpenRead(Path.Combine(packages, $"PtqSharp.Cli.{platform}.{version}.nupkg"));
+            string[] natives = [.. package.Entries
+                .Where(e => e.Name.Contains("onnxruntime", StringComparison.OrdinalIgnoreCase) && e.Name != "Microsoft.ML.OnnxRuntime.dll")
+                .Select(e => $"{e.Name} {e.Length}").Order(StringComparer.Ordinal)];
+            Assert.Equal(expected, natives);
+        }
     }
 }
