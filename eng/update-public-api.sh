@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rewrites each package's PublicAPI.Unshipped.txt to the public API its code declares now, from the public API
-# analyzer's own diagnostics: RS0016 names every untracked symbol exactly as the file must list it (the code fix,
-# `dotnet format analyzers --diagnostics RS0016`, does the same but skips generated code such as the ONNX protobuf
-# types). Run it after changing public API, review `git diff src/*/PublicAPI.Unshipped.txt`, and commit the files.
+# analyzer's own diagnostics: RS0016 names every untracked symbol exactly as the file must list it. Unlike the code fix
+# (`dotnet format analyzers --diagnostics RS0016`), which only adds lines, it also drops the lines of removed symbols
+# (RS0017). Run it after changing public API, review `git diff src/*/PublicAPI.Unshipped.txt`, and commit the files.
 # PublicAPI.Shipped.txt is left alone: it changes only at a release (see CONTRIBUTING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."

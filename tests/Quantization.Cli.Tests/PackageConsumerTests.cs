@@ -1,12 +1,11 @@
 using System.IO.Compression;
-using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Xml.Linq;
 
 namespace Quantization.Cli.Tests;
 
 /// <summary>
-/// The library packages, packed locally, hold what a consumer needs (README, LICENSE, XML docs, symbols) and restore into a
+/// The library packages, packed locally, hold what a consumer needs (README with absolute links, LICENSE, XML docs, symbols) and restore into a
 /// new console project that builds and runs each package README's example, as an app would.
 /// </summary>
 [Collection(ToolInstallTests.PackingCollection)]
@@ -19,7 +18,7 @@ public sealed class PackageConsumerTests : IDisposable
     [Fact]
     public void PackedLibraries_HoldReadmeLicenseDocsAndSymbols_AndRunTheirReadmeExamplesInAConsumer()
     {
-        string sources = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(Metadata("CliProject").Replace('\\', Path.DirectorySeparatorChar))))!;
+        string sources = Path.GetDirectoryName(Path.GetDirectoryName(Path.GetFullPath(Ptq.Metadata("CliProject").Replace('\\', Path.DirectorySeparatorChar))))!;
         string packages = Path.Combine(_directory, "packages"), app = Path.Combine(_directory, "app");
         string version = $"0.0.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}";
         foreach ((string project, string id) in new[] { ("Quantization", "PtqSharp"), ("Quantization.Onnx", "PtqSharp.Onnx") })
@@ -30,6 +29,13 @@ public sealed class PackageConsumerTests : IDisposable
             string[] entries = [.. package.Entries.Select(e => e.FullName)];
             Assert.Subset(entries.ToHashSet(), new HashSet<string> { "README.md", "LICENSE", $"lib/net10.0/{project}.dll", $"lib/net10.0/{project}.xml" });
             Assert.True(File.Exists(Path.Combine(packages, $"{id}.{version}.snupkg")), $"{id} has no symbol package");
+            using (StreamReader readme = new(package.GetEntry("README.md")!.Open()))
+            {
+                // Links are absolute on nuget.org: the build wrote the repository address into them.
+                string text = readme.ReadToEnd();
+                Assert.DoesNotContain("{RepositoryUrl}", text, StringComparison.Ordinal);
+                Assert.Contains("https://", text, StringComparison.Ordinal);
+            }
         }
 
         // A new console app, as `dotnet new console` makes it, on the local packages and ONNX Runtime's CPU natives. Third-party
@@ -65,7 +71,7 @@ public sealed class PackageConsumerTests : IDisposable
                 <packageSource key="nuget.org"><package pattern="*" /></packageSource>
               </packageSourceMapping>
               <fallbackPackageFolders>
-                <add key="machine" value="{Metadata("NuGetPackageRoot")}" />
+                <add key="machine" value="{Ptq.Metadata("NuGetPackageRoot")}" />
               </fallbackPackageFolders>
             </configuration>
             """);
@@ -95,7 +101,4 @@ public sealed class PackageConsumerTests : IDisposable
         start = text.IndexOf('\n', start) + 1;
         return text[start..text.IndexOf("```", start, StringComparison.Ordinal)];
     }
-
-    private static string Metadata(string key) =>
-        typeof(PackageConsumerTests).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == key).Value!;
 }
