@@ -12,7 +12,7 @@ public sealed class AwqOptions
     /// <summary>
     /// Gets or sets the weight scheme the searches quantize with, or <see langword="null"/>: per group means groups of
     /// consecutive input features (along K) of one output channel, whatever axis the scheme names; per channel means per
-    /// output channel; per tensor is allowed. Required by <see cref="OnnxAwq.ApplyAsync"/>; must stay
+    /// output channel; per tensor is allowed. Required by <see cref="OnnxAwq.ApplyAsync(OnnxModel, ICalibrationDataSource{IReadOnlyCollection{Microsoft.ML.OnnxRuntime.NamedOnnxValue}}, AwqOptions, IProgress{CalibrationProgress}?, CancellationToken)"/>; must stay
     /// <see langword="null"/> under <see cref="OnnxWeightQuantizer"/>, which searches with the scheme it quantizes each
     /// weight with (its MatMulNBits blocks when those are set).
     /// </summary>

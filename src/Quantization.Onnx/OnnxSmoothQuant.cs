@@ -230,7 +230,12 @@ public static class OnnxSmoothQuant
         private readonly (float[] Minimums, float[] Maximums)? _calibrated;
         private readonly QuantizationScheme _scheme;
 
+        /// <param name="rows">The sampled tokens of the group's input X, row-major [<paramref name="count"/>, <paramref name="channels"/>].</param>
+        /// <param name="count">The number of sampled tokens.</param>
+        /// <param name="channels">The number of input channels.</param>
+        /// <param name="weights">Each layer's weight as input rows, [<paramref name="channels"/>, outputs].</param>
         /// <param name="calibrated">The calibrated per-channel range of X, for static activations; <see langword="null"/> for dynamic ones (each quantized over the range of the sampled rows).</param>
+        /// <param name="scheme">The activations' quantization scheme.</param>
         public Search(float[] rows, int count, int channels, float[][] weights, (float[] Minimums, float[] Maximums)? calibrated, QuantizationScheme scheme)
         {
             (_rows, _count, _channels, _weights, _calibrated, _scheme) = (rows, count, channels, weights, calibrated, scheme);

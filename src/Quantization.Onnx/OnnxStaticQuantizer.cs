@@ -66,7 +66,7 @@ public sealed class OnnxStaticQuantizationOptions : OnnxWeightQuantizationOption
 
     /// <summary>
     /// Gets or sets SmoothQuant's settings: when set, <see cref="OnnxStaticQuantizer.QuantizeAsync"/> first smooths the
-    /// model (<see cref="OnnxSmoothQuant.SmoothAsync"/>) on the same calibration data, moving outlier channels of the
+    /// model (<see cref="OnnxSmoothQuant.SmoothAsync(OnnxModel, ICalibrationDataSource{IReadOnlyCollection{NamedOnnxValue}}, OnnxSmoothQuantOptions?, IProgress{CalibrationProgress}?, CancellationToken)"/>) on the same calibration data, moving outlier channels of the
     /// MatMul and Gemm inputs into their weights; <see langword="null"/> (the default) does not. Needs calibration data.
     /// </summary>
     public OnnxSmoothQuantOptions? SmoothQuant { get; set; }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Reflection;
 using System.Runtime.InteropServices;
 
 using Google.Protobuf;
@@ -10,13 +11,17 @@ namespace Quantization.Cli.Tests;
 /// <summary>Runs ptq as a child process and builds the small inputs the tests feed it.</summary>
 internal static class Ptq
 {
+    /// <summary>A value the test project's build recorded (an <see cref="AssemblyMetadataAttribute"/>: project and package paths).</summary>
+    public static string Metadata(string key) =>
+        typeof(Ptq).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == key).Value!;
+
     /// <summary>Runs the built ptq (next to the tests) or a given executable, and returns its exit code and output.</summary>
     public static (int ExitCode, string Output, string Error) Run(params string[] arguments) =>
         RunProgram("dotnet", [Path.Combine(AppContext.BaseDirectory, "Quantization.Cli.dll"), .. arguments]);
 
-    public static (int ExitCode, string Output, string Error) RunProgram(string program, IEnumerable<string> arguments, IDictionary<string, string>? environment = null)
+    public static (int ExitCode, string Output, string Error) RunProgram(string program, IEnumerable<string> arguments, IDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
-        ProcessStartInfo start = new(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        ProcessStartInfo start = new(program) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false, WorkingDirectory = workingDirectory ?? "" };
         foreach (string argument in arguments)
         {
             start.ArgumentList.Add(argument);

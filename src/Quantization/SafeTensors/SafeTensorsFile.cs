@@ -9,7 +9,7 @@ namespace Quantization;
 
 /// <summary>
 /// A safetensors file opened for reading: its header is parsed and checked on <see cref="Open"/>, and the file is
-/// memory-mapped so that <see cref="GetBytes"/> hands out each tensor's bytes without copying them.
+/// memory-mapped so that <see cref="GetBytes(string)"/> hands out each tensor's bytes without copying them.
 /// </summary>
 /// <remarks>
 /// <para>The header is hostile input (see <see cref="Open"/>). Thread-safe for reading.</para>
