@@ -1,4 +1,4 @@
-# The AVX-512 VNNI W8A8 kernel (src/Quantization/Linear/Avx512VnniKernel.cs) as GNU as 2.40 assembles it; the test
+# The AVX-512 VNNI W8A8 kernel (src/Quantization/Kernels/X86/Avx512VnniKernel.cs) as GNU as 2.40 assembles it; the test
 # compares Avx512VnniKernel.Assemble with avx512-vnni-kernel-1-token.hex, made by:
 #   as avx512-vnni-kernel-1-token.s -o k.o && objcopy -O binary -j .text k.o k.bin && xxd -p k.bin | tr -d '\n' > avx512-vnni-kernel-1-token.hex
 # {disp32} asks for the 32-bit displacement the kernel's assembler writes wherever one is not 0.

@@ -18,7 +18,7 @@ def disp(text, offset):
 def source(tokens, panels):
     n = name(tokens, panels)
     lines = [
-        "# The AVX-512 VNNI W8A8 kernel (src/Quantization/Linear/Avx512VnniKernel.cs) as GNU as 2.40 assembles it; the test",
+        "# The AVX-512 VNNI W8A8 kernel (src/Quantization/Kernels/X86/Avx512VnniKernel.cs) as GNU as 2.40 assembles it; the test",
         f"# compares Avx512VnniKernel.Assemble with {n}.hex, made by:",
         f"#   as {n}.s -o k.o && objcopy -O binary -j .text k.o k.bin && xxd -p k.bin | tr -d '\\n' > {n}.hex",
         "# {disp32} asks for the 32-bit displacement the kernel's assembler writes wherever one is not 0.",
