@@ -3,29 +3,6 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace Quantization;
 
-/// <summary>Receives the named activation tensors that a forward step produces for one batch.</summary>
-public interface IActivationRecorder
-{
-    /// <summary>Records one activation tensor; it is folded into that name's observer at once and not kept.</summary>
-    /// <param name="name">The tensor's name, the key of its parameters.</param>
-    /// <param name="values">The values, row-major.</param>
-    /// <param name="shape">The shape.</param>
-    void Record(string name, ReadOnlySpan<float> values, ReadOnlySpan<int> shape);
-}
-
-/// <summary>Runs a model, or the part of it that matters, on one calibration batch and records its activations.</summary>
-/// <typeparam name="TBatch">The batch type.</typeparam>
-/// <param name="batch">The batch.</param>
-/// <param name="recorder">Where to record the activations.</param>
-/// <param name="cancellationToken">Cancels the step.</param>
-/// <returns>A task that completes when the batch is done.</returns>
-public delegate ValueTask CalibrationStep<in TBatch>(TBatch batch, IActivationRecorder recorder, CancellationToken cancellationToken);
-
-/// <summary>Progress of a calibration run.</summary>
-/// <param name="Batches">Batches done so far in this run.</param>
-/// <param name="Total">The number of batches, when the source knows it.</param>
-public readonly record struct CalibrationProgress(int Batches, int? Total);
-
 /// <summary>
 /// Static calibration: streams batches from a data source through a user's forward step and folds every named
 /// activation into its own observer, then computes static parameters per tensor. Memory stays flat whatever the number

@@ -4,22 +4,6 @@ using System.Runtime.Intrinsics.X86;
 
 namespace Quantization;
 
-/// <summary>The widest SIMD vectors the kernels use on this machine.</summary>
-public enum SimdTier
-{
-    /// <summary>No hardware vectors: every kernel runs its scalar path.</summary>
-    Scalar,
-
-    /// <summary>128-bit vectors (SSE / AdvSimd).</summary>
-    Vector128,
-
-    /// <summary>256-bit vectors (AVX2).</summary>
-    Vector256,
-
-    /// <summary>512-bit vectors (AVX-512).</summary>
-    Vector512,
-}
-
 /// <summary>
 /// SIMD kernels for quantization: reductions (<see cref="MinMax"/>, <see cref="MaxMagnitude"/>), quantize and dequantize
 /// per tensor, per channel, per group and per token, and fused dynamic quantization. Every vector path

@@ -1,47 +1,5 @@
 namespace Quantization;
 
-/// <summary>A named fp32 tensor, such as a weight read from a model file.</summary>
-/// <param name="Name">The tensor's name.</param>
-/// <param name="Values">The values, row-major.</param>
-/// <param name="Shape">The shape.</param>
-public sealed record NamedTensor(string Name, ReadOnlyMemory<float> Values, int[] Shape);
-
-/// <summary>What <see cref="RtnQuantizer"/> decided for one tensor.</summary>
-/// <param name="Name">The tensor's name.</param>
-/// <param name="Scheme">The scheme it was quantized with, or <see langword="null"/> when it was kept in float.</param>
-/// <param name="Reason">Why: the rule that chose the scheme, or why the tensor was kept in float.</param>
-public sealed record RtnDecision(string Name, QuantizationScheme? Scheme, string Reason);
-
-/// <summary>Rules for <see cref="RtnQuantizer"/>: which tensors to quantize, and how.</summary>
-public sealed class RtnOptions
-{
-    /// <summary>Gets or sets the scheme of tensors no override matches; symmetric int8 per output channel (axis 0) by default.</summary>
-    public QuantizationScheme DefaultScheme { get; set; } = QuantizationScheme.Int8PerChannel();
-
-    /// <summary>Gets the patterns of tensors to quantize; when empty, every tensor is a candidate.</summary>
-    public IList<NamePattern> Include { get; } = [];
-
-    /// <summary>Gets the patterns of tensors to keep in float (Golden Stick's <c>opname_blacklist</c>, llm-compressor's <c>ignore</c>); they win over <see cref="Include"/>.</summary>
-    public IList<NamePattern> Exclude { get; } = [];
-
-    /// <summary>Gets per-tensor scheme overrides, for mixed precision or another axis; the first matching pattern wins.</summary>
-    public IList<KeyValuePair<NamePattern, QuantizationScheme>> Overrides { get; } = [];
-
-    /// <summary>Gets or sets the smallest rank quantized: 2 by default, so biases and norm weights stay in float.</summary>
-    public int MinimumRank { get; set; } = 2;
-}
-
-/// <summary>Progress of an <see cref="RtnQuantizer"/> run.</summary>
-/// <param name="Done">Tensors handled so far.</param>
-/// <param name="Name">The tensor just handled.</param>
-public readonly record struct RtnProgress(int Done, string Name);
-
-/// <summary>The outcome of an <see cref="RtnQuantizer"/> run.</summary>
-/// <param name="Tensors">The quantized tensors, in input order.</param>
-/// <param name="Decisions">One decision per input tensor, in input order.</param>
-/// <param name="Report">The error and size of every quantized tensor.</param>
-public sealed record RtnResult(IReadOnlyList<QuantizedTensor> Tensors, IReadOnlyList<RtnDecision> Decisions, QuantizationReport Report);
-
 /// <summary>
 /// Round-to-nearest weight quantization of a set of named tensors: each tensor is quantized on its own, with parameters
 /// from its own min/max, following per-name rules (include, exclude, per-tensor scheme overrides).

@@ -2,12 +2,6 @@ using System.Runtime.InteropServices;
 
 namespace Quantization;
 
-/// <summary>A tensor to be written: its name, element type and shape.</summary>
-/// <param name="Name">The tensor's name.</param>
-/// <param name="DataType">The element type.</param>
-/// <param name="Shape">The shape; empty for a scalar.</param>
-public sealed record SafeTensorDescriptor(string Name, SafeTensorDataType DataType, IReadOnlyList<long> Shape);
-
 /// <summary>
 /// Writes a safetensors file as a stream: the header is written first from the tensors' descriptions, then their bytes
 /// in the same order, in as many <see cref="Write(ReadOnlySpan{byte})"/> calls as suits the caller, so that no tensor
