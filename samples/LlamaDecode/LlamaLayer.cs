@@ -60,8 +60,10 @@ public sealed class LlamaLayer(LlamaConfig config, float[] inputNorm, LlamaLinea
         time = profile?.Add(0, time) ?? time;
 
         // The block joins the cache, then attends causally in one call: token t sees the cache up to and including itself.
+        // A prompt's attention splits its KV heads between threads; one token's stays on this thread, as its few hundred
+        // microseconds would not pay for waking thread-pool workers while the linears' helpers still poll for work.
         cache.Append(layer, work.Keys, work.Values, tokens);
-        cache.Attend(layer, work.Queries, work.Attention, tokens, _threads);
+        cache.Attend(layer, work.Queries, work.Attention, tokens, tokens > 1 ? _threads : 1);
         time = profile?.Add(2, time) ?? time;
         o.Forward(work.Attention, work.Projected, tokens);
         time = profile?.Add(3, time) ?? time;
