@@ -262,12 +262,13 @@ internal sealed class PanelTeam
             while (true)
             {
                 long start = Stopwatch.GetTimestamp();
-                int generation;
-                while ((generation = Volatile.Read(ref _team._generation)) == seen)
+                SpinWait poll = default;
+                while (Volatile.Read(ref _team._generation) == seen)
                 {
                     if (Stopwatch.GetTimestamp() - start < SpinTime)
                     {
-                        Thread.SpinWait(20);
+                        // Spins, then yields between looks: on a busy machine the processor goes to whoever waits for it.
+                        poll.SpinOnce(sleep1Threshold: -1);
                         continue;
                     }
 
@@ -282,7 +283,7 @@ internal sealed class PanelTeam
                     start = Stopwatch.GetTimestamp();
                 }
 
-                generation = Volatile.Read(ref _team._generation);
+                int generation = Volatile.Read(ref _team._generation);
                 seen = generation;
                 _team.Join(_index, generation);
             }
