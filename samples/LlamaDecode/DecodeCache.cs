@@ -34,35 +34,41 @@ public sealed class DecodeCache : IDisposable
     /// <summary>Gets the bytes the cached tokens take (keys, values and their scales, all layers).</summary>
     public long Bytes => (long)Math.Round((_int8?.BytesPerToken ?? _float!.BytesPerToken) * Count);
 
-    /// <summary>Appends one token's keys and values to a layer.</summary>
+    /// <summary>Appends a block of tokens' keys and values to a layer.</summary>
     /// <param name="layer">The layer.</param>
-    /// <param name="keys">[KV heads, head dim].</param>
-    /// <param name="values">[KV heads, head dim].</param>
-    public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
+    /// <param name="keys">[tokens, KV heads, head dim].</param>
+    /// <param name="values">[tokens, KV heads, head dim].</param>
+    /// <param name="tokens">The tokens in the block.</param>
+    public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
         if (_int8 is not null)
         {
-            _int8.Append(layer, keys, values);
+            _int8.Append(layer, keys, values, tokens);
         }
         else
         {
-            _float!.Append(layer, keys, values);
+            _float!.Append(layer, keys, values, tokens);
         }
     }
 
-    /// <summary>Attends with one token's query over the layer's cached tokens.</summary>
+    /// <summary>
+    /// Attends with the queries of the layer's last <paramref name="tokens"/> tokens (just appended), causally: token t of
+    /// the block sees the cache up to and including itself; the bits are those of token-by-token attention.
+    /// </summary>
     /// <param name="layer">The layer.</param>
-    /// <param name="query">[heads, head dim].</param>
-    /// <param name="output">[heads, head dim].</param>
-    public void Attend(int layer, ReadOnlySpan<float> query, Span<float> output)
+    /// <param name="queries">[tokens, heads, head dim].</param>
+    /// <param name="output">[tokens, heads, head dim].</param>
+    /// <param name="tokens">The query tokens.</param>
+    /// <param name="threads">The most threads (KV heads are split between them; the bits do not change).</param>
+    public void Attend(int layer, ReadOnlySpan<float> queries, Span<float> output, int tokens, int threads)
     {
         if (_int8 is not null)
         {
-            _int8.Attend(layer, query, output);
+            _int8.Attend(layer, queries, output, tokens, threads);
         }
         else
         {
-            _float!.Attend(layer, query, output);
+            _float!.Attend(layer, queries, output, tokens, threads);
         }
     }
 

@@ -19,14 +19,16 @@ namespace Quantization.Samples;
 public sealed class LlamaLayer(LlamaConfig config, float[] inputNorm, LlamaLinear q, LlamaLinear k, LlamaLinear v, LlamaLinear o, float[] postNorm, LlamaLinear gate, LlamaLinear up, LlamaLinear down)
 {
     private readonly LlamaLinear[] _linears = [q, k, v, o, gate, up, down];
+    private int _threads = 1;
 
     /// <summary>Gets the bytes of the layer's weights.</summary>
     public long WeightBytes => _linears.Sum(l => l.WeightBytes) + ((inputNorm.Length + postNorm.Length) * sizeof(float));
 
-    /// <summary>Sets the threads of every linear.</summary>
+    /// <summary>Sets the threads of every linear and of attention.</summary>
     /// <param name="threads">The threads.</param>
     public void SetThreads(int threads)
     {
+        _threads = threads;
         foreach (LlamaLinear linear in _linears)
         {
             linear.Threads = threads;
@@ -50,18 +52,19 @@ public sealed class LlamaLayer(LlamaConfig config, float[] inputNorm, LlamaLinea
         time = profile?.Add(1, time) ?? time;
         for (int t = 0; t < tokens; t++)
         {
-            Span<float> query = work.Queries.AsSpan(t * hidden, hidden), key = work.Keys.AsSpan(t * kv, kv);
             ReadOnlySpan<float> c = cos.AsSpan(t * half, half), s = sin.AsSpan(t * half, half);
-            TransformerPrimitives.ApplyRotaryEmbedding(query, c, s);
-            TransformerPrimitives.ApplyRotaryEmbedding(key, c, s);
-            time = profile?.Add(0, time) ?? time;
-
-            // Causal: token t sees the cache up to and including itself.
-            cache.Append(layer, key, work.Values.AsSpan(t * kv, kv));
-            cache.Attend(layer, query, work.Attention.AsSpan(t * hidden, hidden));
-            time = profile?.Add(2, time) ?? time;
+            TransformerPrimitives.ApplyRotaryEmbedding(work.Queries.AsSpan(t * hidden, hidden), c, s);
+            TransformerPrimitives.ApplyRotaryEmbedding(work.Keys.AsSpan(t * kv, kv), c, s);
         }
 
+        time = profile?.Add(0, time) ?? time;
+
+        // The block joins the cache, then attends causally in one call: token t sees the cache up to and including itself.
+        // A prompt's attention splits its KV heads between threads; one token's stays on this thread, as its few hundred
+        // microseconds would not pay for waking thread-pool workers while the linears' helpers still poll for work.
+        cache.Append(layer, work.Keys, work.Values, tokens);
+        cache.Attend(layer, work.Queries, work.Attention, tokens, tokens > 1 ? _threads : 1);
+        time = profile?.Add(2, time) ?? time;
         o.Forward(work.Attention, work.Projected, tokens);
         time = profile?.Add(3, time) ?? time;
         TensorPrimitives.Add(x, work.Projected, x);

@@ -60,7 +60,7 @@ public sealed class LlamaModel
 
     /// <summary>
     /// Runs a block of tokens that follow the cache's contents (a prompt, or one token when decoding): the linears see the
-    /// whole block at once (GEMM), attention goes token by token (causal), and the cache grows by the block.
+    /// whole block at once (GEMM), the block joins the cache and attends causally in one call per layer.
     /// </summary>
     /// <param name="tokens">The token ids.</param>
     /// <param name="cache">The KV cache; its count is the block's first position.</param>

@@ -26,9 +26,10 @@ namespace Quantization;
 /// </para>
 /// <para>
 /// Forward is blocked for cache: one panel (32 x inFeatures bytes) is read once per block of up to 48 tokens while it
-/// stays in cache, and tokens are quantized once per call. With <see cref="MaxDegreeOfParallelism"/> above 1 the panels
-/// are split between threads; every output is computed the same way, so the results are the same bits. An instance
-/// is immutable apart from that setting, and <see cref="Forward"/> may be called from several threads at once.
+/// stays in cache, and tokens are quantized once per call. With <see cref="MaxDegreeOfParallelism"/> above 1 each thread
+/// takes a contiguous range of panels, and takes over the rest of another's range when it finishes first; every output is
+/// computed the same way, so the results are the same bits. An instance is immutable apart from that setting, and
+/// <see cref="Forward"/> may be called from several threads at once.
 /// </para>
 /// <para>
 /// W8A8 runs the fastest kernel the machine has: 512-bit <c>vpdpbusd</c> (AVX512_VNNI), then the 256-bit AVX-VNNI form,
@@ -66,6 +67,12 @@ public sealed class QuantizedLinear
 
     /// <summary>Tokens computed per pass over a panel (the kernels' sums for them fit on the stack).</summary>
     private const int TokenBlock = 48;
+
+    /// <summary>
+    /// The weight bytes of a unit of parallel work: long enough for the memory streams of a GEMV to reach full speed
+    /// and for claiming a unit to cost nothing in comparison, short enough that a late thread waits for little.
+    /// </summary>
+    private const int UnitBytes = 128 * 1024;
 
     private static readonly QuantizationScheme ActivationScheme = QuantizationScheme.Int8PerTensor();
 
@@ -139,6 +146,12 @@ public sealed class QuantizedLinear
     public QuantizedType WeightType { get; }
 
     /// <summary>Gets or sets the most threads one <see cref="Forward"/> call uses; 1 (the default) runs on the calling thread.</summary>
+    /// <remarks>
+    /// Above 1, the calling thread works with helper threads that the library starts once per process (at most one less
+    /// than the processors; they are background threads). After a call a helper keeps polling for the next one for 0.2 ms,
+    /// so that the many short calls of a decode step start at once, and then blocks. The helpers serve one call at a time:
+    /// a call made while another holds them runs on its own thread, with the same results.
+    /// </remarks>
     /// <exception cref="ArgumentOutOfRangeException">The value is below 1.</exception>
     public int MaxDegreeOfParallelism
     {
@@ -402,31 +415,34 @@ public sealed class QuantizedLinear
         }
     }
 
-    /// <summary>Runs every panel, on this thread or split into contiguous ranges between threads.</summary>
+    /// <summary>
+    /// Runs every panel, on this thread or with the helper threads of <see cref="PanelTeam"/>: each thread takes a
+    /// contiguous range of units of about <see cref="UnitBytes"/> of weight, at least two panels where the kernel reads
+    /// panels in pairs, and at least four units a thread when the layer has enough panels.
+    /// </summary>
     private unsafe void Run(PanelWork work, Span<float> output)
     {
         int panels = Panels;
         int degree = Math.Min(_maxDegreeOfParallelism, panels);
-        if (degree <= 1)
+        if (degree > 1)
         {
-            work.Run(0, panels, output);
-            return;
+            int panelBytes = PackedInt8Weight.PanelRows * (_weight is null ? PaddedInFeatures / 2 : PaddedInFeatures);
+            int unitPanels = Math.Clamp(Math.Min((UnitBytes + panelBytes - 1) / panelBytes, panels / (4 * degree)), 2, panels);
+            fixed (float* pinned = output)
+            {
+                if (PanelTeam.TryRun(work, pinned, output.Length, panels, unitPanels, degree))
+                {
+                    return;
+                }
+            }
         }
 
-        // Several chunks per thread, so a thread slowed by a neighbour on a shared machine does not hold up the call.
-        // Each chunk writes its own panels' columns of the output, straight into the caller's memory (pinned for the call).
-        int chunks = Math.Min(panels, degree * 4);
-        int length = output.Length;
-        fixed (float* pinned = output)
-        {
-            nint address = (nint)pinned;
-            Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = degree }, chunk =>
-                work.Run(panels * chunk / chunks, panels * (chunk + 1) / chunks, new Span<float>((float*)address, length)));
-        }
+        // One thread, or another call holds the helpers.
+        work.Run(0, panels, output);
     }
 
     /// <summary>One Forward call's prepared inputs; computes the outputs of a range of panels.</summary>
-    private readonly struct PanelWork(QuantizedLinear layer, QuantizedLinearMode mode, byte[]? activations, sbyte[]? quantized, int[]? groupSums, float[]? floats, float[] tokenScales, int tokens)
+    internal readonly struct PanelWork(QuantizedLinear layer, QuantizedLinearMode mode, byte[]? activations, sbyte[]? quantized, int[]? groupSums, float[]? floats, float[] tokenScales, int tokens)
     {
         public void Run(int firstPanel, int endPanel, Span<float> output)
         {

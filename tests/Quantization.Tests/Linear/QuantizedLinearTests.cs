@@ -91,6 +91,49 @@ public class QuantizedLinearTests
     }
 
     [Fact]
+    public void Forward_MoreHelpersThanProcessorsAndConcurrentCalls_SameBitsAsSerial()
+    {
+        // Four participants claiming and stealing units, whatever the machine's processors; then calls from several
+        // threads at once, of which one holds the helpers and the others run alone.
+        Random random = new(11);
+        QuantizedLinear int8 = QuantizedLinear.Create(Gaussian(random, Out * In, 0.05f), Out, In, Gaussian(random, Out, 1f));
+        QuantizedLinear int4 = new(QuantizedTensor.Quantize(Gaussian(random, Out * In, 0.05f), [Out, In], QuantizationScheme.Int4PerGroup(32)));
+        (QuantizedLinear Layer, QuantizedLinearMode Mode)[] cases = [(int8, QuantizedLinearMode.W8A8), (int8, QuantizedLinearMode.W8A16), (int4, QuantizedLinearMode.W4A16), (int4, QuantizedLinearMode.W4A8)];
+        int limit = PanelTeam.HelperLimit;
+        try
+        {
+            PanelTeam.HelperLimit = 3;
+            foreach (int tokens in new[] { 1, 5 })
+            {
+                float[] input = Gaussian(random, tokens * In, 1f);
+                foreach ((QuantizedLinear layer, QuantizedLinearMode mode) in cases)
+                {
+                    layer.MaxDegreeOfParallelism = 1;
+                    float[] serial = new float[tokens * Out];
+                    layer.Forward(input, serial, tokens, mode);
+                    layer.MaxDegreeOfParallelism = 4;
+                    float[][] parallel = [.. Enumerable.Range(0, 4).Select(_ => new float[tokens * Out])];
+                    Parallel.For(0, 4, i =>
+                    {
+                        for (int repeat = 0; repeat < 25; repeat++)
+                        {
+                            layer.Forward(input, parallel[i], tokens, mode);
+                        }
+                    });
+                    foreach (float[] result in parallel)
+                    {
+                        Kernels.LinearKernelTests.AssertSameBits(serial, result, $"{mode}, {tokens} tokens");
+                    }
+                }
+            }
+        }
+        finally
+        {
+            PanelTeam.HelperLimit = limit;
+        }
+    }
+
+    [Fact]
     public void Constructor_PerTensorWeight_UsesTheOneScaleForEveryChannel()
     {
         Random random = new(9);

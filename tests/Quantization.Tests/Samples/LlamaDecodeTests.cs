@@ -98,6 +98,26 @@ public sealed class LlamaDecodeTests : IDisposable
     }
 
     [Theory]
+    [InlineData(null, false)]
+    [InlineData(null, true)]
+    [InlineData(QuantizedLinearMode.W8A8, true)]
+    [InlineData(QuantizedLinearMode.W8A16, true)]
+    [InlineData(QuantizedLinearMode.W4A16, false)]
+    public void Decoder_PromptAsOneBlock_HasTheBitsOfTokenByTokenPrefill(QuantizedLinearMode? mode, bool cacheInt8)
+    {
+        // The block's causal attention has the bits of attending after each append (fp32 and dynamic int8 caches), and
+        // each row of the linears' GEMM the bits of a GEMV: the prompt's logits and the cache's contents cannot tell.
+        using SyntheticWeights weights = new(LlamaConfig.Toy, seed: 8);
+        LlamaModel model = LlamaWeights.Build(weights, mode);
+        var block = Decode(model, cacheInt8, steps: 2);
+        var tokenByToken = Decode(model, cacheInt8, steps: 2, promptByToken: true);
+        Assert.Equal(block.Select(s => s.Sequence), tokenByToken.Select(s => s.Sequence));
+        Assert.Equal(block.Select(s => s.Logits), tokenByToken.Select(s => s.Logits));
+        model.Threads = 2;
+        Assert.Equal(block.Select(s => s.Logits), Decode(model, cacheInt8, steps: 2).Select(s => s.Logits));
+    }
+
+    [Theory]
     [InlineData(null)]
     [InlineData(QuantizedLinearMode.W8A8)]
     [InlineData(QuantizedLinearMode.W4A16)]
@@ -128,16 +148,20 @@ public sealed class LlamaDecodeTests : IDisposable
     }
 
     /// <summary>
-    /// Prefills <see cref="Prompt"/>, then decodes greedily (or feeds the tokens of <paramref name="forced"/>): the
-    /// sequence and the logits after each block.
+    /// Prefills <see cref="Prompt"/> (as one block, or one token at a time), then decodes greedily (or feeds the tokens of
+    /// <paramref name="forced"/>): the sequence and the logits after the prompt and each step.
     /// </summary>
-    private static List<(int[] Sequence, float[] Logits)> Decode(LlamaModel model, bool cacheInt8, int steps, int[]? forced = null)
+    private static List<(int[] Sequence, float[] Logits)> Decode(LlamaModel model, bool cacheInt8, int steps, int[]? forced = null, bool promptByToken = false)
     {
         using DecodeCache cache = new(model.Config, Prompt.Length + steps, cacheInt8);
         List<int> sequence = [.. Prompt];
         List<(int[], float[])> result = [];
         float[] logits = new float[model.Config.VocabSize];
-        model.Forward(Prompt, cache, logits);
+        for (int t = 0; t < Prompt.Length; t += promptByToken ? 1 : Prompt.Length)
+        {
+            model.Forward(Prompt.AsSpan(t, promptByToken ? 1 : Prompt.Length), cache, logits);
+        }
+
         result.Add(([.. sequence], (float[])logits.Clone()));
         for (int step = 0; step < steps; step++)
         {
