@@ -49,10 +49,10 @@ internal static partial class AttentionPrimitives
             ref float s = ref Unsafe.Add(ref score0, (nuint)j * (nuint)scoreStride);
             ReadOnlySpan<float> f = factors.Slice(j, count);
             int t = 0;
-            t = KeyScores<Vector512<int>, PairDot512>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
-            t = KeyScores<Vector256<int>, PairDot256>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
-            t = KeyScores<Vector128<int>, PairDot128>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
-            KeyScores<int, PairDotScalar>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
+            t = KeyScores<Vector512<short>, Vector512<int>, PairDot512>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
+            t = KeyScores<Vector256<short>, Vector256<int>, PairDot256>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
+            t = KeyScores<Vector128<short>, Vector128<int>, PairDot128>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
+            KeyScores<int, int, PairDotScalar>(ref key0, ref q, f, ref scale0, ref s, layout, t, tokens);
         }
     }
 
@@ -60,8 +60,8 @@ internal static partial class AttentionPrimitives
     /// Scores runs of <typeparamref name="TOp"/>.Count tokens from <paramref name="start"/> for up to four query heads;
     /// returns where it stopped (the tokens left are fewer than a run, or the tier is not supported).
     /// </summary>
-    private static int KeyScores<TAcc, TOp>(ref sbyte keys, ref int queries, ReadOnlySpan<float> factors, ref float tokenScales, ref float scores, in PairLayout layout, int start, int tokens)
-        where TOp : IPairDotOperator<TAcc>
+    private static int KeyScores<TWide, TAcc, TOp>(ref sbyte keys, ref int queries, ReadOnlySpan<float> factors, ref float tokenScales, ref float scores, in PairLayout layout, int start, int tokens)
+        where TOp : IPairDotOperator<TWide, TAcc>
     {
         if (!TOp.IsSupported)
         {
@@ -81,7 +81,11 @@ internal static partial class AttentionPrimitives
                 TAcc a = TOp.Zero, b = TOp.Zero, c = TOp.Zero, d = TOp.Zero;
                 for (nuint p = 0; p < pairs; p++)
                 {
-                    TOp.MultiplyAdd4(ref run, p * stride * 2, Unsafe.Add(ref queries, p), Unsafe.Add(ref qb, p), Unsafe.Add(ref qc, p), Unsafe.Add(ref qd, p), ref a, ref b, ref c, ref d);
+                    TWide k = TOp.Widen(ref run, p * stride * 2);
+                    a = TOp.MultiplyAdd(a, k, Unsafe.Add(ref queries, p));
+                    b = TOp.MultiplyAdd(b, k, Unsafe.Add(ref qb, p));
+                    c = TOp.MultiplyAdd(c, k, Unsafe.Add(ref qc, p));
+                    d = TOp.MultiplyAdd(d, k, Unsafe.Add(ref qd, p));
                 }
 
                 TOp.Store(a, factors[0], ref tokenScales, layout.PerToken, ref scores, (nuint)t);
@@ -97,7 +101,7 @@ internal static partial class AttentionPrimitives
                 TAcc a = TOp.Zero;
                 for (nuint p = 0; p < pairs; p++)
                 {
-                    a = TOp.MultiplyAdd(a, ref run, p * stride * 2, Unsafe.Add(ref q, p));
+                    a = TOp.MultiplyAdd(a, TOp.Widen(ref run, p * stride * 2), Unsafe.Add(ref q, p));
                 }
 
                 TOp.Store(a, factors[j], ref tokenScales, layout.PerToken, ref Unsafe.Add(ref scores, (nuint)j * layout.ScoreStride), (nuint)t);
@@ -112,11 +116,14 @@ internal static partial class AttentionPrimitives
 }
 
 /// <summary>
-/// <see cref="Count"/> tokens' partial dots of one channel pair: widen their 2 x Count key bytes to int16, multiply by
-/// the query pair (two int16 in an int32, broadcast) and add adjacent products into each token's int32 lane.
+/// <see cref="Count"/> tokens' partial dots of one channel pair: widen their 2 x Count key bytes to int16 once
+/// (<see cref="Widen"/>), then for each query head multiply by its pair (two int16 in an int32, broadcast) and add
+/// adjacent products into each token's int32 lane (<see cref="MultiplyAdd"/>). The drivers in
+/// <see cref="AttentionPrimitives"/> hold the loops, so every tier runs the same body.
 /// </summary>
+/// <typeparam name="TWide">The widened keys of one step: Count int16 pairs.</typeparam>
 /// <typeparam name="TAcc">The int32 lanes, one per token.</typeparam>
-internal interface IPairDotOperator<TAcc>
+internal interface IPairDotOperator<TWide, TAcc>
 {
     static abstract int Count { get; }
 
@@ -124,21 +131,22 @@ internal interface IPairDotOperator<TAcc>
 
     static abstract TAcc Zero { get; }
 
-    /// <summary>acc += the pair dots of the tokens whose pair starts at <c>keys[offset]</c>.</summary>
-    static abstract TAcc MultiplyAdd(TAcc acc, ref sbyte keys, nuint offset, int queryPair);
+    /// <summary>The Count pairs that start at <c>keys[offset]</c>, widened to int16.</summary>
+    static abstract TWide Widen(ref sbyte keys, nuint offset);
 
-    /// <summary>The same for four query heads, widening the keys once.</summary>
-    static abstract void MultiplyAdd4(ref sbyte keys, nuint offset, int qa, int qb, int qc, int qd, ref TAcc a, ref TAcc b, ref TAcc c, ref TAcc d);
+    /// <summary>acc += the pair dots of widened keys with one query pair.</summary>
+    static abstract TAcc MultiplyAdd(TAcc acc, TWide keys, int queryPair);
 
     /// <summary>scores[t + i] = (float)acc[i] * factor (* tokenScales[t + i]).</summary>
     static abstract void Store(TAcc acc, float factor, ref float tokenScales, bool perToken, ref float scores, nuint t);
 }
 
 // vpmovsxbw widens the key bytes and vpmaddwd multiplies int16 pairs and adds them into int32 lanes in one instruction;
-// the portable Vector API has neither (it would widen twice and multiply int32 lanes).
+// the portable Vector API has neither (it would widen twice and multiply int32 lanes). A wide store is two stores of
+// its halves: the same per-lane operations, and it runs once per run of tokens, not per pair.
 
 /// <summary>16 tokens a step (AVX-512BW).</summary>
-internal readonly struct PairDot512 : IPairDotOperator<Vector512<int>>
+internal readonly struct PairDot512 : IPairDotOperator<Vector512<short>, Vector512<int>>
 {
     public static int Count => 16;
 
@@ -147,34 +155,22 @@ internal readonly struct PairDot512 : IPairDotOperator<Vector512<int>>
     public static Vector512<int> Zero => Vector512<int>.Zero;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<int> MultiplyAdd(Vector512<int> acc, ref sbyte keys, nuint offset, int queryPair) =>
-        acc + Avx512BW.MultiplyAddAdjacent(Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref keys, offset)), Vector512.Create(queryPair).AsInt16());
+    public static Vector512<short> Widen(ref sbyte keys, nuint offset) => Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref keys, offset));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void MultiplyAdd4(ref sbyte keys, nuint offset, int qa, int qb, int qc, int qd, ref Vector512<int> a, ref Vector512<int> b, ref Vector512<int> c, ref Vector512<int> d)
-    {
-        Vector512<short> k = Avx512BW.ConvertToVector512Int16(Vector256.LoadUnsafe(ref keys, offset));
-        a += Avx512BW.MultiplyAddAdjacent(k, Vector512.Create(qa).AsInt16());
-        b += Avx512BW.MultiplyAddAdjacent(k, Vector512.Create(qb).AsInt16());
-        c += Avx512BW.MultiplyAddAdjacent(k, Vector512.Create(qc).AsInt16());
-        d += Avx512BW.MultiplyAddAdjacent(k, Vector512.Create(qd).AsInt16());
-    }
+    public static Vector512<int> MultiplyAdd(Vector512<int> acc, Vector512<short> keys, int queryPair) =>
+        acc + Avx512BW.MultiplyAddAdjacent(keys, Vector512.Create(queryPair).AsInt16());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(Vector512<int> acc, float factor, ref float tokenScales, bool perToken, ref float scores, nuint t)
     {
-        Vector512<float> s = Vector512.ConvertToSingle(acc) * factor;
-        if (perToken)
-        {
-            s *= Vector512.LoadUnsafe(ref tokenScales, t);
-        }
-
-        s.StoreUnsafe(ref scores, t);
+        PairDot256.Store(acc.GetLower(), factor, ref tokenScales, perToken, ref scores, t);
+        PairDot256.Store(acc.GetUpper(), factor, ref tokenScales, perToken, ref scores, t + 8);
     }
 }
 
 /// <summary>8 tokens a step (AVX2).</summary>
-internal readonly struct PairDot256 : IPairDotOperator<Vector256<int>>
+internal readonly struct PairDot256 : IPairDotOperator<Vector256<short>, Vector256<int>>
 {
     public static int Count => 8;
 
@@ -183,34 +179,22 @@ internal readonly struct PairDot256 : IPairDotOperator<Vector256<int>>
     public static Vector256<int> Zero => Vector256<int>.Zero;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<int> MultiplyAdd(Vector256<int> acc, ref sbyte keys, nuint offset, int queryPair) =>
-        acc + Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(SByteLoads.Load16(ref keys, offset)), Vector256.Create(queryPair).AsInt16());
+    public static Vector256<short> Widen(ref sbyte keys, nuint offset) => Avx2.ConvertToVector256Int16(SByteLoads.Load16(ref keys, offset));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void MultiplyAdd4(ref sbyte keys, nuint offset, int qa, int qb, int qc, int qd, ref Vector256<int> a, ref Vector256<int> b, ref Vector256<int> c, ref Vector256<int> d)
-    {
-        Vector256<short> k = Avx2.ConvertToVector256Int16(SByteLoads.Load16(ref keys, offset));
-        a += Avx2.MultiplyAddAdjacent(k, Vector256.Create(qa).AsInt16());
-        b += Avx2.MultiplyAddAdjacent(k, Vector256.Create(qb).AsInt16());
-        c += Avx2.MultiplyAddAdjacent(k, Vector256.Create(qc).AsInt16());
-        d += Avx2.MultiplyAddAdjacent(k, Vector256.Create(qd).AsInt16());
-    }
+    public static Vector256<int> MultiplyAdd(Vector256<int> acc, Vector256<short> keys, int queryPair) =>
+        acc + Avx2.MultiplyAddAdjacent(keys, Vector256.Create(queryPair).AsInt16());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(Vector256<int> acc, float factor, ref float tokenScales, bool perToken, ref float scores, nuint t)
     {
-        Vector256<float> s = Vector256.ConvertToSingle(acc) * factor;
-        if (perToken)
-        {
-            s *= Vector256.LoadUnsafe(ref tokenScales, t);
-        }
-
-        s.StoreUnsafe(ref scores, t);
+        PairDot128.Store(acc.GetLower(), factor, ref tokenScales, perToken, ref scores, t);
+        PairDot128.Store(acc.GetUpper(), factor, ref tokenScales, perToken, ref scores, t + 4);
     }
 }
 
 /// <summary>4 tokens a step (SSE4.1).</summary>
-internal readonly struct PairDot128 : IPairDotOperator<Vector128<int>>
+internal readonly struct PairDot128 : IPairDotOperator<Vector128<short>, Vector128<int>>
 {
     public static int Count => 4;
 
@@ -219,18 +203,11 @@ internal readonly struct PairDot128 : IPairDotOperator<Vector128<int>>
     public static Vector128<int> Zero => Vector128<int>.Zero;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<int> MultiplyAdd(Vector128<int> acc, ref sbyte keys, nuint offset, int queryPair) =>
-        acc + Sse2.MultiplyAddAdjacent(Sse41.ConvertToVector128Int16(SByteLoads.Load8(ref keys, offset)), Vector128.Create(queryPair).AsInt16());
+    public static Vector128<short> Widen(ref sbyte keys, nuint offset) => Sse41.ConvertToVector128Int16(SByteLoads.Load8(ref keys, offset));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void MultiplyAdd4(ref sbyte keys, nuint offset, int qa, int qb, int qc, int qd, ref Vector128<int> a, ref Vector128<int> b, ref Vector128<int> c, ref Vector128<int> d)
-    {
-        Vector128<short> k = Sse41.ConvertToVector128Int16(SByteLoads.Load8(ref keys, offset));
-        a += Sse2.MultiplyAddAdjacent(k, Vector128.Create(qa).AsInt16());
-        b += Sse2.MultiplyAddAdjacent(k, Vector128.Create(qb).AsInt16());
-        c += Sse2.MultiplyAddAdjacent(k, Vector128.Create(qc).AsInt16());
-        d += Sse2.MultiplyAddAdjacent(k, Vector128.Create(qd).AsInt16());
-    }
+    public static Vector128<int> MultiplyAdd(Vector128<int> acc, Vector128<short> keys, int queryPair) =>
+        acc + Sse2.MultiplyAddAdjacent(keys, Vector128.Create(queryPair).AsInt16());
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(Vector128<int> acc, float factor, ref float tokenScales, bool perToken, ref float scores, nuint t)
@@ -245,8 +222,8 @@ internal readonly struct PairDot128 : IPairDotOperator<Vector128<int>>
     }
 }
 
-/// <summary>One token a step: the scalar path and every vector path's last tokens.</summary>
-internal readonly struct PairDotScalar : IPairDotOperator<int>
+/// <summary>One token a step: the scalar path and every vector path's last tokens. The widened pair is two int16 in an int32.</summary>
+internal readonly struct PairDotScalar : IPairDotOperator<int, int>
 {
     public static int Count => 1;
 
@@ -255,17 +232,11 @@ internal readonly struct PairDotScalar : IPairDotOperator<int>
     public static int Zero => 0;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static int MultiplyAdd(int acc, ref sbyte keys, nuint offset, int queryPair) =>
-        acc + (Unsafe.Add(ref keys, offset) * (short)queryPair) + (Unsafe.Add(ref keys, offset + 1) * (short)(queryPair >> 16));
+    public static int Widen(ref sbyte keys, nuint offset) => (Unsafe.Add(ref keys, offset + 1) << 16) + (ushort)Unsafe.Add(ref keys, offset);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void MultiplyAdd4(ref sbyte keys, nuint offset, int qa, int qb, int qc, int qd, ref int a, ref int b, ref int c, ref int d)
-    {
-        a = MultiplyAdd(a, ref keys, offset, qa);
-        b = MultiplyAdd(b, ref keys, offset, qb);
-        c = MultiplyAdd(c, ref keys, offset, qc);
-        d = MultiplyAdd(d, ref keys, offset, qd);
-    }
+    public static int MultiplyAdd(int acc, int keys, int queryPair) =>
+        acc + ((short)keys * (short)queryPair) + ((keys >> 16) * (queryPair >> 16));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static void Store(int acc, float factor, ref float tokenScales, bool perToken, ref float scores, nuint t)
