@@ -89,7 +89,7 @@ internal sealed class GptqHessians : IActivationRecorder
     /// <see langword="null"/> when the node was not tracked or saw no data. The weight is permuted into rows of patch
     /// features, each group's rows are quantized against its group's Hessian (per channel, or per block of patch features:
     /// exactly the weight's blocks along axis 1 at each kernel position), and the result is permuted back and stored with
-    /// the parameters rounding to nearest gives the weight in its own layout, which are the same numbers.
+    /// the parameters rounding to nearest (or the range search) gives the weight in its own layout, which are the same numbers.
     /// </summary>
     /// <param name="node">The Conv node.</param>
     /// <param name="weight">The weight, row-major.</param>
@@ -124,7 +124,7 @@ internal sealed class GptqHessians : IActivationRecorder
 
         // GPTQ kept rounding to nearest's parameters, which for the rows are the weight's own, permuted: the restored values
         // are codes times those scales, so quantizing them again with the weight's parameters gives the codes back.
-        QuantizationParameters parameters = QuantizedTensor.Quantize(weight, shape, scheme, name).Parameters;
+        QuantizationParameters parameters = (options.RangeSearch?.Quantize(weight, shape, scheme, name) ?? QuantizedTensor.Quantize(weight, shape, scheme, name)).Parameters;
         float[] restored = patches.FromRows(restoredRows);
         QuantizedTensor result = QuantizedTensor.Quantize(restored, shape, scheme, parameters, name);
         Debug.Assert(result.Dequantize().AsSpan().SequenceEqual(restored), "The rows' parameters are the weight's.");

@@ -205,7 +205,7 @@ public static class OnnxDynamicQuantizer
 
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
         bool perChannel = scheme.Granularity.Kind == GranularityKind.PerChannel;
-        QuantizedTensor quantized = QuantizedTensor.Quantize(kn, [k, n], perChannel ? scheme.WithGranularity(QuantizationGranularity.PerChannel(1)) : scheme, weightName);
+        QuantizedTensor quantized = OnnxWeightQuantizer.RoundToNearest(kn, [k, n], perChannel ? scheme.WithGranularity(QuantizationGranularity.PerChannel(1)) : scheme, options, weightName);
         string weight = editor.AddInitializer(weightName + "_quantized", TensorProto.Types.DataType.Int8, [k, n], quantized.Data);
         string weightScale = editor.AddInitializer(weightName + "_scale", TensorProto.Types.DataType.Float, perChannel ? [n] : [], MemoryMarshal.AsBytes(quantized.Parameters.Scales));
 

@@ -158,7 +158,7 @@ public static class OnnxStaticQuantizer
 
             (float[] values, int[] shape) = editor.Take(weightName);
             QuantizationScheme scheme = OnnxWeightQuantizer.WeightScheme(node, shape.Length, options, model.Opset);
-            QuantizedTensor quantized = QuantizedTensor.Quantize(values, shape, scheme, weightName);
+            QuantizedTensor quantized = OnnxWeightQuantizer.RoundToNearest(values, shape, scheme, options, weightName);
             float[]? shift = correction?.Shift(node, values, quantized.Dequantize(), shape);
             if (node.OpType is "Conv" or "ConvTranspose" or "Gemm" && sites.Any(s => s.Node == node && s.Inputs.Contains(node.Input[0])) && used.TryGetValue(node.Input[0], out ScaleAndZeroPoint input) && Bias(editor, node, quantized.Parameters.Count, shift) is float[] bias)
             {

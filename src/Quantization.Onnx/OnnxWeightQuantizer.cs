@@ -154,10 +154,10 @@ public static class OnnxWeightQuantizer
 
             (float[] values, int[] shape) = editor.Take(weightName);
             QuantizationScheme scheme = WeightScheme(node, shape.Length, options, model.Opset);
-            QuantizedTensor quantized = options.Gptq is not GptqOptions gptq || hessians is null ? QuantizedTensor.Quantize(values, shape, scheme, weightName)
-                : node.OpType == "Conv" ? hessians.QuantizeConv(node, values, shape, scheme, WithInputAxis(gptq, 1), weightName, cancellationToken) ?? QuantizedTensor.Quantize(values, shape, scheme, weightName)
-                : hessians.For(node) is HessianAccumulator hessian ? GptqQuantizer.Quantize(values, shape, scheme, hessian, InputAxis(node, gptq), weightName, cancellationToken)
-                : QuantizedTensor.Quantize(values, shape, scheme, weightName);
+            QuantizedTensor quantized = options.Gptq is not GptqOptions gptq || hessians is null ? RoundToNearest(values, shape, scheme, options, weightName)
+                : node.OpType == "Conv" ? hessians.QuantizeConv(node, values, shape, scheme, WithInputAxis(gptq, 1, options), weightName, cancellationToken) ?? RoundToNearest(values, shape, scheme, options, weightName)
+                : hessians.For(node) is HessianAccumulator hessian ? GptqQuantizer.Quantize(values, shape, scheme, hessian, WithInputAxis(gptq, node.GemmTransB() ? 1 : 0, options), weightName, cancellationToken)
+                : RoundToNearest(values, shape, scheme, options, weightName);
             editor.AddDequantized(weightName, quantized);
             if (correction?.Shift(node, values, quantized.Dequantize(), shape) is float[] shift)
             {
@@ -217,8 +217,8 @@ public static class OnnxWeightQuantizer
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
         float[] rows = transB ? values : Transpose(values, k, n);
         QuantizedTensor blocks = hessian is not null && options.Gptq is GptqOptions gptq
-            ? GptqQuantizer.Quantize(rows, [n, k], MatMulNBitsWriter.BlockScheme(scheme, nbits.BlockSize), hessian, WithInputAxis(gptq, 1), weightName, cancellationToken)
-            : MatMulNBitsWriter.QuantizeBlocks(rows, n, k, nbits.BlockSize, scheme, weightName);
+            ? GptqQuantizer.Quantize(rows, [n, k], MatMulNBitsWriter.BlockScheme(scheme, nbits.BlockSize), hessian, WithInputAxis(gptq, 1, options), weightName, cancellationToken)
+            : RoundToNearest(rows, [n, k], MatMulNBitsWriter.BlockScheme(scheme, nbits.BlockSize), options, weightName);
         float[] restoredRows = blocks.Dequantize();
         float[] restored = transB ? restoredRows : Transpose(restoredRows, n, k);
         if (correction?.Shift(node, values, restored, shape) is float[] shift)
@@ -246,16 +246,22 @@ public static class OnnxWeightQuantizer
         return transposed;
     }
 
-    /// <summary>The GPTQ settings with the weight's input axis: 0 for MatMul's [K, N] and Gemm's, 1 for Gemm with transB.</summary>
-    private static GptqOptions InputAxis(NodeProto node, GptqOptions options) => WithInputAxis(options, node.GemmTransB() ? 1 : 0);
-
-    private static GptqOptions WithInputAxis(GptqOptions options, int inputAxis) => new()
+    /// <summary>
+    /// The GPTQ settings for one weight: its input axis (0 for MatMul's [K, N] and Gemm's, 1 for Gemm with transB and for
+    /// the rows of MatMulNBits and Conv patches) and the quantizer's <see cref="OnnxWeightQuantizationOptions.RangeSearch"/>.
+    /// </summary>
+    private static GptqOptions WithInputAxis(GptqOptions gptq, int inputAxis, OnnxWeightQuantizationOptions options) => new()
     {
-        DampeningFraction = options.DampeningFraction,
-        BlockSize = options.BlockSize,
-        ActivationOrder = options.ActivationOrder,
+        DampeningFraction = gptq.DampeningFraction,
+        BlockSize = gptq.BlockSize,
+        ActivationOrder = gptq.ActivationOrder,
         InputAxis = inputAxis,
+        RangeSearch = options.RangeSearch,
     };
+
+    /// <summary>Rounds a weight to nearest, with the ranges of <see cref="OnnxWeightQuantizationOptions.RangeSearch"/> when it is set, else min/max.</summary>
+    internal static QuantizedTensor RoundToNearest(ReadOnlySpan<float> values, ReadOnlySpan<int> shape, QuantizationScheme scheme, OnnxWeightQuantizationOptions options, string name) =>
+        options.RangeSearch is WeightRangeSearch search ? search.Quantize(values, shape, scheme, name) : QuantizedTensor.Quantize(values, shape, scheme, name);
 
     /// <summary>Throws unless the model imports opset 13 or later, which per-axis DequantizeLinear needs.</summary>
     internal static void RequirePerAxisDequantize(OnnxModel model)

@@ -10,7 +10,7 @@ using static Quantization.Onnx.Tests.TestGraphs;
 
 namespace Quantization.Onnx.Tests;
 
-/// <summary>ResNet-18 with int4 weights (A16W4): rounding to nearest against GPTQ on im2col Hessians, on the shipped photos.</summary>
+/// <summary>ResNet-18 with int4 weights (A16W4): rounding to nearest against GPTQ on im2col Hessians, and uint4 with the range search, on the shipped photos.</summary>
 public class ResNet18Int4Tests(ITestOutputHelper output)
 {
     [Fact]
@@ -43,6 +43,27 @@ public class ResNet18Int4Tests(ITestOutputHelper output)
                 means[$"{granularityLabel} {gptq} all"] = Report($"{label}, default level", [.. all]).Average();
             }
         }
+
+        // Asymmetric uint4 in blocks of 32 with each block's range chosen by its own rounding error (data-free): the issue's bar.
+        {
+            List<float[]> basic = [], all = [];
+            foreach ((int[] calibrate, int[] evaluate) in new[] { (folds[0], folds[1]), (folds[1], folds[0]) })
+            {
+                OnnxModel model = Prepare();
+                OnnxWeightQuantizationOptions options = new() { Scheme = QuantizationScheme.Int4PerGroup(32, symmetric: false), RangeSearch = new WeightRangeSearch() };
+                await OnnxWeightQuantizer.QuantizeAsync(model, CalibrationDataSource.FromBatches(calibrate.Select(i => ResNet18.Feed(inputs[i]))), options);
+                byte[] bytes = model.Proto.ToByteArray();
+                basic.AddRange(Features(bytes, GraphOptimizationLevel.ORT_ENABLE_BASIC, evaluate));
+                all.AddRange(Features(bytes, GraphOptimizationLevel.ORT_ENABLE_ALL, evaluate));
+            }
+
+            const string Label = "W4A16 uint4 blocks of 32, rounding to nearest with the range search, bias-corrected";
+            means["search basic"] = Report($"{Label}, basic level", [.. basic]).Average();
+            means["search all"] = Report($"{Label}, default level", [.. all]).Average();
+        }
+
+        Assert.True(means["search basic"] >= 0.99, $"uint4 blocks of 32 with the range search: mean cosine {means["search basic"]}");
+        Assert.True(means["search all"] >= 0.99, $"uint4 blocks of 32 with the range search, default level: mean cosine {means["search all"]}");
 
         foreach (string granularity in new[] { "per channel", "blocks of 32" })
         {

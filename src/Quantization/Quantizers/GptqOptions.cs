@@ -50,6 +50,13 @@ public sealed class GptqOptions
     public bool ActivationOrder { get; set; }
 
     /// <summary>
+    /// Gets or sets the search that chooses each group's (or channel's) range from the original weight, or
+    /// <see langword="null"/> (the default) for its min and max as rounding to nearest takes them. GPTQ then rounds with
+    /// the searched parameters, as the reference quantizer does with <c>mse=True</c>.
+    /// </summary>
+    public WeightRangeSearch? RangeSearch { get; set; }
+
+    /// <summary>
     /// Gets or sets the axis of the 2-D weight that holds the input features (K), or <see langword="null"/> (the default) to
     /// infer it: the axis that is not the channel axis of a per-channel scheme, the group axis of a per-group scheme (groups
     /// are always consecutive input columns), and axis 1 (the [out, in] layout of a torch Linear weight) for a per-tensor

@@ -62,7 +62,7 @@ public static class GptqQuantizer
     /// <param name="options">The settings; the defaults (dampening 0.01, blocks of 128, index order) when <see langword="null"/>.</param>
     /// <param name="name">The weight's name, used in messages and carried by the result.</param>
     /// <param name="cancellationToken">Checked before the factorisation and between blocks of columns.</param>
-    /// <returns>The quantized weight, with RTN's parameters.</returns>
+    /// <returns>The quantized weight, with RTN's parameters (or those of <see cref="GptqOptions.RangeSearch"/>).</returns>
     /// <exception cref="ArgumentNullException"><paramref name="scheme"/> or <paramref name="hessian"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The shape is not 2-D or does not fit the data, the granularity is per token, the channel axis is the input axis, the group axis is not, or K is not the Hessian's feature count.</exception>
     /// <exception cref="NonFiniteValueException">The weight contains NaN or an infinity.</exception>
@@ -90,15 +90,16 @@ public static class GptqQuantizer
 
         Debug.Assert(hessian is null || hessian.Length == (long)k * k, "The Hessian is K×K.");
 
-        // RTN validates the data (length, NaN, group size) and gives the parameters; the factors are what its kernel applied.
-        QuantizedTensor rtn = QuantizedTensor.Quantize(weight, shape, scheme, name);
+        // RTN (or the range search) validates the data (length, NaN, group size) and gives the parameters; the factors are
+        // what its kernel applied.
+        (QuantizedTensor rtn, float[]? factors) = options.RangeSearch is WeightRangeSearch search ? search.QuantizeWithFactors(weight, shape, scheme, name) : (QuantizedTensor.Quantize(weight, shape, scheme, name), null);
         if (k == 0 || n == 0 || hessian is null)
         {
             return rtn;
         }
 
         QuantizationParameters parameters = rtn.Parameters;
-        float[] factors = ComputeFactors(weight, shape, scheme, parameters, name);
+        factors ??= ComputeFactors(weight, shape, scheme, parameters, name);
         cancellationToken.ThrowIfCancellationRequested();
 
         // The working copy, one row per input column: row k holds W[:, k] over the N outputs.
