@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -40,9 +41,44 @@ public static partial class QuantizationPrimitives
         }
     }
 
-    private static int IndexOfNonFinite(ReadOnlySpan<float> values)
+    /// <summary>Finds the first NaN or infinity (all exponent bits set), or -1; whole vectors are skipped while none holds one.</summary>
+    internal static int IndexOfNonFinite(ReadOnlySpan<float> values)
     {
-        for (int i = 0; i < values.Length; i++)
+        const uint Exponent = 0x7F80_0000;
+        ref uint bits = ref Unsafe.As<float, uint>(ref MemoryMarshal.GetReference(values));
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            for (; i <= values.Length - Vector512<uint>.Count; i += Vector512<uint>.Count)
+            {
+                if (Vector512.EqualsAny(Vector512.LoadUnsafe(ref bits, (nuint)i) & Vector512.Create(Exponent), Vector512.Create(Exponent)))
+                {
+                    break;
+                }
+            }
+        }
+        else if (Vector256.IsHardwareAccelerated)
+        {
+            for (; i <= values.Length - Vector256<uint>.Count; i += Vector256<uint>.Count)
+            {
+                if (Vector256.EqualsAny(Vector256.LoadUnsafe(ref bits, (nuint)i) & Vector256.Create(Exponent), Vector256.Create(Exponent)))
+                {
+                    break;
+                }
+            }
+        }
+        else if (Vector128.IsHardwareAccelerated)
+        {
+            for (; i <= values.Length - Vector128<uint>.Count; i += Vector128<uint>.Count)
+            {
+                if (Vector128.EqualsAny(Vector128.LoadUnsafe(ref bits, (nuint)i) & Vector128.Create(Exponent), Vector128.Create(Exponent)))
+                {
+                    break;
+                }
+            }
+        }
+
+        for (; i < values.Length; i++)
         {
             if (!float.IsFinite(values[i]))
             {

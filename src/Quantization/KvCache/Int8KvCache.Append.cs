@@ -1,7 +1,7 @@
 using System.Buffers;
+using System.Diagnostics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
-
-using static System.FormattableString;
 
 namespace Quantization;
 
@@ -9,87 +9,67 @@ namespace Quantization;
 public sealed partial class Int8KvCache
 {
     /// <summary>
-    /// Static or dynamic: quantizes the block row by row ((token, KV head) rows of head dim) into scratch, rents the
-    /// blocks it needs, then stores it. The quantize kernels report NaN or infinity as they go, so the data is read
-    /// once; a rejected append changes nothing.
+    /// Static or dynamic: rents the blocks the tokens need, then quantizes each (token, KV head) row straight into them:
+    /// values as rows, keys through a row of scratch into their channel pairs. <see cref="Append(int, ReadOnlySpan{float}, ReadOnlySpan{float}, int)"/>
+    /// checked that the data is finite and <see cref="Grow"/> rents all blocks or none, so a rejected append changes nothing.
     /// </summary>
     private void AppendQuantized(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
-        int dim = _options.HeadDim, heads = _options.KvHeads, width = _options.TokenWidth, rows = tokens * heads;
-        sbyte[] quantized = ArrayPool<sbyte>.Shared.Rent(2 * tokens * width);
-        float[] scales = ArrayPool<float>.Shared.Rent(2 * rows);
-        try
+        int dim = _options.HeadDim, heads = _options.KvHeads, width = _options.TokenWidth, tokensPerBlock = _options.BlockTokens;
+        KvCacheScheme scheme = _options.Scheme;
+        int start = _quantized[layer];
+        Grow(layer, start + tokens);
+        Span<sbyte> keyRow = dim <= MaxStackHeadDim ? stackalloc sbyte[dim] : new sbyte[dim];
+        for (int t = 0; t < tokens; t++)
         {
-            Span<sbyte> qk = quantized.AsSpan(0, tokens * width), qv = quantized.AsSpan(tokens * width, tokens * width);
-            Span<float> keyScales = scales.AsSpan(0, rows), valueScales = scales.AsSpan(rows, rows);
-            bool staticKeys = _options.Scheme.HasStaticKeys, staticValues = _options.Scheme.HasStaticValues;
-            bool keysFinite = staticKeys ? QuantizeChannels(keys, _options.Scheme.KeyScales.Slice(layer * width, width), qk) : QuantizeRows(keys, dim, qk, keyScales);
-            bool valuesFinite = staticValues ? QuantizeChannels(values, _options.Scheme.ValueScales.Slice(layer * width, width), qv) : QuantizeRows(values, dim, qv, valueScales);
-            if (!keysFinite || !valuesFinite)
+            int token = start + t, slot = token % tokensPerBlock;
+            KvCacheBlock block = _blocks[layer][token / tokensPerBlock];
+            for (int head = 0; head < heads; head++)
             {
-                QuantizationPrimitives.ThrowIfNonFinite(keys, Invariant($"keys (layer {layer})"), nameof(keys));
-                QuantizationPrimitives.ThrowIfNonFinite(values, Invariant($"values (layer {layer})"), nameof(values));
-            }
-
-            int start = _quantized[layer];
-            Grow(layer, start + tokens);
-            for (int t = 0; t < tokens; t++)
-            {
-                for (int head = 0; head < heads; head++)
+                int source = ((t * heads) + head) * dim, row = (head * tokensPerBlock) + slot, channel = (layer * width) + (head * dim);
+                ReadOnlySpan<float> k = keys.Slice(source, dim), v = values.Slice(source, dim);
+                Span<sbyte> valueRow = block.Values.AsSpan(row * dim, dim);
+                if (scheme.HasStaticKeys)
                 {
-                    int row = (t * heads) + head;
-                    StoreRow(layer, start + t, head, qk.Slice(row * dim, dim), qv.Slice(row * dim, dim), staticKeys ? 0f : keyScales[row], staticValues ? 0f : valueScales[row]);
+                    QuantizeChannels(k, scheme.KeyScales.Slice(channel, dim), keyRow);
+                }
+                else
+                {
+                    block.KeyScales[row] = QuantizeRow(k, keyRow);
+                }
+
+                StoreKeys(block, head, slot, keyRow, 1);
+                if (scheme.HasStaticValues)
+                {
+                    QuantizeChannels(v, scheme.ValueScales.Slice(channel, dim), valueRow);
+                }
+                else
+                {
+                    block.ValueScales[row] = QuantizeRow(v, valueRow);
                 }
             }
+        }
 
-            _quantized[layer] = start + tokens;
-        }
-        finally
-        {
-            ArrayPool<sbyte>.Shared.Return(quantized);
-            ArrayPool<float>.Shared.Return(scales);
-        }
+        _quantized[layer] = start + tokens;
     }
 
     /// <summary>
-    /// Dynamic: quantizes each row of <paramref name="rowLength"/> with its own symmetric scale (the library's per-token
-    /// scheme, the same bits as <see cref="QuantizationPrimitives.QuantizeDynamic(ReadOnlySpan{float}, ReadOnlySpan{int}, QuantizationScheme, Span{sbyte}, Span{float}, Span{sbyte}, string?)"/>);
-    /// returns false when a row may hold NaN or an infinity.
+    /// Dynamic: quantizes a finite row with its own symmetric scale (the library's per-token scheme, the same bits as
+    /// <see cref="QuantizationPrimitives.QuantizeDynamic(ReadOnlySpan{float}, ReadOnlySpan{int}, QuantizationScheme, Span{sbyte}, Span{float}, Span{sbyte}, string?)"/>)
+    /// and returns the scale.
     /// </summary>
-    private static bool QuantizeRows(ReadOnlySpan<float> source, int rowLength, Span<sbyte> destination, Span<float> scales)
+    private static float QuantizeRow(ReadOnlySpan<float> row, Span<sbyte> destination)
     {
-        Span<byte> bytes = MemoryMarshal.AsBytes(destination);
-        for (int row = 0; row < scales.Length; row++)
-        {
-            ReadOnlySpan<float> run = source.Slice(row * rowLength, rowLength);
-            if (QuantizationPrimitives.MinMaxCore(run, out float min, out float max))
-            {
-                return false;
-            }
-
-            ScaleAndZeroPoint pair = PerTokenScheme.Convention.Compute(min, max, PerTokenScheme.QuantMin, PerTokenScheme.QuantMax, symmetric: true, out float factor, nameof(source));
-            scales[row] = pair.Scale;
-            QuantizationPrimitives.QuantizeLanes(PerTokenScheme.Convention, run, bytes.Slice(row * rowLength, rowLength), new UniformParameters(factor, 0), QuantizedType.Int8);
-        }
-
-        return true;
+        bool nonFinite = QuantizationPrimitives.MinMaxCore(row, out float min, out float max);
+        Debug.Assert(!nonFinite, "Appends reject NaN and infinity.");
+        ScaleAndZeroPoint pair = PerTokenScheme.Convention.Compute(min, max, PerTokenScheme.QuantMin, PerTokenScheme.QuantMax, symmetric: true, out float factor, nameof(row));
+        QuantizationPrimitives.QuantizeLanes(PerTokenScheme.Convention, row, MemoryMarshal.AsBytes(destination), new UniformParameters(factor, 0), QuantizedType.Int8);
+        return pair.Scale;
     }
 
-    /// <summary>Static: quantizes [tokens, KV heads x head dim] with one (validated) scale per channel; returns false when the data may hold NaN or an infinity.</summary>
-    private bool QuantizeChannels(ReadOnlySpan<float> source, ReadOnlySpan<float> channelScales, Span<sbyte> destination)
-    {
-        Span<byte> bytes = MemoryMarshal.AsBytes(destination);
-        int width = channelScales.Length;
-        for (int first = 0; first < source.Length; first += width)
-        {
-            if (QuantizationPrimitives.QuantizeLanes(NumericConvention.Onnx, source.Slice(first, width), bytes.Slice(first, width), new PerLaneParameters(channelScales, _channelZeroPoints), QuantizedType.Int8))
-            {
-                return false;
-            }
-        }
-
-        return true;
-    }
+    /// <summary>Static: quantizes a finite row with one (validated) scale per channel.</summary>
+    private void QuantizeChannels(ReadOnlySpan<float> row, ReadOnlySpan<float> channelScales, Span<sbyte> destination) =>
+        QuantizationPrimitives.QuantizeLanes(NumericConvention.Onnx, row, MemoryMarshal.AsBytes(destination), new PerLaneParameters(channelScales, _zeroPoints), QuantizedType.Int8);
 
     /// <summary>KIVI: copies tokens into the float window, quantizing the window each time it fills.</summary>
     private void AppendToWindow(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
@@ -117,42 +97,51 @@ public sealed partial class Int8KvCache
     }
 
     /// <summary>
-    /// KIVI: quantizes the full window at once, keys per channel in groups of G tokens ([KV heads, R, head dim] with
-    /// groups along the token axis), values per token and head, stores it in the blocks <see cref="Grow"/> rented and empties the window.
+    /// KIVI: quantizes the full window at once, group by group of G tokens straight into the blocks <see cref="Grow"/>
+    /// rented: keys with one scale per channel and group (the per-channel ranges of the group's rows), values with one
+    /// scale per token and head; then empties the window. The appends checked the window's values, so they are finite.
     /// </summary>
     private void FlushWindow(int layer)
     {
-        KvCacheScheme scheme = _options.Scheme;
-        int window = scheme.ResidentTokens, dim = _options.HeadDim, heads = _options.KvHeads;
-        int size = heads * window * dim, rows = heads * window, groups = window / scheme.GroupSize;
-        sbyte[] quantizedKeys = ArrayPool<sbyte>.Shared.Rent(size);
-        sbyte[] quantizedValues = ArrayPool<sbyte>.Shared.Rent(size);
-        float[] keyScales = ArrayPool<float>.Shared.Rent(groups * heads * dim);
-        float[] valueScales = ArrayPool<float>.Shared.Rent(rows);
-        sbyte[] zeroPoints = ArrayPool<sbyte>.Shared.Rent(Math.Max(rows, groups * heads * dim));
+        int window = _options.Scheme.ResidentTokens, dim = _options.HeadDim, group = _options.Scheme.GroupSize, tokensPerBlock = _options.BlockTokens;
+        int start = _quantized[layer];
+        sbyte[] rows = ArrayPool<sbyte>.Shared.Rent(group * dim);
+        float[] ranges = ArrayPool<float>.Shared.Rent(3 * dim);
         try
         {
-            ReadOnlySpan<float> windowKeys = _windowKeys.AsSpan(WindowOffset(layer, 0, 0), size);
-            ReadOnlySpan<float> windowValues = _windowValues.AsSpan(WindowOffset(layer, 0, 0), size);
-            QuantizationScheme keyScheme = PerTokenScheme.WithGranularity(QuantizationGranularity.PerGroup(scheme.GroupSize, axis: 1));
-            QuantizationPrimitives.QuantizeDynamic(windowKeys, [heads, window, dim], keyScheme, quantizedKeys.AsSpan(0, size), keyScales.AsSpan(0, groups * heads * dim), zeroPoints.AsSpan(0, groups * heads * dim));
-            QuantizationPrimitives.QuantizeDynamic(windowValues, [rows, dim], PerTokenScheme, quantizedValues.AsSpan(0, size), valueScales.AsSpan(0, rows), zeroPoints.AsSpan(0, rows));
-
-            int start = _quantized[layer];
-            for (int head = 0; head < heads; head++)
+            Span<float> mins = ranges.AsSpan(0, dim), maxs = ranges.AsSpan(dim, dim), factors = ranges.AsSpan(2 * dim, dim);
+            Span<sbyte> quantizedKeys = rows.AsSpan(0, group * dim);
+            for (int head = 0; head < _options.KvHeads; head++)
             {
-                for (int t = 0; t < window; t++)
+                ReadOnlySpan<float> keys = _windowKeys.AsSpan(WindowOffset(layer, head, 0), window * dim);
+                ReadOnlySpan<float> values = _windowValues.AsSpan(WindowOffset(layer, head, 0), window * dim);
+                for (int first = 0; first < window; first += group)
                 {
-                    int row = (head * window) + t;
-                    StoreRow(layer, start + t, head, quantizedKeys.AsSpan(row * dim, dim), quantizedValues.AsSpan(row * dim, dim), 0f, valueScales[row]);
-                }
+                    int token = start + first, slot = token % tokensPerBlock, row = (head * tokensPerBlock) + slot;
+                    KvCacheBlock block = _blocks[layer][token / tokensPerBlock];
 
-                for (int g = 0; g < groups; g++)
-                {
-                    int token = start + (g * scheme.GroupSize);
-                    KvCacheBlock block = _blocks[layer][token / _options.BlockTokens];
-                    int slot = (token % _options.BlockTokens) / scheme.GroupSize;
-                    keyScales.AsSpan(((head * groups) + g) * dim, dim).CopyTo(block.KeyScales.AsSpan(KeyGroupOffset(head, slot), dim));
+                    // Ranges start at zero, as the library's per-group observers do (the symmetric scale only reads |x|).
+                    ReadOnlySpan<float> groupKeys = keys.Slice(first * dim, group * dim);
+                    mins.Clear();
+                    maxs.Clear();
+                    for (int t = 0; t < group; t++)
+                    {
+                        TensorPrimitives.Min(mins, groupKeys.Slice(t * dim, dim), mins);
+                        TensorPrimitives.Max(maxs, groupKeys.Slice(t * dim, dim), maxs);
+                    }
+
+                    QuantizationPrimitives.FillFromRanges(PerTokenScheme, mins, maxs, block.KeyScales.AsSpan(KeyGroupOffset(head, slot / group), dim), _zeroPoints, factors, nameof(keys)); // symmetric: the zero points it writes are 0
+                    Span<byte> bytes = MemoryMarshal.AsBytes(quantizedKeys);
+                    for (int t = 0; t < group; t++)
+                    {
+                        QuantizationPrimitives.QuantizeLanes(PerTokenScheme.Convention, groupKeys.Slice(t * dim, dim), bytes.Slice(t * dim, dim), new PerLaneParameters(factors, _zeroPoints), QuantizedType.Int8);
+                    }
+
+                    StoreKeys(block, head, slot, quantizedKeys, group);
+                    for (int t = 0; t < group; t++)
+                    {
+                        block.ValueScales[row + t] = QuantizeRow(values.Slice((first + t) * dim, dim), block.Values.AsSpan((row + t) * dim, dim));
+                    }
                 }
             }
 
@@ -161,11 +150,8 @@ public sealed partial class Int8KvCache
         }
         finally
         {
-            ArrayPool<sbyte>.Shared.Return(quantizedKeys);
-            ArrayPool<sbyte>.Shared.Return(quantizedValues);
-            ArrayPool<float>.Shared.Return(keyScales);
-            ArrayPool<float>.Shared.Return(valueScales);
-            ArrayPool<sbyte>.Shared.Return(zeroPoints);
+            ArrayPool<sbyte>.Shared.Return(rows);
+            ArrayPool<float>.Shared.Return(ranges);
         }
     }
 

@@ -1,33 +1,50 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
 namespace Quantization;
 
 // Block layout: where a quantized row is stored (values as rows, keys in channel pairs, scales) and how it is read back.
 public sealed partial class Int8KvCache
 {
     /// <summary>
-    /// Stores one quantized (token, head) row and its per-token scales (ignored by schemes without them): the values as a
-    /// row, the keys in channel pairs (see <see cref="AttentionPrimitives.KeyScores"/>).
+    /// Stores the quantized key rows ([count, head dim]) of consecutive tokens of one block and head from
+    /// <paramref name="slot"/> on, in channel pairs: [head dim / 2, block tokens, 2], an odd head dim's last pair padded
+    /// with 0 (see <see cref="AttentionPrimitives.KeyScores"/>). A pair of a token is one 16-bit move.
     /// </summary>
-    private void StoreRow(int layer, int token, int head, ReadOnlySpan<sbyte> keys, ReadOnlySpan<sbyte> values, float keyScale, float valueScale)
+    private void StoreKeys(KvCacheBlock block, int head, int slot, ReadOnlySpan<sbyte> keys, int count)
     {
-        int tokensPerBlock = _options.BlockTokens, slot = token % tokensPerBlock, dim = _options.HeadDim;
-        KvCacheBlock block = _blocks[layer][token / tokensPerBlock];
-        values.CopyTo(block.Values.AsSpan(((head * tokensPerBlock) + slot) * dim));
-        Span<sbyte> pairs = block.Keys.AsSpan(head * tokensPerBlock * AttentionPrimitives.PaddedDim(dim));
-        for (int d = 0; d < dim; d += 2)
+        int tokensPerBlock = _options.BlockTokens, dim = _options.HeadDim, pairs = AttentionPrimitives.PaddedDim(dim) / 2;
+        Span<sbyte> target = block.Keys.AsSpan(head * tokensPerBlock * 2 * pairs, tokensPerBlock * 2 * pairs);
+        if (slot + count > tokensPerBlock || keys.Length < count * dim)
         {
-            int at = ((d / 2 * tokensPerBlock) + slot) * 2;
-            pairs[at] = keys[d];
-            pairs[at + 1] = d + 1 < dim ? keys[d + 1] : (sbyte)0;
+            throw new UnreachableException("Key rows beyond their block.");
         }
 
-        if (_options.Scheme.Kind == KvCacheSchemeKind.DynamicPerTokenHead)
+        if (dim % 2 == 0)
         {
-            block.KeyScales[(head * tokensPerBlock) + slot] = keyScale;
+            ref ushort source = ref Unsafe.As<sbyte, ushort>(ref MemoryMarshal.GetReference(keys));
+            ref ushort destination = ref Unsafe.As<sbyte, ushort>(ref MemoryMarshal.GetReference(target));
+            for (int p = 0; p < pairs; p++)
+            {
+                ref ushort run = ref Unsafe.Add(ref destination, (p * tokensPerBlock) + slot);
+                for (int t = 0; t < count; t++)
+                {
+                    Unsafe.Add(ref run, t) = Unsafe.Add(ref source, (t * pairs) + p);
+                }
+            }
+
+            return;
         }
 
-        if (!_options.Scheme.HasStaticValues)
+        for (int t = 0; t < count; t++)
         {
-            block.ValueScales[(head * tokensPerBlock) + slot] = valueScale;
+            for (int d = 0; d < dim; d += 2)
+            {
+                int at = ((d / 2 * tokensPerBlock) + slot + t) * 2;
+                target[at] = keys[(t * dim) + d];
+                target[at + 1] = d + 1 < dim ? keys[(t * dim) + d + 1] : (sbyte)0;
+            }
         }
     }
 

@@ -21,6 +21,9 @@ public sealed partial class Int8KvCache : IDisposable
     /// </summary>
     private const long PrefetchBytes = 1L << 21;
 
+    /// <summary>The largest head dim whose scratch key row an append keeps on the stack.</summary>
+    private const int MaxStackHeadDim = 1024;
+
     private static readonly QuantizationScheme PerTokenScheme = new(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerToken);
 
     private readonly KvCacheOptions _options;
@@ -30,7 +33,7 @@ public sealed partial class Int8KvCache : IDisposable
     private readonly int[] _resident;
     private readonly float[] _windowKeys;
     private readonly float[] _windowValues;
-    private readonly int[] _channelZeroPoints;
+    private readonly int[] _zeroPoints; // one 0 per channel of a head: the symmetric schemes' zero points, read per lane
     private bool _disposed;
 
     /// <summary>Initializes a new instance of the <see cref="Int8KvCache"/> class with its own pool, large enough for <see cref="KvCacheOptions.MaxTokens"/>.</summary>
@@ -69,7 +72,7 @@ public sealed partial class Int8KvCache : IDisposable
         int window = options.Scheme.Kind == KvCacheSchemeKind.Kivi ? options.Layers * options.Scheme.ResidentTokens * options.TokenWidth : 0;
         _windowKeys = ArrayPool<float>.Shared.Rent(window);
         _windowValues = ArrayPool<float>.Shared.Rent(window);
-        _channelZeroPoints = options.Scheme.HasStaticKeys ? new int[options.TokenWidth] : [];
+        _zeroPoints = new int[options.HeadDim];
     }
 
     /// <summary>Gets the cache's shape and scheme.</summary>
@@ -141,9 +144,8 @@ public sealed partial class Int8KvCache : IDisposable
     public void Append(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        bool kivi = _options.Scheme.Kind == KvCacheSchemeKind.Kivi;
-        KvCacheArguments.ValidateAppend(_options, layer, GetCount(layer), keys, values, tokens, checkFinite: kivi);
-        if (kivi)
+        KvCacheArguments.ValidateAppend(_options, layer, GetCount(layer), keys, values, tokens);
+        if (_options.Scheme.Kind == KvCacheSchemeKind.Kivi)
         {
             AppendToWindow(layer, keys, values, tokens);
         }

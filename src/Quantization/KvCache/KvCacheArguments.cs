@@ -6,10 +6,10 @@ namespace Quantization;
 internal static class KvCacheArguments
 {
     /// <summary>
-    /// Checks an append: the layer, the token count, the K/V lengths, the token limit and (unless the caller's quantize
-    /// kernels report it as they go) finite data.
+    /// Checks an append: the layer, the token count, the K/V lengths, the token limit and finite data (one vector scan;
+    /// the names for the exception are only formatted when it is thrown).
     /// </summary>
-    public static void ValidateAppend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens, bool checkFinite = true)
+    public static void ValidateAppend(KvCacheOptions options, int layer, int count, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
         ValidateLayer(options, layer);
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(tokens);
@@ -21,7 +21,7 @@ internal static class KvCacheArguments
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, Invariant($"Layer {layer} holds {count} tokens; appending {tokens} would exceed the cache's MaxTokens of {options.MaxTokens}."));
         }
 
-        if (checkFinite)
+        if (QuantizationPrimitives.IndexOfNonFinite(keys) >= 0 || QuantizationPrimitives.IndexOfNonFinite(values) >= 0)
         {
             QuantizationPrimitives.ThrowIfNonFinite(keys, Invariant($"keys (layer {layer})"), nameof(keys));
             QuantizationPrimitives.ThrowIfNonFinite(values, Invariant($"values (layer {layer})"), nameof(values));
@@ -58,7 +58,10 @@ internal static class KvCacheArguments
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, Invariant($"Layer {layer} holds {count} tokens; the {tokens} query tokens must be the last tokens appended."));
         }
 
-        QuantizationPrimitives.ThrowIfNonFinite(queries, Invariant($"{queriesName} (layer {layer})"), queriesName);
+        if (QuantizationPrimitives.IndexOfNonFinite(queries) >= 0)
+        {
+            QuantizationPrimitives.ThrowIfNonFinite(queries, Invariant($"{queriesName} (layer {layer})"), queriesName);
+        }
     }
 
     /// <summary>Checks a request for one KV head's rows: the layer, the head and the destination length.</summary>

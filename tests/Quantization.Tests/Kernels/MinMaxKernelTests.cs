@@ -74,6 +74,27 @@ public class MinMaxKernelTests
     }
 
     [Fact]
+    public void IndexOfNonFinite_IsTheFirstNaNOrInfinity_WhereverItSits()
+    {
+        // The vector scan skips whole vectors and the scalar tail finds the index: one or two bad values anywhere, or none.
+        Gen.Select(Gen.Int[0, 300], Gen.Int[0, 299], Gen.Int[0, 299], Gen.OneOf(float.NaN, float.PositiveInfinity, float.NegativeInfinity)).Sample(
+            (length, first, second, bad) =>
+            {
+                float[] values = Floats.Array(length, (uint)length);
+                int expected = -1;
+                if (length > 0 && first % 3 != 0)
+                {
+                    values[first % length] = bad;
+                    values[second % length] = float.NaN;
+                    expected = Math.Min(first % length, second % length);
+                }
+
+                Assert.Equal(expected, QuantizationPrimitives.IndexOfNonFinite(values));
+            },
+            iter: 1000);
+    }
+
+    [Fact]
     public void MinMax_Empty_Throws()
     {
         Assert.Throws<ArgumentException>(() => QuantizationPrimitives.MinMax([]));
