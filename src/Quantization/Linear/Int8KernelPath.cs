@@ -16,7 +16,10 @@ public enum Int8KernelPath
     /// <summary>Portable 128-bit vectors: bytes widened to int32 lanes, one lane per (channel, feature mod 4).</summary>
     Vector128,
 
-    /// <summary>AVX2 <c>vpmaddwd</c> on weights and activations widened to int16: pairs of products summed exactly into int32.</summary>
+    /// <summary>
+    /// AVX2 <c>vpmaddwd</c> on weights and activations widened to int16: pairs of products summed exactly into int32
+    /// (4-bit weights: <c>vpmaddubsw</c> on the codes, exact as their products are small, then <c>vpmaddwd</c> by ones).
+    /// </summary>
     Vector256,
 
     /// <summary>AVX-512BW <c>vpmaddwd</c> on widened int16, 32 products per instruction.</summary>

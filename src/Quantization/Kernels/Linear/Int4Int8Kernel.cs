@@ -20,7 +20,8 @@ namespace Quantization;
 /// </para>
 /// <para>
 /// Paths: AVX-VNNI <c>vpdpbusd</c> (codes are the unsigned operand, activations the signed one, so no offset trick is
-/// needed), two tokens sharing each weight vector, over blocks of steps that stay in the L1 cache; AVX-512BW
+/// needed), two tokens sharing each weight vector, over blocks of steps that stay in the L1 cache; AVX2, the same
+/// kernel with <c>vpdpbusd</c> done as <c>vpmaddubsw</c> + <c>vpmaddwd</c> by ones (exact here); AVX-512BW
 /// <c>vpmaddubsw</c> + <c>vpmaddwd</c>; scalar code. Every path gives the same sums, so the same float totals.
 /// </para>
 /// </remarks>
@@ -33,13 +34,14 @@ internal static class Int4Int8Kernel
     public static Int8KernelPath Best =>
         IsSupported(Int8KernelPath.AvxVnni) ? Int8KernelPath.AvxVnni
         : IsSupported(Int8KernelPath.Vector512) ? Int8KernelPath.Vector512
+        : IsSupported(Int8KernelPath.Vector256) ? Int8KernelPath.Vector256
         : Int8KernelPath.Scalar;
 
-    /// <summary>Gets whether this kernel has a path and the machine runs it: AVX-VNNI, AVX-512BW or scalar.</summary>
+    /// <summary>Gets whether this kernel has a path and the machine runs it: AVX-VNNI, AVX-512BW, AVX2 or scalar.</summary>
     /// <param name="path">The path.</param>
     /// <returns><see langword="true"/> when the path can run.</returns>
     public static bool IsSupported(Int8KernelPath path) =>
-        path is Int8KernelPath.Scalar or Int8KernelPath.AvxVnni or Int8KernelPath.Vector512 && Int8KernelPaths.IsSupported(path);
+        path is Int8KernelPath.Scalar or Int8KernelPath.AvxVnni or Int8KernelPath.Vector512 or Int8KernelPath.Vector256 && Int8KernelPaths.IsSupported(path);
 
     /// <summary>Sums each token's activations over each group: <c>X[t, g]</c>.</summary>
     /// <param name="weight">The packed weight (for its groups).</param>
@@ -90,11 +92,18 @@ internal static class Int4Int8Kernel
             {
                 int g1 = Math.Min(weight.Groups, g0 + groupsPerBlock);
                 int t = 0;
-                if (path == Int8KernelPath.AvxVnni)
+                for (; t + 2 <= tokens && path is Int8KernelPath.AvxVnni or Int8KernelPath.Vector256; t += 2)
                 {
-                    for (; t + 2 <= tokens; t += 2)
+                    sbyte* xt = xp + (t * stride);
+                    int* st = sp + (t * weight.Groups);
+                    float* tt = tp + (t * PackedInt4Weight.PanelRows);
+                    if (path == Int8KernelPath.AvxVnni)
                     {
-                        VnniTwoTokens(weight, panel, g0, g1, xp + (t * stride), stride, sp + (t * weight.Groups), tp + (t * PackedInt4Weight.PanelRows));
+                        TwoTokens256<VnniDot>(weight, panel, g0, g1, xt, stride, st, tt);
+                    }
+                    else
+                    {
+                        TwoTokens256<Avx2Dot>(weight, panel, g0, g1, xt, stride, st, tt);
                     }
                 }
 
@@ -106,7 +115,10 @@ internal static class Int4Int8Kernel
                     switch (path)
                     {
                         case Int8KernelPath.AvxVnni:
-                            VnniOneToken(weight, panel, g0, g1, xt, st, tt);
+                            OneToken256<VnniDot>(weight, panel, g0, g1, xt, st, tt);
+                            break;
+                        case Int8KernelPath.Vector256:
+                            OneToken256<Avx2Dot>(weight, panel, g0, g1, xt, st, tt);
                             break;
                         case Int8KernelPath.Vector512:
                             Vector512Token(weight, panel, g0, g1, xt, st, tt);
@@ -132,7 +144,8 @@ internal static class Int4Int8Kernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe Vector256<sbyte> Broadcast256(sbyte* x) => Vector256.Create(*(int*)x).AsSByte();
 
-    private static unsafe void VnniOneToken(PackedInt4Weight weight, int panel, int g0, int g1, sbyte* x, int* groupSums, float* totals)
+    private static unsafe void OneToken256<TDot>(PackedInt4Weight weight, int panel, int g0, int g1, sbyte* x, int* groupSums, float* totals)
+        where TDot : struct, IDot256
     {
         ref uint w = ref weight.GetPanel(panel);
         int parameters = panel * weight.Groups * PackedInt4Weight.PanelRows;
@@ -148,14 +161,14 @@ internal static class Int4Int8Kernel
                 Vector256<sbyte> p = Broadcast256(x + (s * PackedInt4Weight.StepFeatures));
                 Vector256<sbyte> q = Broadcast256(x + (s * PackedInt4Weight.StepFeatures) + 4);
                 Vector256<uint> v0 = Vector256.LoadUnsafe(ref ws), v1 = Vector256.LoadUnsafe(ref ws, 8), v2 = Vector256.LoadUnsafe(ref ws, 16), v3 = Vector256.LoadUnsafe(ref ws, 24);
-                a0 = AvxVnni.MultiplyWideningAndAdd(a0, (v0 & mask).AsByte(), p);
-                a1 = AvxVnni.MultiplyWideningAndAdd(a1, (v1 & mask).AsByte(), p);
-                a2 = AvxVnni.MultiplyWideningAndAdd(a2, (v2 & mask).AsByte(), p);
-                a3 = AvxVnni.MultiplyWideningAndAdd(a3, (v3 & mask).AsByte(), p);
-                a0 = AvxVnni.MultiplyWideningAndAdd(a0, (Vector256.ShiftRightLogical(v0, 4) & mask).AsByte(), q);
-                a1 = AvxVnni.MultiplyWideningAndAdd(a1, (Vector256.ShiftRightLogical(v1, 4) & mask).AsByte(), q);
-                a2 = AvxVnni.MultiplyWideningAndAdd(a2, (Vector256.ShiftRightLogical(v2, 4) & mask).AsByte(), q);
-                a3 = AvxVnni.MultiplyWideningAndAdd(a3, (Vector256.ShiftRightLogical(v3, 4) & mask).AsByte(), q);
+                a0 = TDot.Add(a0, (v0 & mask).AsByte(), p);
+                a1 = TDot.Add(a1, (v1 & mask).AsByte(), p);
+                a2 = TDot.Add(a2, (v2 & mask).AsByte(), p);
+                a3 = TDot.Add(a3, (v3 & mask).AsByte(), p);
+                a0 = TDot.Add(a0, (Vector256.ShiftRightLogical(v0, 4) & mask).AsByte(), q);
+                a1 = TDot.Add(a1, (Vector256.ShiftRightLogical(v1, 4) & mask).AsByte(), q);
+                a2 = TDot.Add(a2, (Vector256.ShiftRightLogical(v2, 4) & mask).AsByte(), q);
+                a3 = TDot.Add(a3, (Vector256.ShiftRightLogical(v3, 4) & mask).AsByte(), q);
             }
 
             int p0 = parameters + (g * PackedInt4Weight.PanelRows);
@@ -168,7 +181,8 @@ internal static class Int4Int8Kernel
         }
     }
 
-    private static unsafe void VnniTwoTokens(PackedInt4Weight weight, int panel, int g0, int g1, sbyte* x, int stride, int* groupSums, float* totals)
+    private static unsafe void TwoTokens256<TDot>(PackedInt4Weight weight, int panel, int g0, int g1, sbyte* x, int stride, int* groupSums, float* totals)
+        where TDot : struct, IDot256
     {
         ref uint w = ref weight.GetPanel(panel);
         int parameters = panel * weight.Groups * PackedInt4Weight.PanelRows;
@@ -188,23 +202,23 @@ internal static class Int4Int8Kernel
                 Vector256<sbyte> r = Broadcast256(y + f), u = Broadcast256(y + f + 4);
                 Vector256<uint> v = Vector256.LoadUnsafe(ref ws);
                 Vector256<byte> lo = (v & mask).AsByte(), hi = (Vector256.ShiftRightLogical(v, 4) & mask).AsByte();
-                a0 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(a0, lo, p), hi, q);
-                b0 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(b0, lo, r), hi, u);
+                a0 = TDot.Add(TDot.Add(a0, lo, p), hi, q);
+                b0 = TDot.Add(TDot.Add(b0, lo, r), hi, u);
                 v = Vector256.LoadUnsafe(ref ws, 8);
                 lo = (v & mask).AsByte();
                 hi = (Vector256.ShiftRightLogical(v, 4) & mask).AsByte();
-                a1 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(a1, lo, p), hi, q);
-                b1 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(b1, lo, r), hi, u);
+                a1 = TDot.Add(TDot.Add(a1, lo, p), hi, q);
+                b1 = TDot.Add(TDot.Add(b1, lo, r), hi, u);
                 v = Vector256.LoadUnsafe(ref ws, 16);
                 lo = (v & mask).AsByte();
                 hi = (Vector256.ShiftRightLogical(v, 4) & mask).AsByte();
-                a2 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(a2, lo, p), hi, q);
-                b2 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(b2, lo, r), hi, u);
+                a2 = TDot.Add(TDot.Add(a2, lo, p), hi, q);
+                b2 = TDot.Add(TDot.Add(b2, lo, r), hi, u);
                 v = Vector256.LoadUnsafe(ref ws, 24);
                 lo = (v & mask).AsByte();
                 hi = (Vector256.ShiftRightLogical(v, 4) & mask).AsByte();
-                a3 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(a3, lo, p), hi, q);
-                b3 = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(b3, lo, r), hi, u);
+                a3 = TDot.Add(TDot.Add(a3, lo, p), hi, q);
+                b3 = TDot.Add(TDot.Add(b3, lo, r), hi, u);
             }
 
             int p0 = parameters + (g * PackedInt4Weight.PanelRows);
@@ -284,5 +298,29 @@ internal static class Int4Int8Kernel
                 totals[c] = MathF.FusedMultiplyAdd(sum - (weight.Offsets[p] * groupSums[g]), weight.Scales[p], totals[c]);
             }
         }
+    }
+
+    /// <summary>
+    /// <c>vpdpbusd</c> on 256 bits: adds to each int32 lane the four products of its unsigned code bytes and signed
+    /// activation bytes.
+    /// </summary>
+    private interface IDot256
+    {
+        static abstract Vector256<int> Add(Vector256<int> sum, Vector256<byte> codes, Vector256<sbyte> x);
+    }
+
+    /// <summary>AVX-VNNI's own instruction.</summary>
+    private readonly struct VnniDot : IDot256
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Add(Vector256<int> sum, Vector256<byte> codes, Vector256<sbyte> x) => AvxVnni.MultiplyWideningAndAdd(sum, codes, x);
+    }
+
+    /// <summary>AVX2: <c>vpmaddubsw</c> (pairs of products, at most 3,810, so no saturation) then <c>vpmaddwd</c> by ones: the same int32 sums.</summary>
+    private readonly struct Avx2Dot : IDot256
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Add(Vector256<int> sum, Vector256<byte> codes, Vector256<sbyte> x) =>
+            sum + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(codes, x), Vector256.Create((short)1));
     }
 }

@@ -22,17 +22,17 @@ namespace Quantization;
 /// <para>
 /// A vector holds the same feature of several channels (16 at 512 bits, 8 at 256, 4 at 128), so the activation is
 /// broadcast and no vector is ever reduced across lanes. At 512 bits a code becomes its float with one
-/// <c>vpermps</c> from a 16-entry table (the instruction reads only the low four bits of each index). Four tokens share
-/// each dequantized weight vector (GEMM); a single token reads two panels at once (GEMV, see <see cref="AccumulatePair"/>),
-/// with software prefetch, as the weight then streams from memory.
+/// <c>vpermps</c> from a 16-entry table (the instruction reads only the low four bits of each index). At 512 and 256 bits
+/// four tokens share each dequantized weight vector (GEMM); at 512 bits a single token reads two panels at once (GEMV, see
+/// <see cref="AccumulatePair"/>), with software prefetch, as the weight then streams from memory.
 /// </para>
 /// </remarks>
 internal static class Int4WeightOnlyKernel
 {
     /// <summary>Gets the most tokens one <see cref="Accumulate"/> call computes on a tier.</summary>
     /// <param name="tier">The vector tier.</param>
-    /// <returns>4 for 512-bit vectors (each weight is dequantized once for the four), else 1.</returns>
-    public static int MaxTokens(SimdTier tier) => tier == SimdTier.Vector512 ? 4 : 1;
+    /// <returns>4 for 512- and 256-bit vectors (each weight is dequantized once for the four), else 1.</returns>
+    public static int MaxTokens(SimdTier tier) => tier is SimdTier.Vector512 or SimdTier.Vector256 ? 4 : 1;
 
     /// <summary>Computes one panel's sums for up to <see cref="MaxTokens"/> tokens.</summary>
     /// <param name="tier">The vector tier to run.</param>
@@ -66,8 +66,15 @@ internal static class Int4WeightOnlyKernel
                     }
 
                     break;
+                case SimdTier.Vector256 when tokens == 4:
+                    Vector256FourTokens(weight, panel, xp, s);
+                    break;
                 case SimdTier.Vector256:
-                    Vector256Token(weight, panel, xp, s);
+                    for (int t = 0; t < tokens; t++)
+                    {
+                        Vector256Token(weight, panel, xp + (t * weight.PaddedInFeatures), s + (t * PackedInt4Weight.PanelRows));
+                    }
+
                     break;
                 case SimdTier.Vector128:
                     Vector128Token(weight, panel, xp, s);
@@ -287,7 +294,58 @@ internal static class Int4WeightOnlyKernel
     private static Vector256<float> Dequantize256(Vector256<uint> words, [ConstantExpected] byte shift, Vector256<int> offset, Vector256<float> scale) =>
         Vector256.ConvertToSingle((Vector256.ShiftRightLogical(words, shift) & Vector256.Create(15u)).AsInt32() - offset) * scale;
 
-    /// <summary>Two passes of 16 channels (two vectors, four accumulators).</summary>
+    /// <summary>
+    /// Four tokens on the 256-bit tier: four passes of 8 channels, each dequantized weight vector feeding the even or odd
+    /// accumulators of the four tokens (eight accumulators, so that the sixteen registers of AVX2 hold the pass).
+    /// </summary>
+    private static unsafe void Vector256FourTokens(PackedInt4Weight weight, int panel, float* x, float* sums)
+    {
+        const int ChannelsPerPass = 8;
+        int stride = weight.PaddedInFeatures;
+        for (int first = 0; first < PackedInt4Weight.PanelRows; first += ChannelsPerPass)
+        {
+            ref uint w = ref Unsafe.Add(ref weight.GetPanel(panel), first);
+            ref float scales = ref weight.Scales[(panel * weight.Groups * PackedInt4Weight.PanelRows) + first];
+            ref int offsets = ref weight.Offsets[(panel * weight.Groups * PackedInt4Weight.PanelRows) + first];
+            Vector256<float> a = default, b = default, c = default, d = default, e = default, f = default, g = default, h = default;
+            for (int group = 0; group < weight.Groups; group++)
+            {
+                Vector256<float> sc = Vector256.LoadUnsafe(ref scales, (nuint)(group * PackedInt4Weight.PanelRows));
+                Vector256<int> o = Vector256.LoadUnsafe(ref offsets, (nuint)(group * PackedInt4Weight.PanelRows));
+                int end = weight.GroupStart(group) + weight.GroupLength(group);
+                for (int s = weight.GroupStart(group); s < end; s++)
+                {
+                    Vector256<uint> v = Vector256.LoadUnsafe(ref w, (nuint)(s * PackedInt4Weight.PanelRows));
+                    float* xs = x + (s * PackedInt4Weight.StepFeatures);
+                    FourTokens256(Dequantize256(v, 0, o, sc), xs, stride, ref a, ref b, ref c, ref d);
+                    FourTokens256(Dequantize256(v, 8, o, sc), xs + 1, stride, ref e, ref f, ref g, ref h);
+                    FourTokens256(Dequantize256(v, 16, o, sc), xs + 2, stride, ref a, ref b, ref c, ref d);
+                    FourTokens256(Dequantize256(v, 24, o, sc), xs + 3, stride, ref e, ref f, ref g, ref h);
+                    FourTokens256(Dequantize256(v, 4, o, sc), xs + 4, stride, ref a, ref b, ref c, ref d);
+                    FourTokens256(Dequantize256(v, 12, o, sc), xs + 5, stride, ref e, ref f, ref g, ref h);
+                    FourTokens256(Dequantize256(v, 20, o, sc), xs + 6, stride, ref a, ref b, ref c, ref d);
+                    FourTokens256(Dequantize256(v, 28, o, sc), xs + 7, stride, ref e, ref f, ref g, ref h);
+                }
+            }
+
+            (a + e).Store(sums + first);
+            (b + f).Store(sums + PackedInt4Weight.PanelRows + first);
+            (c + g).Store(sums + (2 * PackedInt4Weight.PanelRows) + first);
+            (d + h).Store(sums + (3 * PackedInt4Weight.PanelRows) + first);
+        }
+    }
+
+    /// <summary>One feature of the 256-bit four-token kernel: the dequantized vector added to one accumulator of each token.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static unsafe void FourTokens256(Vector256<float> w, float* x, int stride, ref Vector256<float> a, ref Vector256<float> b, ref Vector256<float> c, ref Vector256<float> d)
+    {
+        a = Vector256.FusedMultiplyAdd(w, Vector256.Create(x[0]), a);
+        b = Vector256.FusedMultiplyAdd(w, Vector256.Create(x[stride]), b);
+        c = Vector256.FusedMultiplyAdd(w, Vector256.Create(x[2 * stride]), c);
+        d = Vector256.FusedMultiplyAdd(w, Vector256.Create(x[3 * stride]), d);
+    }
+
+    /// <summary>One token: two passes of 16 channels (two vectors, four accumulators).</summary>
     private static unsafe void Vector256Token(PackedInt4Weight weight, int panel, float* x, float* sums)
     {
         const int ChannelsPerPass = 16;
