@@ -29,6 +29,8 @@ internal static class QuantizeCommand
         Option<string> algorithm = new("--algorithm") { Description = "ONNX weight-only: how weights are rounded: rtn (to nearest, the default), gptq (GPTQ with error feedback, act-order) or awq (activation-aware input scales and clipping, then to nearest); gptq and awq need --calibration-data.", DefaultValueFactory = _ => "rtn" };
         algorithm.AcceptOnlyFromAmong("rtn", "gptq", "awq");
         Option<bool> asymmetric = new("--asymmetric") { Description = "Asymmetric weights (a zero point per scale); symmetric by default." };
+        Option<string> weightType = new("--weight-type") { Description = "ONNX 8-bit weights: int8 (the default) or uint8 (asymmetric, a zero point per scale). ONNX Runtime runs uint8 weights with its u8 x u8 kernels, which do not saturate on x86 CPUs without VNNI (AVX2), where its u8 x s8 kernels can: use uint8 for --mode static or dynamic models that will run there.", DefaultValueFactory = _ => "int8" };
+        weightType.AcceptOnlyFromAmong("int8", "uint8");
         Option<string> convention = new("--convention") { Description = "Whose arithmetic computes the parameters.", DefaultValueFactory = _ => "onnx" };
         convention.AcceptOnlyFromAmong("onnx", "torch", "ggml", "golden-stick");
         Option<string[]> include = new("--include") { Description = "Only tensors (safetensors) or the weights of the nodes (ONNX; activations follow --activation-include) matching this glob, or re:regex; repeatable." };
@@ -50,7 +52,7 @@ internal static class QuantizeCommand
         Option<bool> quantizeEmbeddings = new("--quantize-embeddings") { Description = "ONNX only: store embedding tables (Gather data of at least a million elements) as int8 per row, read by ONNX Runtime's GatherBlockQuantized; true by default, false keeps them in float.", DefaultValueFactory = _ => true };
         Command command = new("quantize", "Quantize a model or checkpoint to int8 or int4.")
         {
-            input, output, mode, format, bits, granularity, groupSize, algorithm, asymmetric, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales, rangeSearch, quantizeEmbeddings,
+            input, output, mode, format, bits, granularity, groupSize, algorithm, asymmetric, weightType, convention, include, exclude, calibration, gptq, stats, weightOps, activationOps, activationInclude, keepFloat, targetCosine, observer, percentile, smoothQuant, explicitScales, rangeSearch, quantizeEmbeddings,
         };
         command.SetAction(CliRunner.Wrap(async (parse, cancellationToken) =>
         {
@@ -78,10 +80,16 @@ internal static class QuantizeCommand
                 "golden-stick" => NumericConvention.GoldenStick,
                 _ => NumericConvention.Onnx,
             };
-            bool symmetric = !parse.GetValue(asymmetric);
+            bool unsigned = parse.GetValue(weightType) == "uint8";
+            if (unsigned && (weightBits == 4 || !onnx))
+            {
+                throw new ArgumentException("--weight-type uint8 applies to 8-bit weights of ONNX models.");
+            }
+
+            bool symmetric = !parse.GetValue(asymmetric) && !unsigned;
             QuantizationScheme scheme = weightBits == 4
                 ? new(symmetric ? QuantizedType.Int4 : QuantizedType.UInt4, symmetric, grain, arithmetic, symmetric ? QuantizationRange.Full : null)
-                : new(QuantizedType.Int8, symmetric, grain, arithmetic);
+                : new(unsigned ? QuantizedType.UInt8 : QuantizedType.Int8, symmetric, grain, arithmetic);
             NamePattern[] includes = [.. (parse.GetValue(include) ?? []).Select(p => new NamePattern(p))];
             NamePattern[] excludes = [.. (parse.GetValue(exclude) ?? []).Select(p => new NamePattern(p))];
             long started = Stopwatch.GetTimestamp();
@@ -291,11 +299,11 @@ internal static class QuantizeCommand
             throw new NotSupportedException("--mode static takes 8-bit weights with --granularity channel or tensor (their scales give the int32 biases theirs); 4-bit and grouped weights are --mode weight-only.");
         }
 
-        if (mode == "dynamic" && !(eightBit && perChannelOrTensor && scheme.Symmetric))
+        if (mode == "dynamic" && !(eightBit && perChannelOrTensor && (scheme.Symmetric || scheme.Type == QuantizedType.UInt8)))
         {
-            throw new NotSupportedException(scheme.Symmetric
-                ? "--mode dynamic stores symmetric int8 weights with --granularity channel or tensor (zero point 0, which ONNX Runtime's integer kernels take fastest)."
-                : "--mode dynamic stores symmetric int8 weights (zero point 0, which ONNX Runtime's integer kernels take fastest): drop --asymmetric.");
+            throw new NotSupportedException(scheme.Symmetric || scheme.Type == QuantizedType.UInt8
+                ? "--mode dynamic stores 8-bit weights with --granularity channel or tensor."
+                : "--mode dynamic stores symmetric int8 weights (zero point 0, which ONNX Runtime's integer kernels take fastest) or, with --weight-type uint8, asymmetric uint8: drop --asymmetric or add --weight-type uint8.");
         }
     }
 

@@ -5,8 +5,8 @@ namespace Quantization.Onnx;
 /// (<see cref="OnnxWeightQuantizationOptions.OpTypes"/>, here MatMul and Gemm by default and at most;
 /// <see cref="OnnxWeightQuantizationOptions.IncludeNodes"/>, <see cref="OnnxWeightQuantizationOptions.ExcludeNodes"/>)
 /// and its weight schemes (<see cref="OnnxWeightQuantizationOptions.Scheme"/>,
-/// <see cref="OnnxWeightQuantizationOptions.NodeSchemes"/>), which must be symmetric int8, per channel (the default) or
-/// per tensor. Dynamic quantization needs no calibration data (except for <see cref="SmoothQuant"/>), so bias
+/// <see cref="OnnxWeightQuantizationOptions.NodeSchemes"/>), which must be symmetric int8 or asymmetric uint8, per
+/// channel (the default: int8) or per tensor. Dynamic quantization needs no calibration data (except for <see cref="SmoothQuant"/>), so bias
 /// correction, GPTQ and MatMulNBits do not apply: <see cref="OnnxWeightQuantizationOptions.Gptq"/> and
 /// <see cref="OnnxWeightQuantizationOptions.MatMulNBits"/> must stay <see langword="null"/>.
 /// </summary>
@@ -34,7 +34,7 @@ public sealed class OnnxDynamicQuantizationOptions : OnnxWeightQuantizationOptio
 
     /// <inheritdoc/>
     /// <exception cref="ArgumentException"><see cref="OnnxWeightQuantizationOptions.OpTypes"/> holds an operator other than MatMul and Gemm.</exception>
-    /// <exception cref="NotSupportedException">GPTQ or MatMulNBits is asked for, or a weight scheme is not symmetric int8 per channel or per tensor.</exception>
+    /// <exception cref="NotSupportedException">GPTQ or MatMulNBits is asked for, or a weight scheme is neither symmetric int8 nor asymmetric uint8, per channel or per tensor.</exception>
     internal override void Validate()
     {
         base.Validate();
@@ -51,9 +51,10 @@ public sealed class OnnxDynamicQuantizationOptions : OnnxWeightQuantizationOptio
 
         foreach ((string node, QuantizationScheme scheme) in NodeSchemes.Prepend(new KeyValuePair<string, QuantizationScheme>("(default)", Scheme)))
         {
-            if (scheme.Type != QuantizedType.Int8 || !scheme.Symmetric || scheme.Granularity.Kind is not (GranularityKind.PerChannel or GranularityKind.PerTensor))
+            bool int8 = scheme.Type == QuantizedType.Int8 && scheme.Symmetric, uint8 = scheme.Type == QuantizedType.UInt8 && !scheme.Symmetric;
+            if (!(int8 || uint8) || scheme.Granularity.Kind is not (GranularityKind.PerChannel or GranularityKind.PerTensor))
             {
-                throw new NotSupportedException($"Dynamic quantization stores weights as symmetric int8 per channel or per tensor (zero point 0, which ONNX Runtime's integer kernels take fastest); the scheme of node {node} is {scheme}.");
+                throw new NotSupportedException($"Dynamic quantization stores weights as symmetric int8 (zero point 0, which ONNX Runtime's integer kernels take fastest) or asymmetric uint8, per channel or per tensor; the scheme of node {node} is {scheme}.");
             }
         }
     }

@@ -33,12 +33,14 @@ namespace Quantization.Onnx;
 /// stay in float.
 /// </para>
 /// <para>
-/// Weights use the whole restricted int8 range [-127, 127]. On x86 CPUs without VNNI, ONNX Runtime's u8 × s8 kernels
-/// multiply with <c>vpmaddubsw</c>, which saturates a pair sum above 32767 (255·127·2 = 64770 is possible);
-/// ONNX Runtime's Python quantizer offers <c>reduce_range</c> (7-bit weights) against it. This quantizer does not reduce
-/// the range: CPUs with AVX-VNNI or AVX-512 VNNI (and ARM's dot-product instructions) accumulate exactly in 32 bits, and a
-/// 7-bit weight costs accuracy everywhere else. On an AVX2-only CPU, check the model's accuracy there, or exclude the
-/// layers whose inputs are large and one-signed (such as the second FFN MatMul after GELU).
+/// Weights use the whole restricted int8 range [-127, 127]. On x86 CPUs without VNNI (AVX2, and AVX-512 before Cascade
+/// Lake), ONNX Runtime's u8 × s8 kernels multiply with <c>vpmaddubsw</c>, which saturates a pair sum above 32767
+/// (255·127·2 = 64770 is possible), and the model loses accuracy there (seen on a Zen 2: a MatMul's cosine to its float
+/// output 0.9929). ONNX Runtime's Python quantizer offers <c>reduce_range</c> (7-bit weights) against it, which costs
+/// accuracy everywhere. Here, give such a CPU asymmetric uint8 weights (<see cref="OnnxWeightQuantizationOptions.Scheme"/>
+/// = <c>new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerChannel(1))</c>,
+/// <c>ptq --weight-type uint8</c>): W_q is stored as uint8 with one zero point per column, MatMulInteger takes them as
+/// its fourth input, and ONNX Runtime runs its u8 × u8 kernels, which widen to 16 bits and do not saturate.
 /// </para>
 /// <para>
 /// One scale per activation tensor lets a few outlier channels (in transformers, often those of one token) set the range
@@ -55,7 +57,7 @@ public static class OnnxDynamicQuantizer
     /// <returns>The weights quantized and the activations quantized at run time.</returns>
     /// <exception cref="ArgumentNullException"><paramref name="model"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The options name an operator other than MatMul and Gemm.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is not symmetric int8 per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is neither symmetric int8 nor asymmetric uint8, per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
     /// <exception cref="InvalidDataException">A weight's stored data does not match its shape; the model is then unchanged.</exception>
     /// <exception cref="NonFiniteValueException">A weight holds NaN or an infinity; the model is then unchanged.</exception>
     /// <exception cref="NotSupportedException">Also when <see cref="OnnxDynamicQuantizationOptions.SmoothQuant"/> is set: smoothing needs calibration data, so use <see cref="QuantizeAsync"/>.</exception>
@@ -87,7 +89,7 @@ public static class OnnxDynamicQuantizer
     /// <exception cref="ArgumentNullException"><paramref name="model"/> or <paramref name="calibrationData"/> is <see langword="null"/>.</exception>
     /// <exception cref="ArgumentException">The options name an operator other than MatMul and Gemm, or SmoothQuant's options are inconsistent.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A SmoothQuant option is out of range.</exception>
-    /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is not symmetric int8 per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
+    /// <exception cref="NotSupportedException">The model imports an opset older than 11, or a scheme is neither symmetric int8 nor asymmetric uint8, per channel or per tensor, or GPTQ or MatMulNBits is asked for.</exception>
     /// <exception cref="InvalidOperationException">SmoothQuant has groups to smooth but the calibration data produced no runs.</exception>
     /// <exception cref="InvalidDataException">A constant's stored data does not match its shape; the model is then unchanged.</exception>
     /// <exception cref="NonFiniteValueException">A weight, or a smoothed layer's input on the calibration data, holds NaN or an infinity; the model is then unchanged.</exception>
@@ -113,7 +115,7 @@ public static class OnnxDynamicQuantizer
 
         // Smoothing and quantization work on a copy, so that a failure or cancellation in either leaves the model as it was.
         OnnxModel working = model.Clone();
-        OnnxSmoothQuantResult smoothed = await OnnxSmoothQuant.SmoothAsync(working, calibrationData, smoothQuant, dynamicActivations: true, progress, cancellationToken).ConfigureAwait(false);
+        OnnxSmoothQuantResult smoothed = await OnnxSmoothQuant.SmoothAsync(working, calibrationData, smoothQuant, dynamicActivations: true, options.Scheme, progress, cancellationToken).ConfigureAwait(false);
         cancellationToken.ThrowIfCancellationRequested();
         OnnxDynamicQuantizationResult result = QuantizeValidated(working, options);
         model.Proto.Graph = working.Proto.Graph;
@@ -188,7 +190,7 @@ public static class OnnxDynamicQuantizer
         return (weight, checked((int)dims[transB ? 1 : 0]), checked((int)dims[transB ? 0 : 1]));
     }
 
-    /// <summary>Quantizes the weight as int8 [K, N], queues MatMulInteger, the scale product and the Cast, and turns the node itself into the final Mul (or the bias Add of a Gemm).</summary>
+    /// <summary>Quantizes the weight as int8 (or uint8 with its zero points) [K, N], queues MatMulInteger, the scale product and the Cast, and turns the node itself into the final Mul (or the bias Add of a Gemm).</summary>
     private static OnnxWeightReport Rewrite(OnnxGraphEditor editor, NodeProto node, string weightName, int k, int n, (string Quantized, string Scale, string ZeroPoint) input, List<NodeProto> inserted, OnnxDynamicQuantizationOptions options)
     {
         string opType = node.OpType;
@@ -206,14 +208,18 @@ public static class OnnxDynamicQuantizer
         QuantizationScheme scheme = options.NodeSchemes.TryGetValue(node.Name, out QuantizationScheme? own) ? own : options.Scheme;
         bool perChannel = scheme.Granularity.Kind == GranularityKind.PerChannel;
         QuantizedTensor quantized = OnnxWeightQuantizer.RoundToNearest(kn, [k, n], perChannel ? scheme.WithGranularity(QuantizationGranularity.PerChannel(1)) : scheme, options, weightName);
-        string weight = editor.AddInitializer(weightName + "_quantized", TensorProto.Types.DataType.Int8, [k, n], quantized.Data);
+        bool unsigned = scheme.Type == QuantizedType.UInt8;
+        string weight = editor.AddInitializer(weightName + "_quantized", unsigned ? TensorProto.Types.DataType.Uint8 : TensorProto.Types.DataType.Int8, [k, n], quantized.Data);
         string weightScale = editor.AddInitializer(weightName + "_scale", TensorProto.Types.DataType.Float, perChannel ? [n] : [], MemoryMarshal.AsBytes(quantized.Parameters.Scales));
+        string[] integerInputs = unsigned
+            ? [input.Quantized, weight, input.ZeroPoint, editor.AddInitializer(weightName + "_zero_point", TensorProto.Types.DataType.Uint8, perChannel ? [n] : [], [.. quantized.Parameters.ZeroPoints.ToArray().Select(z => (byte)z)])]
+            : [input.Quantized, weight, input.ZeroPoint];
 
         string output = node.Output[0];
         string product = editor.UniqueName(output + "_MatMulInteger");
         string scale = editor.UniqueName(output + "_scale");
         string converted = editor.UniqueName(output + "_float");
-        inserted.Add(new NodeProto { Name = editor.UniqueName(node.Name + "_MatMulInteger"), OpType = "MatMulInteger", Input = { input.Quantized, weight, input.ZeroPoint }, Output = { product } });
+        inserted.Add(new NodeProto { Name = editor.UniqueName(node.Name + "_MatMulInteger"), OpType = "MatMulInteger", Input = { integerInputs }, Output = { product } });
         inserted.Add(new NodeProto { Name = editor.UniqueName(node.Name + "_scale"), OpType = "Mul", Input = { input.Scale, weightScale }, Output = { scale } });
         inserted.Add(new NodeProto
         {

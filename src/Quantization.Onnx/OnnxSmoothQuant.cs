@@ -61,15 +61,20 @@ public static class OnnxSmoothQuant
         ArgumentNullException.ThrowIfNull(calibrationData);
         options ??= new OnnxSmoothQuantOptions();
         options.Validate();
-        return SmoothAsync(model, calibrationData, options, options.DynamicActivations, progress, cancellationToken);
+        return SmoothAsync(model, calibrationData, options, options.DynamicActivations, QuantizationScheme.Int8PerChannel(), progress, cancellationToken);
     }
 
-    /// <summary>Smooths the model in place with validated options; the search measures dynamic activations when <paramref name="dynamicActivations"/> is set, whatever the options say.</summary>
+    /// <summary>
+    /// Smooths the model in place with validated options; the search measures dynamic activations when
+    /// <paramref name="dynamicActivations"/> is set, whatever the options say, and rounds the weights with
+    /// <paramref name="weightScheme"/> (the quantizer's, per output channel when per channel).
+    /// </summary>
     internal static async Task<OnnxSmoothQuantResult> SmoothAsync(
         OnnxModel model,
         ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> calibrationData,
         OnnxSmoothQuantOptions options,
         bool dynamicActivations,
+        QuantizationScheme weightScheme,
         IProgress<CalibrationProgress>? progress,
         CancellationToken cancellationToken)
     {
@@ -134,7 +139,7 @@ public static class OnnxSmoothQuant
             Dictionary<double, double>? errors = null;
             if (sampler?.Sample(group.Input) is (float[] rows, int count) && count > 0)
             {
-                Search search = new(rows, count, group.Channels, weights, dynamicActivations ? null : (range.Minimums.ToArray(), range.Maximums.ToArray()), options.ActivationScheme);
+                Search search = new(rows, count, group.Channels, weights, dynamicActivations ? null : (range.Minimums.ToArray(), range.Maximums.ToArray()), options.ActivationScheme, weightScheme);
                 errors = [];
                 double best = double.PositiveInfinity;
                 foreach (double candidate in options.AlphaGrid.Distinct().Order())
@@ -229,6 +234,7 @@ public static class OnnxSmoothQuant
         private readonly float[][] _references;
         private readonly (float[] Minimums, float[] Maximums)? _calibrated;
         private readonly QuantizationScheme _scheme;
+        private readonly QuantizationScheme _weightScheme;
 
         /// <param name="rows">The sampled tokens of the group's input X, row-major [<paramref name="count"/>, <paramref name="channels"/>].</param>
         /// <param name="count">The number of sampled tokens.</param>
@@ -236,9 +242,11 @@ public static class OnnxSmoothQuant
         /// <param name="weights">Each layer's weight as input rows, [<paramref name="channels"/>, outputs].</param>
         /// <param name="calibrated">The calibrated per-channel range of X, for static activations; <see langword="null"/> for dynamic ones (each quantized over the range of the sampled rows).</param>
         /// <param name="scheme">The activations' quantization scheme.</param>
-        public Search(float[] rows, int count, int channels, float[][] weights, (float[] Minimums, float[] Maximums)? calibrated, QuantizationScheme scheme)
+        /// <param name="weightScheme">The weights' quantization scheme.</param>
+        public Search(float[] rows, int count, int channels, float[][] weights, (float[] Minimums, float[] Maximums)? calibrated, QuantizationScheme scheme, QuantizationScheme weightScheme)
         {
             (_rows, _count, _channels, _weights, _calibrated, _scheme) = (rows, count, channels, weights, calibrated, scheme);
+            _weightScheme = weightScheme.Granularity.Kind == GranularityKind.PerChannel ? weightScheme.WithGranularity(QuantizationGranularity.PerChannel(1)) : weightScheme;
             _references = [.. weights.Select(w => Multiply(_rows.AsSpan(0, count * channels), Transpose(w, channels)))];
         }
 
@@ -280,7 +288,7 @@ public static class OnnxSmoothQuant
                     weight[i] *= scales[i / outputs];
                 }
 
-                float[] restored = QuantizedTensor.Quantize(weight, [_channels, outputs], QuantizationScheme.Int8PerChannel(1)).Dequantize();
+                float[] restored = QuantizedTensor.Quantize(weight, [_channels, outputs], _weightScheme).Dequantize();
                 float[] output = Multiply(inputs, Transpose(restored, _channels));
                 float[] reference = _references[l];
                 for (int i = 0; i < output.Length; i++)

@@ -54,8 +54,10 @@ public static class OnnxStaticQuantizer
         }
 
         // Smoothing and quantization work on a copy, so that a failure or cancellation in either leaves the model as it was.
+        // The smoothing search rounds the weights as this quantizer will.
+        options.SmoothQuant.Validate();
         OnnxModel working = model.Clone();
-        OnnxSmoothQuantResult smoothed = await OnnxSmoothQuant.SmoothAsync(working, calibrationData, options.SmoothQuant, progress, cancellationToken).ConfigureAwait(false);
+        OnnxSmoothQuantResult smoothed = await OnnxSmoothQuant.SmoothAsync(working, calibrationData, options.SmoothQuant, options.SmoothQuant.DynamicActivations, options.Scheme, progress, cancellationToken).ConfigureAwait(false);
         OnnxStaticQuantizationResult result = await CalibrateAndQuantizeAsync(working, calibrationData, options, progress, cancellationToken).ConfigureAwait(false);
         model.Proto.Graph = working.Proto.Graph;
         return result with { SmoothQuant = smoothed };

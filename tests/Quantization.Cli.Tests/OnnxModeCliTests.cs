@@ -1,6 +1,7 @@
 using Microsoft.ML.OnnxRuntime;
 
 using Quantization.Onnx;
+using Quantization.Onnx.Tests;
 
 namespace Quantization.Cli.Tests;
 
@@ -21,7 +22,9 @@ public sealed class OnnxModeCliTests : IDisposable
     {
         string input = Path.Combine(_directory, "matmul.onnx"), output = Path.Combine(_directory, "matmul.int8.onnx");
         Ptq.WriteMatMulModel(input);
-        (int code, string stdout, string stderr) = Ptq.Run(["quantize", input, "-o", output, .. flags]);
+        // On a CPU where ONNX Runtime's u8 x s8 kernels saturate, W8A8 models get the uint8 weights its u8 x u8 kernels take.
+        string[] weightType = flags.Contains("dynamic") ? OrtInt8Kernels.WeightTypeFlags : [];
+        (int code, string stdout, string stderr) = Ptq.Run(["quantize", input, "-o", output, .. flags, .. weightType]);
         Assert.True(code == 0, stderr);
         Assert.Contains(message, stdout, StringComparison.Ordinal);
         Assert.Contains(OnnxModel.Load(output).Proto.Graph.Node, n => n.OpType == opType);
@@ -31,6 +34,24 @@ public sealed class OnnxModeCliTests : IDisposable
         double dot = expected.Zip(actual, (a, b) => (double)a * b).Sum();
         double cosine = dot / Math.Sqrt(expected.Sum(a => (double)a * a) * actual.Sum(b => (double)b * b));
         Assert.True(cosine > (flags.Contains("4") ? 0.99 : 0.999), $"cosine {cosine}");
+    }
+
+    [Fact]
+    public void WeightTypeUInt8_StoresAsymmetricUInt8Weights_ThatOrtRuns()
+    {
+        string input = Path.Combine(_directory, "matmul.onnx"), output = Path.Combine(_directory, "matmul.uint8.onnx");
+        Ptq.WriteMatMulModel(input);
+        (int code, _, string stderr) = Ptq.Run("quantize", input, "-o", output, "--mode", "dynamic", "--weight-type", "uint8");
+        Assert.True(code == 0, stderr);
+        OnnxModel quantized = OnnxModel.Load(output);
+        Assert.Equal(4, quantized.Proto.Graph.Node.Single(n => n.OpType == "MatMulInteger").Input.Count);
+        Assert.Contains(quantized.Proto.Graph.Initializer, t => t.Dims.Count == 2 && t.DataType == (int)Quantization.Onnx.Protos.TensorProto.Types.DataType.Uint8);
+
+        float[] x = [.. Enumerable.Range(0, 32).Select(i => (float)Math.Sin(i))];
+        float[] expected = Run(input, x), actual = Run(output, x);
+        double dot = expected.Zip(actual, (a, b) => (double)a * b).Sum();
+        double cosine = dot / Math.Sqrt(expected.Sum(a => (double)a * a) * actual.Sum(b => (double)b * b));
+        Assert.True(cosine > 0.999, $"cosine {cosine}");
     }
 
     [Fact]
@@ -52,6 +73,8 @@ public sealed class OnnxModeCliTests : IDisposable
         AssertError(1, "a power of two of at least 16, not 48", Ptq.Run("quantize", model, "-o", target, "--bits", "4", "--group-size", "48"));
         AssertError(1, "--group-size must be positive", Ptq.Run("quantize", model, "-o", target, "--group-size", "0"));
         AssertError(2, "'3'", Ptq.Run("quantize", model, "-o", target, "--bits", "3"));
+        AssertError(1, "--weight-type uint8 applies to 8-bit weights of ONNX models", Ptq.Run("quantize", model, "-o", target, "--bits", "4", "--weight-type", "uint8"));
+        AssertError(2, "'uint4'", Ptq.Run("quantize", model, "-o", target, "--weight-type", "uint4"));
         Assert.False(File.Exists(target));
 
         string checkpoint = Path.Combine(_directory, "model.safetensors");

@@ -19,7 +19,7 @@ public class MiniLMDynamicAndMatMulNBitsTests(ITestOutputHelper output)
         byte[] original = MiniLM.LoadModel();
         float[][] reference = _evaluation.Embed(original, GraphOptimizationLevel.ORT_ENABLE_BASIC);
         OnnxModel model = OnnxModel.Parse(original);
-        OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model);
+        OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model, new OnnxDynamicQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme });
         Assert.Equal(38, result.Weights.Count); // the 36 MatMuls with a constant weight, the pooler's Gemm and the word embeddings; the 12 attention products stay float
         byte[] quantized = model.Proto.ToByteArray();
         output.WriteLine(FormattableString.Invariant($"MiniLM dynamic W8A8: {result.Weights.Count} weights, {result.Activations.Count} activations quantized at run time, {quantized.Length:N0} bytes (fp32 {original.Length:N0})"));

@@ -38,7 +38,7 @@ public class MiniLMDynamicSmoothQuantTests(ITestOutputHelper output)
         Assert.True(exact.Min() > 0.99999, $"worst cosine {exact.Min()}");
 
         // The smoothed float model, quantized: what QuantizeAsync does with a fixed α (the search is the only part that differs).
-        OnnxDynamicQuantizer.Quantize(smoothed);
+        OnnxDynamicQuantizer.Quantize(smoothed, new OnnxDynamicQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme });
         double[] explicit08 = Report("SmoothQuant α 0.8, explicit scales", Embed(smoothed.Proto.ToByteArray()));
 
         double[] explicit05 = await Dynamic("SmoothQuant α 0.5, explicit scales", new OnnxSmoothQuantOptions { Alpha = 0.5, ExplicitScales = true });
@@ -61,7 +61,7 @@ public class MiniLMDynamicSmoothQuantTests(ITestOutputHelper output)
         async Task<double[]> Dynamic(string label, OnnxSmoothQuantOptions smoothQuant)
         {
             OnnxModel model = OnnxModel.Parse(original);
-            OnnxDynamicQuantizationResult result = await OnnxDynamicQuantizer.QuantizeAsync(model, Data(), new OnnxDynamicQuantizationOptions { SmoothQuant = smoothQuant });
+            OnnxDynamicQuantizationResult result = await OnnxDynamicQuantizer.QuantizeAsync(model, Data(), new OnnxDynamicQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme, SmoothQuant = smoothQuant });
             Assert.Equal(38, result.Weights.Count); // 36 MatMul weights, the pooler's Gemm and the word embeddings
             OnnxSmoothQuantResult groups = result.SmoothQuant!;
             output.WriteLine(Invariant($"  {label}: {groups.Groups.Count} groups smoothed, {groups.Skipped.Count} skipped; α {string.Join(" ", groups.Groups.Select(g => g.Alpha.ToString("0.##", CultureInfo.InvariantCulture)))}"));

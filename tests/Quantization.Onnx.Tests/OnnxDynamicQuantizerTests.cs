@@ -17,7 +17,7 @@ public class OnnxDynamicQuantizerTests
     {
         ModelProto proto = Projections();
         OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
-        OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model);
+        OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model, new OnnxDynamicQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme });
 
         // q and k share x (one DynamicQuantizeLinear), v reads q's output; the activation product q·kᵀ stays float.
         Assert.Equal(["wq", "wk", "wv"], result.Weights.Select(w => w.Weight));
@@ -26,7 +26,7 @@ public class OnnxDynamicQuantizerTests
         Assert.Equal(2, model.Proto.Graph.Node.Count(n => n.OpType == "DynamicQuantizeLinear"));
         Assert.Equal(1, model.Proto.Graph.Node.Count(n => n.OpType == "MatMul"));
         Assert.Equal([8], model.Proto.Graph.Initializer.Single(t => t.Name == "wq_scale").Dims);
-        Assert.Equal((int)TensorProto.Types.DataType.Int8, model.Proto.Graph.Initializer.Single(t => t.Name == "wq_quantized").DataType);
+        Assert.Equal((int)(OrtInt8Kernels.MaySaturate ? TensorProto.Types.DataType.Uint8 : TensorProto.Types.DataType.Int8), model.Proto.Graph.Initializer.Single(t => t.Name == "wq_quantized").DataType);
         Assert.Equal(["q_bias", "q_mm"], model.Proto.Graph.Node.Single(n => n.Name == "q_add").Input.Order(StringComparer.Ordinal));
         Assert.Equal("q_bias", model.Proto.Graph.Node.Single(n => n.Name == "q_add").Input[1]);
 
@@ -61,7 +61,7 @@ public class OnnxDynamicQuantizerTests
             [Value("x", 4, 16)],
             [Value("y", 4, 8)]);
         OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
-        OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model);
+        OnnxDynamicQuantizationResult result = OnnxDynamicQuantizer.Quantize(model, new OnnxDynamicQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme });
         Assert.Equal(transB ? 0 : 1, result.Weights.Single().Axis);
         Assert.Equal([16, 8], model.Proto.Graph.Initializer.Single(t => t.Name == "w_quantized").Dims);
 
@@ -89,6 +89,48 @@ public class OnnxDynamicQuantizerTests
         Assert.Empty(OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(transA.ToByteArray())).Weights);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public void OneSignedInputsAndLargeWeightPairs_UInt8WeightsNeverSaturate(bool perChannel)
+    {
+        // x in [0, 4] quantizes to codes near 255 (zero point 0), and the weight's rows come in pairs of one sign, so
+        // u8 x s8 pair sums reach 255 x 127 x 2: vpmaddubsw saturates on CPUs without VNNI. Asymmetric uint8 weights
+        // (a zero point per column) run on ONNX Runtime's u8 x u8 kernels, which widen first, on every CPU.
+        const int K = 32, N = 16;
+        float[] w = new float[K * N];
+        for (int k = 0; k < K; k++)
+        {
+            for (int n = 0; n < N; n++)
+            {
+                w[(k * N) + n] = ((k / 2) + n) % 2 == 0 ? 1f : -0.9f;
+            }
+        }
+
+        ModelProto proto = Model("pairs", [Node("MatMul", "mm", ["x", "w"], ["y"])], [Tensor("w", w, K, N)], [Value("x", 1, 64, K)], [Value("y", 1, 64, N)]);
+        QuantizationGranularity granularity = perChannel ? QuantizationGranularity.PerChannel(0) : QuantizationGranularity.PerTensor;
+        OnnxModel unsigned = OnnxModel.Parse(proto.ToByteArray()), signed = OnnxModel.Parse(proto.ToByteArray());
+        OnnxDynamicQuantizer.Quantize(unsigned, new OnnxDynamicQuantizationOptions { Scheme = new QuantizationScheme(QuantizedType.UInt8, symmetric: false, granularity) });
+        OnnxDynamicQuantizer.Quantize(signed, new OnnxDynamicQuantizationOptions { Scheme = new QuantizationScheme(QuantizedType.Int8, symmetric: true, granularity) });
+
+        Assert.Equal((int)TensorProto.Types.DataType.Uint8, unsigned.Proto.Graph.Initializer.Single(t => t.Name == "w_quantized").DataType);
+        TensorProto zeroPoints = unsigned.Proto.Graph.Initializer.Single(t => t.Name == "w_zero_point");
+        Assert.Equal((int)TensorProto.Types.DataType.Uint8, zeroPoints.DataType);
+        Assert.Equal(perChannel ? [N] : [], zeroPoints.Dims);
+        Assert.Equal(["x_quantized", "w_quantized", "x_zero_point", "w_zero_point"], unsigned.Proto.Graph.Node.Single(n => n.OpType == "MatMulInteger").Input);
+        Assert.Contains("DynamicQuantizeMatMul", OptimizedOpTypes(unsigned.Proto.ToByteArray()));
+
+        float[] x = [.. Random(64 * K, 5, 8).Select(v => v + 4)];
+        float[] expected = RunSingle(proto.ToByteArray(), "x", x, [1, 64, K]);
+        foreach (GraphOptimizationLevel level in new[] { GraphOptimizationLevel.ORT_ENABLE_BASIC, GraphOptimizationLevel.ORT_ENABLE_ALL })
+        {
+            double unsignedCosine = Cosine(expected, RunSingle(unsigned.Proto.ToByteArray(), "x", x, [1, 64, K], level));
+            double signedCosine = Cosine(expected, RunSingle(signed.Proto.ToByteArray(), "x", x, [1, 64, K], level));
+            Assert.True(unsignedCosine > 0.9999, $"uint8 weights at {level}: cosine {unsignedCosine}");
+            Assert.True(OrtInt8Kernels.MaySaturate || signedCosine > 0.9999, $"int8 weights at {level} on a CPU with VNNI: cosine {signedCosine}");
+        }
+    }
+
     [Fact]
     public void BadOptionsAndOldModels_AreRefused()
     {
@@ -97,7 +139,8 @@ public class OnnxDynamicQuantizerTests
         Assert.Throws<ArgumentException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), conv));
         Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), new OnnxDynamicQuantizationOptions { Gptq = new GptqOptions() }));
         Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), new OnnxDynamicQuantizationOptions { MatMulNBits = new MatMulNBitsOptions() }));
-        Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), new OnnxDynamicQuantizationOptions { Scheme = QuantizationScheme.UInt8PerTensorAsymmetric() }));
+        Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), new OnnxDynamicQuantizationOptions { Scheme = new QuantizationScheme(QuantizedType.Int8, symmetric: false, QuantizationGranularity.PerChannel(0)) }));
+        Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), new OnnxDynamicQuantizationOptions { Scheme = new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerGroup(8)) }));
         OnnxDynamicQuantizationOptions group = new();
         group.NodeSchemes["q_mm"] = QuantizationScheme.GgmlQ8_0();
         Assert.Contains("q_mm", Assert.Throws<NotSupportedException>(() => OnnxDynamicQuantizer.Quantize(OnnxModel.Parse(Projections().ToByteArray()), group)).Message, StringComparison.Ordinal);
@@ -122,7 +165,7 @@ public class OnnxDynamicQuantizerTests
     {
         ModelProto proto = Projections();
         OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
-        OnnxDynamicQuantizationOptions options = new() { SmoothQuant = new OnnxSmoothQuantOptions { ExplicitScales = true, SearchAlpha = true } };
+        OnnxDynamicQuantizationOptions options = new() { Scheme = OrtInt8Kernels.WeightScheme, SmoothQuant = new OnnxSmoothQuantOptions { ExplicitScales = true, SearchAlpha = true } };
         OnnxDynamicQuantizationResult result = await OnnxDynamicQuantizer.QuantizeAsync(model, Calibration(), options);
 
         // x is a graph input (an explicit Mul by 1/s feeds q and k); q's bias Add and MatMul take 1/s for v.

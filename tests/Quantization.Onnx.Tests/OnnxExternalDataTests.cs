@@ -125,7 +125,7 @@ public sealed class OnnxExternalDataTests : IDisposable
         ICalibrationDataSource<IReadOnlyCollection<NamedOnnxValue>> Data() => CalibrationDataSource.FromGenerator(xs.Length, i => TestGraphs.Feed("x", xs[i], 1, 64));
 
         OnnxModel forStatic = OnnxModel.Load(source);
-        OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(forStatic, Data());
+        OnnxStaticQuantizationResult result = await OnnxStaticQuantizer.QuantizeAsync(forStatic, Data(), new OnnxStaticQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme });
         Assert.Equal(["h", "x"], result.Activations.Keys.Order(StringComparer.Ordinal));
         string staticPath = Path.Combine(Folder("static"), "model.onnx");
         forStatic.Save(staticPath);

@@ -87,12 +87,12 @@ public class RealModelTests(ITestOutputHelper output)
             weightOnlyAll.AddRange(Features(weightOnly.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL, evaluate));
 
             OnnxModel fullInt8 = Prepare();
-            await OnnxStaticQuantizer.QuantizeAsync(fullInt8, Photos(calibrate));
+            await OnnxStaticQuantizer.QuantizeAsync(fullInt8, Photos(calibrate), new OnnxStaticQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme });
             staticAll.AddRange(Features(fullInt8.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL, evaluate));
 
             // Automatic mixed precision: the fewest layers with float activations that reach 0.999 on the calibration photos.
             OnnxModel mixed = Prepare();
-            OnnxStaticQuantizationResult mixedResult = await OnnxStaticQuantizer.QuantizeAsync(mixed, Photos(calibrate), new OnnxStaticQuantizationOptions { MixedPrecision = new OnnxMixedPrecisionOptions() });
+            OnnxStaticQuantizationResult mixedResult = await OnnxStaticQuantizer.QuantizeAsync(mixed, Photos(calibrate), new OnnxStaticQuantizationOptions { Scheme = OrtInt8Kernels.WeightScheme, MixedPrecision = new OnnxMixedPrecisionOptions() });
             kept.Add(string.Join(", ", mixedResult.MixedPrecision!.KeptInFloat));
             mixedAll.AddRange(Features(mixed.Proto.ToByteArray(), GraphOptimizationLevel.ORT_ENABLE_ALL, evaluate));
             Assert.True(fullInt8.Proto.CalculateSize() <= 0.27 * fp32Bytes, "static W8A8 file size");
