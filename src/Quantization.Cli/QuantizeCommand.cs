@@ -302,7 +302,7 @@ internal static class QuantizeCommand
         if (mode == "dynamic" && !(eightBit && perChannelOrTensor && (scheme.Symmetric || scheme.Type == QuantizedType.UInt8)))
         {
             throw new NotSupportedException(scheme.Symmetric || scheme.Type == QuantizedType.UInt8
-                ? "--mode dynamic stores 8-bit weights with --granularity channel or tensor."
+                ? "--mode dynamic stores symmetric int8 (or, with --weight-type uint8, asymmetric uint8) weights with --granularity channel or tensor."
                 : "--mode dynamic stores symmetric int8 weights (zero point 0, which ONNX Runtime's integer kernels take fastest) or, with --weight-type uint8, asymmetric uint8: drop --asymmetric or add --weight-type uint8.");
         }
     }
