@@ -55,6 +55,31 @@ public class OnnxStaticQuantizerTests
     }
 
     [Fact]
+    public async Task UInt8Weights_WithZeroPoints_RunInOrt_AsIntegerKernels()
+    {
+        // The weights x86 CPUs without VNNI need (OrtInt8Kernels): asymmetric uint8 per channel, run by u8 x u8 kernels.
+        ModelProto proto = ResidualBlock();
+        OnnxModel model = OnnxModel.Parse(proto.ToByteArray());
+        await OnnxStaticQuantizer.QuantizeAsync(model, Images(16, seed: 1, scale: 1), new OnnxStaticQuantizationOptions { Scheme = new QuantizationScheme(QuantizedType.UInt8, symmetric: false, QuantizationGranularity.PerChannel(0)) });
+
+        TensorProto[] codes = [.. model.Proto.Graph.Initializer.Where(t => t.Dims.Count == 4)];
+        Assert.Equal(3, codes.Length);
+        Assert.All(codes, t => Assert.Equal((int)TensorProto.Types.DataType.Uint8, t.DataType));
+        Assert.Contains(model.Proto.Graph.Initializer, t => t.Dims.Count == 1 && t.Dims[0] == 8 && t.DataType == (int)TensorProto.Types.DataType.Uint8 && t.RawData.Any(b => b != 0));
+
+        byte[] quantized = model.Proto.ToByteArray();
+        foreach (int seed in new[] { 100, 101, 102 })
+        {
+            float[] image = Random(3 * 8 * 8, seed, 2);
+            float[] expected = RunSingle(proto.ToByteArray(), "image", image, ImageShape);
+            Assert.True(Cosine(expected, RunSingle(quantized, "image", image, ImageShape)) > 0.999, "basic level");
+            Assert.True(Cosine(expected, RunSingle(quantized, "image", image, ImageShape, GraphOptimizationLevel.ORT_ENABLE_ALL)) > 0.999, "default level");
+        }
+
+        Assert.Equal(2, OnnxDynamicQuantizerTests.OptimizedOpTypes(quantized).Count(op => op == "QLinearConv"));
+    }
+
+    [Fact]
     public async Task TinyInputScale_RaisesWeightScales_SoTheBiasFitsInInt32()
     {
         // Inputs around 1e-7 give s_x near 4e-10; with s_w near 4e-3 a bias of 5 would need 3e12 steps, far past int32.
