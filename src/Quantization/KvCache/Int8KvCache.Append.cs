@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
 namespace Quantization;
@@ -123,8 +124,11 @@ public sealed partial class Int8KvCache
                     ReadOnlySpan<float> groupKeys = keys.Slice(first * dim, group * dim);
                     mins.Clear();
                     maxs.Clear();
-                    int folded = QuantizationPrimitives.AccumulateMinMax(groupKeys, group, mins, maxs);
-                    Debug.Assert(folded == dim, "The appends rejected NaN and infinity.");
+                    for (int t = 0; t < group; t++)
+                    {
+                        TensorPrimitives.Min(mins, groupKeys.Slice(t * dim, dim), mins);
+                        TensorPrimitives.Max(maxs, groupKeys.Slice(t * dim, dim), maxs);
+                    }
 
                     QuantizationPrimitives.FillFromRanges(PerTokenScheme, mins, maxs, block.KeyScales.AsSpan(KeyGroupOffset(head, slot / group), dim), _zeroPoints, factors, nameof(keys)); // symmetric: the zero points it writes are 0
                     Span<byte> bytes = MemoryMarshal.AsBytes(quantizedKeys);
