@@ -9,6 +9,9 @@ public static partial class QuantizationPrimitives
     /// <summary>How far ahead, in elements, <see cref="AccumulateMinMax"/> prefetches each row: 8 KiB.</summary>
     private const nuint RowPrefetchDistance = 2048;
 
+    /// <summary>The most rows one <see cref="AccumulateMinMax"/> call folds; callers pass longer runs in chunks of this many.</summary>
+    internal const int MinMaxRowsPerCall = 4;
+
     /// <summary>
     /// Folds <paramref name="rowCount"/> consecutive rows of <paramref name="mins"/>.Length values into running
     /// per-column extremes in one pass: <c>mins[j] = min(mins[j], rows[r, j])</c>, likewise for maxs, the statistic of
@@ -25,7 +28,7 @@ public static partial class QuantizationPrimitives
     /// </remarks>
     internal static int AccumulateMinMax(ReadOnlySpan<float> rows, int rowCount, Span<float> mins, Span<float> maxs)
     {
-        Debug.Assert(rowCount is >= 1 and <= 4 && rows.Length == rowCount * mins.Length && maxs.Length == mins.Length, "Callers pass 1 to 4 whole rows.");
+        Debug.Assert(rowCount is >= 1 and <= MinMaxRowsPerCall && rows.Length == rowCount * mins.Length && maxs.Length == mins.Length, "Callers pass 1 to MinMaxRowsPerCall whole rows.");
         int length = mins.Length;
         ref float x = ref MemoryMarshal.GetReference(rows);
         ref float mn = ref MemoryMarshal.GetReference(mins);

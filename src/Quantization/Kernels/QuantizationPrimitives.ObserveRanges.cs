@@ -18,9 +18,9 @@ public static partial class QuantizationPrimitives
         if (layout.Kind == GranularityKind.PerChannel && layout.Inner == 1)
         {
             // Channels along the last axis: every row is a per-lane run over all parameters; fold rows four at a time.
-            for (long row = 0; row < layout.Outer; row += 4)
+            for (long row = 0; row < layout.Outer; row += MinMaxRowsPerCall)
             {
-                visitor.PerLaneRows((int)row * layout.Channels, (int)Math.Min(4, layout.Outer - row), layout.Channels);
+                visitor.PerLaneRows((int)row * layout.Channels, (int)Math.Min(MinMaxRowsPerCall, layout.Outer - row), layout.Channels);
             }
         }
         else

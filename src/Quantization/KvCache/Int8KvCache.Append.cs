@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
 namespace Quantization;
@@ -124,10 +123,11 @@ public sealed partial class Int8KvCache
                     ReadOnlySpan<float> groupKeys = keys.Slice(first * dim, group * dim);
                     mins.Clear();
                     maxs.Clear();
-                    for (int t = 0; t < group; t++)
+                    for (int t = 0; t < group; t += QuantizationPrimitives.MinMaxRowsPerCall)
                     {
-                        TensorPrimitives.Min(mins, groupKeys.Slice(t * dim, dim), mins);
-                        TensorPrimitives.Max(maxs, groupKeys.Slice(t * dim, dim), maxs);
+                        int rowCount = Math.Min(QuantizationPrimitives.MinMaxRowsPerCall, group - t);
+                        int folded = QuantizationPrimitives.AccumulateMinMax(groupKeys.Slice(t * dim, rowCount * dim), rowCount, mins, maxs);
+                        Debug.Assert(folded == dim, "The appends checked the window's keys: they are finite.");
                     }
 
                     QuantizationPrimitives.FillFromRanges(PerTokenScheme, mins, maxs, block.KeyScales.AsSpan(KeyGroupOffset(head, slot / group), dim), _zeroPoints, factors, nameof(keys)); // symmetric: the zero points it writes are 0

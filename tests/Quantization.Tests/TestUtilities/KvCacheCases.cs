@@ -10,7 +10,7 @@ internal static class KvCacheCases
     /// groups of 1 to 5 (the kernels take heads in fours), blocks of a few tokens, each scheme.
     /// </summary>
     public static readonly Gen<KvCacheOptions> Options =
-        Gen.Select(Gen.Int[1, 3], Gen.Int[1, 5], Gen.OneOf(1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128), Gen.Int[0, 3], Gen.OneOf(1, 2, 4), Gen.Int[1, 3])
+        Gen.Select(Gen.Int[1, 3], Gen.Int[1, 5], Gen.OneOf(1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 128), Gen.Int[0, 3], Gen.OneOf(1, 2, 4, 8), Gen.Int[1, 3])
             .Select(t =>
             {
                 (int kvHeads, int group, int headDim, int kind, int groupSize, int blockGroups) = t;
