@@ -114,7 +114,40 @@ internal static partial class AttentionPrimitives
         ref float wb = ref Unsafe.Add(ref w, stride);
         ref float wc = ref Unsafe.Add(ref wb, stride);
         ref float wd = ref Unsafe.Add(ref wc, stride);
-        for (nuint i = start; i < end; i += (nuint)TOp.Count)
+        nuint i = start, width = (nuint)TOp.Count;
+
+        // Two strips at once: eight independent multiply-add chains keep both FMA pipes busy, where four chains wait on
+        // the FMA latency. Each output element still sums its tokens in the same order, so the bits do not change.
+        for (; i + (2 * width) <= end; i += 2 * width)
+        {
+            nuint k = i + width;
+            TVector a = TOp.Load(ref o, i), b = TOp.Load(ref o, dim + i), c = TOp.Load(ref o, (2 * dim) + i), d = TOp.Load(ref o, (3 * dim) + i);
+            TVector e = TOp.Load(ref o, k), f = TOp.Load(ref o, dim + k), g = TOp.Load(ref o, (2 * dim) + k), h = TOp.Load(ref o, (3 * dim) + k);
+            for (nuint t = 0; t < (nuint)count; t++)
+            {
+                TVector x = TOp.Widen(ref tile, (t * dim) + i), y = TOp.Widen(ref tile, (t * dim) + k);
+                float wa = Unsafe.Add(ref w, t), wb2 = Unsafe.Add(ref wb, t), wc2 = Unsafe.Add(ref wc, t), wd2 = Unsafe.Add(ref wd, t);
+                a = TOp.MultiplyAdd(a, x, wa);
+                b = TOp.MultiplyAdd(b, x, wb2);
+                c = TOp.MultiplyAdd(c, x, wc2);
+                d = TOp.MultiplyAdd(d, x, wd2);
+                e = TOp.MultiplyAdd(e, y, wa);
+                f = TOp.MultiplyAdd(f, y, wb2);
+                g = TOp.MultiplyAdd(g, y, wc2);
+                h = TOp.MultiplyAdd(h, y, wd2);
+            }
+
+            TOp.Store(a, ref o, i);
+            TOp.Store(b, ref o, dim + i);
+            TOp.Store(c, ref o, (2 * dim) + i);
+            TOp.Store(d, ref o, (3 * dim) + i);
+            TOp.Store(e, ref o, k);
+            TOp.Store(f, ref o, dim + k);
+            TOp.Store(g, ref o, (2 * dim) + k);
+            TOp.Store(h, ref o, (3 * dim) + k);
+        }
+
+        for (; i < end; i += width)
         {
             TVector a = TOp.Load(ref o, i), b = TOp.Load(ref o, dim + i), c = TOp.Load(ref o, (2 * dim) + i), d = TOp.Load(ref o, (3 * dim) + i);
             for (nuint t = 0; t < (nuint)count; t++)
