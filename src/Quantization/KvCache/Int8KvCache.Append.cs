@@ -8,9 +8,11 @@ namespace Quantization;
 public sealed partial class Int8KvCache
 {
     /// <summary>
-    /// Static or dynamic: rents the blocks the tokens need, then quantizes each (token, KV head) row straight into them:
-    /// values as rows, keys through a row of scratch into their channel pairs. <see cref="Append(int, ReadOnlySpan{float}, ReadOnlySpan{float}, int)"/>
-    /// checked that the data is finite and <see cref="Grow"/> rents all blocks or none, so a rejected append changes nothing.
+    /// Static or dynamic: rents the blocks the tokens need, then quantizes each token: static keys or values in one
+    /// call over all of its KV heads (the scales of a layer are contiguous), dynamic ones row by row with their own
+    /// scales; values straight into their blocks, keys through a row of scratch into their channel pairs.
+    /// <see cref="Append(int, ReadOnlySpan{float}, ReadOnlySpan{float}, int)"/> checked that the data is finite and
+    /// <see cref="Grow"/> rents all blocks or none, so a rejected append changes nothing.
     /// </summary>
     private void AppendQuantized(int layer, ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
     {
@@ -18,33 +20,40 @@ public sealed partial class Int8KvCache
         KvCacheScheme scheme = _options.Scheme;
         int start = _quantized[layer];
         Grow(layer, start + tokens);
-        Span<sbyte> keyRow = dim <= MaxStackHeadDim ? stackalloc sbyte[dim] : new sbyte[dim];
+        Span<sbyte> scratch = 2 * width <= MaxStackScratchBytes ? stackalloc sbyte[2 * width] : new sbyte[2 * width];
+        Span<sbyte> keyRows = scratch[..width], valueRows = scratch[width..];
         for (int t = 0; t < tokens; t++)
         {
             int token = start + t, slot = token % tokensPerBlock;
             KvCacheBlock block = _blocks[layer][token / tokensPerBlock];
+            ReadOnlySpan<float> tokenKeys = keys.Slice(t * width, width), tokenValues = values.Slice(t * width, width);
+            if (scheme.HasStaticKeys)
+            {
+                QuantizeChannels(tokenKeys, scheme.KeyScales.Slice(layer * width, width), keyRows);
+            }
+
+            if (scheme.HasStaticValues)
+            {
+                QuantizeChannels(tokenValues, scheme.ValueScales.Slice(layer * width, width), valueRows);
+            }
+
             for (int head = 0; head < heads; head++)
             {
-                int source = ((t * heads) + head) * dim, row = (head * tokensPerBlock) + slot, channel = (layer * width) + (head * dim);
-                ReadOnlySpan<float> k = keys.Slice(source, dim), v = values.Slice(source, dim);
-                Span<sbyte> valueRow = block.Values.AsSpan(row * dim, dim);
-                if (scheme.HasStaticKeys)
+                int source = head * dim, row = (head * tokensPerBlock) + slot;
+                Span<sbyte> keyRow = keyRows.Slice(source, dim), valueRow = block.Values.AsSpan(row * dim, dim);
+                if (!scheme.HasStaticKeys)
                 {
-                    QuantizeChannels(k, scheme.KeyScales.Slice(channel, dim), keyRow);
-                }
-                else
-                {
-                    block.KeyScales[row] = QuantizeRow(k, keyRow);
+                    block.KeyScales[row] = QuantizeRow(tokenKeys.Slice(source, dim), keyRow);
                 }
 
                 StoreKeys(block, head, slot, keyRow, 1);
                 if (scheme.HasStaticValues)
                 {
-                    QuantizeChannels(v, scheme.ValueScales.Slice(channel, dim), valueRow);
+                    valueRows.Slice(source, dim).CopyTo(valueRow);
                 }
                 else
                 {
-                    block.ValueScales[row] = QuantizeRow(v, valueRow);
+                    block.ValueScales[row] = QuantizeRow(tokenValues.Slice(source, dim), valueRow);
                 }
             }
         }
@@ -66,7 +75,7 @@ public sealed partial class Int8KvCache
         return pair.Scale;
     }
 
-    /// <summary>Static: quantizes a finite row with one (validated) scale per channel.</summary>
+    /// <summary>Static: quantizes finite rows with one (validated) scale per channel.</summary>
     private void QuantizeChannels(ReadOnlySpan<float> row, ReadOnlySpan<float> channelScales, Span<sbyte> destination) =>
         QuantizationPrimitives.QuantizeLanes(NumericConvention.Onnx, row, MemoryMarshal.AsBytes(destination), new PerLaneParameters(channelScales, _zeroPoints), QuantizedType.Int8);
 
@@ -130,7 +139,7 @@ public sealed partial class Int8KvCache
                         Debug.Assert(folded == dim, "The appends checked the window's keys: they are finite.");
                     }
 
-                    QuantizationPrimitives.FillFromRanges(PerTokenScheme, mins, maxs, block.KeyScales.AsSpan(KeyGroupOffset(head, slot / group), dim), _zeroPoints, factors, nameof(keys)); // symmetric: the zero points it writes are 0
+                    QuantizationPrimitives.FillFromRanges(PerTokenScheme, mins, maxs, block.KeyScales.AsSpan(KeyGroupOffset(head, slot / group), dim), _zeroPoints.AsSpan(0, dim), factors, nameof(keys)); // symmetric: the zero points it writes are 0
                     Span<byte> bytes = MemoryMarshal.AsBytes(quantizedKeys);
                     for (int t = 0; t < group; t++)
                     {

@@ -25,6 +25,28 @@ public sealed partial class Int8KvCache
         {
             ref ushort source = ref Unsafe.As<sbyte, ushort>(ref MemoryMarshal.GetReference(keys));
             ref ushort destination = ref Unsafe.As<sbyte, ushort>(ref MemoryMarshal.GetReference(target));
+            if (count == 1)
+            {
+                // A decoded token: one pair to each pair row, four per step (the general loop spent ~20 instructions a pair).
+                ref ushort run = ref Unsafe.Add(ref destination, slot);
+                nuint stride = (nuint)tokensPerBlock, p = 0;
+                for (; p + 4 <= (nuint)pairs; p += 4)
+                {
+                    ref ushort row = ref Unsafe.Add(ref run, p * stride);
+                    row = Unsafe.Add(ref source, p);
+                    Unsafe.Add(ref row, stride) = Unsafe.Add(ref source, p + 1);
+                    Unsafe.Add(ref row, 2 * stride) = Unsafe.Add(ref source, p + 2);
+                    Unsafe.Add(ref row, 3 * stride) = Unsafe.Add(ref source, p + 3);
+                }
+
+                for (; p < (nuint)pairs; p++)
+                {
+                    Unsafe.Add(ref run, p * stride) = Unsafe.Add(ref source, p);
+                }
+
+                return;
+            }
+
             for (int p = 0; p < pairs; p++)
             {
                 ref ushort run = ref Unsafe.Add(ref destination, (p * tokensPerBlock) + slot);

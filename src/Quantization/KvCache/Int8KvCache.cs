@@ -21,8 +21,8 @@ public sealed partial class Int8KvCache : IDisposable
     /// </summary>
     private const long PrefetchBytes = 1L << 21;
 
-    /// <summary>The largest head dim whose scratch key row an append keeps on the stack.</summary>
-    private const int MaxStackHeadDim = 1024;
+    /// <summary>The largest scratch (a token's key and value rows, int8) an append keeps on the stack.</summary>
+    private const int MaxStackScratchBytes = 16384;
 
     private static readonly QuantizationScheme PerTokenScheme = new(QuantizedType.Int8, symmetric: true, QuantizationGranularity.PerToken);
 
@@ -33,7 +33,7 @@ public sealed partial class Int8KvCache : IDisposable
     private readonly int[] _resident;
     private readonly float[] _windowKeys;
     private readonly float[] _windowValues;
-    private readonly int[] _zeroPoints; // one 0 per channel of a head: the symmetric schemes' zero points, read per lane
+    private readonly int[] _zeroPoints; // one 0 per channel of a token: the symmetric schemes' zero points, read per lane
     private bool _disposed;
 
     /// <summary>Initializes a new instance of the <see cref="Int8KvCache"/> class with its own pool, large enough for <see cref="KvCacheOptions.MaxTokens"/>.</summary>
@@ -72,7 +72,7 @@ public sealed partial class Int8KvCache : IDisposable
         int window = options.Scheme.Kind == KvCacheSchemeKind.Kivi ? options.Layers * options.Scheme.ResidentTokens * options.TokenWidth : 0;
         _windowKeys = ArrayPool<float>.Shared.Rent(window);
         _windowValues = ArrayPool<float>.Shared.Rent(window);
-        _zeroPoints = new int[options.HeadDim];
+        _zeroPoints = new int[options.TokenWidth];
     }
 
     /// <summary>Gets the cache's shape and scheme.</summary>
