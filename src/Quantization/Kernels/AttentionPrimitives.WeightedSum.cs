@@ -126,15 +126,17 @@ internal static partial class AttentionPrimitives
             for (nuint t = 0; t < (nuint)count; t++)
             {
                 TVector x = TOp.Widen(ref tile, (t * dim) + i), y = TOp.Widen(ref tile, (t * dim) + k);
-                float wa = Unsafe.Add(ref w, t), wb2 = Unsafe.Add(ref wb, t), wc2 = Unsafe.Add(ref wc, t), wd2 = Unsafe.Add(ref wd, t);
-                a = TOp.MultiplyAdd(a, x, wa);
-                b = TOp.MultiplyAdd(b, x, wb2);
-                c = TOp.MultiplyAdd(c, x, wc2);
-                d = TOp.MultiplyAdd(d, x, wd2);
-                e = TOp.MultiplyAdd(e, y, wa);
-                f = TOp.MultiplyAdd(f, y, wb2);
-                g = TOp.MultiplyAdd(g, y, wc2);
-                h = TOp.MultiplyAdd(h, y, wd2);
+
+                // Each weight read from memory per use: the broadcast then folds into the multiply-add (a load),
+                // where a weight held in a register takes a shuffle to broadcast.
+                a = TOp.MultiplyAdd(a, x, Unsafe.Add(ref w, t));
+                b = TOp.MultiplyAdd(b, x, Unsafe.Add(ref wb, t));
+                c = TOp.MultiplyAdd(c, x, Unsafe.Add(ref wc, t));
+                d = TOp.MultiplyAdd(d, x, Unsafe.Add(ref wd, t));
+                e = TOp.MultiplyAdd(e, y, Unsafe.Add(ref w, t));
+                f = TOp.MultiplyAdd(f, y, Unsafe.Add(ref wb, t));
+                g = TOp.MultiplyAdd(g, y, Unsafe.Add(ref wc, t));
+                h = TOp.MultiplyAdd(h, y, Unsafe.Add(ref wd, t));
             }
 
             TOp.Store(a, ref o, i);
