@@ -47,12 +47,15 @@ public sealed partial class Int8KvCache
                 return;
             }
 
-            for (int p = 0; p < pairs; p++)
+            // A group of tokens (KIVI): pair by pair, each pair row's run written in order from the rows' strided pairs.
+            nuint rowPairs = (nuint)pairs, tokens = (nuint)count;
+            for (nuint p = 0; p < rowPairs; p++)
             {
-                ref ushort run = ref Unsafe.Add(ref destination, (p * tokensPerBlock) + slot);
-                for (int t = 0; t < count; t++)
+                ref ushort run = ref Unsafe.Add(ref destination, (p * (nuint)tokensPerBlock) + (nuint)slot);
+                ref ushort column = ref Unsafe.Add(ref source, p);
+                for (nuint t = 0; t < tokens; t++)
                 {
-                    Unsafe.Add(ref run, t) = Unsafe.Add(ref source, (t * pairs) + p);
+                    Unsafe.Add(ref run, t) = Unsafe.Add(ref column, t * rowPairs);
                 }
             }
 
