@@ -15,7 +15,11 @@ public sealed class KvCacheOptions
     /// <param name="headDim">The dimension of one head, at most 512 (the int8 dots stay exact in int32).</param>
     /// <param name="maxTokens">The most tokens a layer may hold.</param>
     /// <param name="scheme">The int8 scheme; <see cref="KvCacheScheme.DynamicPerTokenHead"/> when <see langword="null"/>. <see cref="FloatKvCache"/> ignores it.</param>
-    /// <param name="blockTokens">The tokens of one pooled block (a multiple of the KIVI group size for <see cref="KvCacheSchemeKind.Kivi"/>); 64 by default.</param>
+    /// <param name="blockTokens">
+    /// The tokens of one pooled block (a multiple of the KIVI group size for <see cref="KvCacheSchemeKind.Kivi"/>); 64 by
+    /// default. Larger blocks (256, say) speed up attention over long contexts, because each head's keys and values are
+    /// read in longer contiguous runs, but they make appends slower and grow memory in coarser steps.
+    /// </param>
     /// <exception cref="ArgumentOutOfRangeException">A count is not positive, the head dim exceeds 512, or the block size does not fit the scheme.</exception>
     /// <exception cref="ArgumentException">The query heads are not a multiple of the KV heads, or static scales do not have layers x KV heads x head dim elements.</exception>
     public KvCacheOptions(int layers, int kvHeads, int queryHeads, int headDim, int maxTokens, KvCacheScheme? scheme = null, int blockTokens = 64)
